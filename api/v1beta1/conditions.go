@@ -1,0 +1,52 @@
+package v1beta1
+
+// Finalizers.
+const (
+	// RemoteMachineFinalizer keeps a RemoteMachine until its host is cleaned and its pool entry released.
+	RemoteMachineFinalizer = "remotemachine.infrastructure.cluster.x-k8s.io"
+	// RemoteClusterFinalizer keeps a RemoteCluster until its machines are gone.
+	RemoteClusterFinalizer = "remotecluster.infrastructure.cluster.x-k8s.io"
+)
+
+// Condition types and reasons shared by every kind.
+const (
+	// ReadyCondition summarises an object's other conditions.
+	ReadyCondition = "Ready"
+	// PausedCondition is True while the object or its Cluster is paused.
+	PausedCondition = "Paused"
+)
+
+// RemoteMachine conditions.
+const (
+	// BootstrapSucceededCondition is True once the bootstrap data has run on the host.
+	BootstrapSucceededCondition = "BootstrapSucceeded"
+
+	// WaitingForMachineReason: the RemoteMachine has no owner Machine yet.
+	WaitingForMachineReason = "WaitingForMachine"
+	// WaitingForClusterInfrastructureReason: the Cluster's infrastructure is not provisioned yet.
+	WaitingForClusterInfrastructureReason = "WaitingForClusterInfrastructure"
+	// WaitingForBootstrapDataReason: the Machine's bootstrap data secret is not ready yet.
+	WaitingForBootstrapDataReason = "WaitingForBootstrapData"
+	// BootstrappingReason: bootstrap is running on the host.
+	BootstrappingReason = "Bootstrapping"
+	// BootstrapSucceededReason: bootstrap finished successfully.
+	BootstrapSucceededReason = "BootstrapSucceeded"
+	// BootstrapFailedReason: bootstrap failed and will be retried.
+	BootstrapFailedReason = "BootstrapFailed"
+	// HostKeyMismatchReason: the host presented a key that is not in hostKeys (terminal).
+	HostKeyMismatchReason = "HostKeyMismatch"
+	// UnsupportedBootstrapFormatReason: the bootstrap data cannot be run by CAPR (terminal).
+	UnsupportedBootstrapFormatReason = "UnsupportedBootstrapFormat"
+)
+
+// PooledRemoteMachine conditions.
+const (
+	// ClaimedCondition is True while a RemoteMachine holds the entry.
+	ClaimedCondition = "Claimed"
+	// ReachableCondition reports the last SSH probe of the host.
+	ReachableCondition = "Reachable"
+	// QuarantinedReason: cleanup of the host failed and a person must check it.
+	QuarantinedReason = "Quarantined"
+	// CleanupFailedReason: the cleanup commands failed on the host.
+	CleanupFailedReason = "CleanupFailed"
+)

@@ -1,0 +1,193 @@
+package v1beta1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// PooledMachineSpec is the host a pool entry offers. It is copied into the RemoteMachine that claims the entry.
+// +kubebuilder:validation:XValidation:rule="has(self.address) && size(self.address) > 0",fieldPath=".address",reason="FieldValueRequired",message="address is required: set it to the machine's IP address or DNS name"
+// +kubebuilder:validation:XValidation:rule="has(self.sshKeyRef)",fieldPath=".sshKeyRef",reason="FieldValueRequired",message="sshKeyRef is required: name the Secret whose data key 'value' holds the SSH private key for this machine"
+type PooledMachineSpec struct {
+	RemoteHost `json:",inline"`
+}
+
+// PooledMachineClaim records which RemoteMachine holds a pool entry, like a PersistentVolume's claimRef.
+type PooledMachineClaim struct {
+	// name of the RemoteMachine in the same namespace that holds this entry.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// uid of the RemoteMachine, recorded once the RemoteMachine is stored. An entry claimed for a name whose
+	// RemoteMachine has another UID is released.
+	// +optional
+	UID types.UID `json:"uid,omitempty"`
+
+	// claimedAt is when admission claimed the entry; a claim whose RemoteMachine never appears is released after
+	// a grace period.
+	// +optional
+	ClaimedAt *metav1.Time `json:"claimedAt,omitempty"`
+}
+
+// PooledMachineQuarantine records why an entry was taken out of service after a failed cleanup.
+type PooledMachineQuarantine struct {
+	// reason is a short machine-readable reason, for example CleanupFailed.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	Reason string `json:"reason"`
+
+	// message explains to a person what failed and what to check on the host.
+	// +optional
+	// +kubebuilder:validation:MaxLength=10240
+	Message string `json:"message,omitempty"`
+
+	// since is when the entry was quarantined.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+}
+
+// PooledRemoteMachineSpec is one host offered to RemoteMachines through a pool.
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.claimRef) || !has(self.claimRef) || self.machine == oldSelf.machine",fieldPath=".machine",messageExpression="'machine cannot change while the entry is claimed by RemoteMachine ' + oldSelf.claimRef.name + '; delete that RemoteMachine first, or set maintenance: true to keep the entry from being claimed again'"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.claimRef) || !has(self.claimRef) || self.pool == oldSelf.pool",fieldPath=".pool",messageExpression="'pool cannot change while the entry is claimed by RemoteMachine ' + oldSelf.claimRef.name"
+type PooledRemoteMachineSpec struct {
+	// pool is the name of the pool this entry belongs to; RemoteMachines name it in their spec.pool.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Pool string `json:"pool"`
+
+	// machine is the host this entry offers: address, port, user, SSH key and how to manage it.
+	// +required
+	Machine PooledMachineSpec `json:"machine"`
+
+	// failureDomain is the failure domain the host is in; claims spread a cluster's control-plane machines across
+	// failure domains.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	FailureDomain string `json:"failureDomain,omitempty"`
+
+	// maintenance keeps the entry from being claimed. An entry already claimed stays with its RemoteMachine.
+	// +optional
+	Maintenance bool `json:"maintenance,omitempty"`
+
+	// claimRef names the RemoteMachine that holds this entry. Only CAPR sets and clears it.
+	// +optional
+	ClaimRef *PooledMachineClaim `json:"claimRef,omitempty"`
+
+	// quarantine is set by CAPR when cleaning the host after use failed; a quarantined entry is never claimed.
+	// After checking the host, a person returns it to service by removing this field.
+	// +optional
+	Quarantine *PooledMachineQuarantine `json:"quarantine,omitempty"`
+}
+
+// PooledRemoteMachinePhase is where a pool entry is in its lifecycle.
+// +kubebuilder:validation:Enum=Available;Claimed;Cleaning;Quarantined;Maintenance;Unreachable
+type PooledRemoteMachinePhase string
+
+const (
+	// PooledRemoteMachinePhaseAvailable means the entry can be claimed.
+	PooledRemoteMachinePhaseAvailable PooledRemoteMachinePhase = "Available"
+	// PooledRemoteMachinePhaseClaimed means a RemoteMachine holds the entry.
+	PooledRemoteMachinePhaseClaimed PooledRemoteMachinePhase = "Claimed"
+	// PooledRemoteMachinePhaseCleaning means the host is being cleaned after its RemoteMachine was deleted.
+	PooledRemoteMachinePhaseCleaning PooledRemoteMachinePhase = "Cleaning"
+	// PooledRemoteMachinePhaseQuarantined means cleanup failed and a person must check the host.
+	PooledRemoteMachinePhaseQuarantined PooledRemoteMachinePhase = "Quarantined"
+	// PooledRemoteMachinePhaseMaintenance means the entry is in maintenance and is not claimed.
+	PooledRemoteMachinePhaseMaintenance PooledRemoteMachinePhase = "Maintenance"
+	// PooledRemoteMachinePhaseUnreachable means the SSH probe could not reach or log in to the host.
+	PooledRemoteMachinePhaseUnreachable PooledRemoteMachinePhase = "Unreachable"
+)
+
+// RemoteMachineReference names a RemoteMachine.
+type RemoteMachineReference struct {
+	// name of the RemoteMachine.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// namespace of the RemoteMachine.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Namespace string `json:"namespace"`
+}
+
+// PooledRemoteMachineStatus is the observed state of a pool entry.
+type PooledRemoteMachineStatus struct {
+	// phase is where the entry is in its lifecycle.
+	// +optional
+	Phase PooledRemoteMachinePhase `json:"phase,omitempty"`
+
+	// reserved is true while a RemoteMachine holds the entry (as k0smotron reports it).
+	// +optional
+	Reserved bool `json:"reserved,omitempty"`
+
+	// machineRef names the RemoteMachine holding the entry (as k0smotron reports it).
+	// +optional
+	MachineRef *RemoteMachineReference `json:"machineRef,omitempty"`
+
+	// conditions describe the entry's state.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=32
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the generation the status was last computed for.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:path=pooledremotemachines,scope=Namespaced,categories=cluster-api,shortName=prm
+// +kubebuilder:metadata:labels={"cluster.x-k8s.io/v1beta1=v1beta1","cluster.x-k8s.io/v1beta2=v1beta1"}
+// +kubebuilder:printcolumn:name="Pool",type="string",JSONPath=".spec.pool",description="Pool the entry belongs to"
+// +kubebuilder:printcolumn:name="Address",type="string",JSONPath=".spec.machine.address",description="Address of the host"
+// +kubebuilder:printcolumn:name="Phase",type="string",JSONPath=".status.phase",description="Lifecycle phase"
+// +kubebuilder:printcolumn:name="Machine",type="string",JSONPath=".spec.claimRef.name",description="RemoteMachine holding the entry"
+// +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
+
+// PooledRemoteMachine is an existing host offered to RemoteMachines through a named pool.
+type PooledRemoteMachine struct {
+	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the host offered and its claim.
+	// +required
+	Spec PooledRemoteMachineSpec `json:"spec"`
+
+	// status is the observed state of the entry.
+	// +optional
+	Status PooledRemoteMachineStatus `json:"status,omitempty,omitzero"`
+}
+
+// GetConditions returns the entry's conditions, for CAPI's conditions utilities.
+func (m *PooledRemoteMachine) GetConditions() []metav1.Condition { return m.Status.Conditions }
+
+// SetConditions sets the entry's conditions, for CAPI's conditions utilities.
+func (m *PooledRemoteMachine) SetConditions(c []metav1.Condition) { m.Status.Conditions = c }
+
+// +kubebuilder:object:root=true
+
+// PooledRemoteMachineList is a list of PooledRemoteMachines.
+type PooledRemoteMachineList struct {
+	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard list metadata.
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// items are the PooledRemoteMachines.
+	Items []PooledRemoteMachine `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&PooledRemoteMachine{}, &PooledRemoteMachineList{})
+}

@@ -1,0 +1,182 @@
+// Command manager runs CAPR, the Cluster API infrastructure provider for existing hosts reached over SSH.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	cliflag "k8s.io/component-base/cli/flag"
+	"k8s.io/component-base/logs"
+	logsv1 "k8s.io/component-base/logs/api/v1"
+	"k8s.io/klog/v2"
+	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
+	"sigs.k8s.io/cluster-api/util/flags"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/webhooks"
+)
+
+var (
+	scheme   = runtime.NewScheme()
+	setupLog = ctrl.Log.WithName("setup")
+)
+
+func init() {
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = clusterv1.AddToScheme(scheme)
+	_ = infrav1.AddToScheme(scheme)
+}
+
+// options are the manager's command-line flags.
+type options struct {
+	leaderElect              bool
+	leaderElectNamespace     string
+	healthAddr               string
+	webhookPort              int
+	webhookCertDir           string
+	namespace                string
+	watchFilter              string
+	syncPeriod               time.Duration
+	remoteMachineConcurrency int
+	bootstrapConcurrency     int
+	manager                  flags.ManagerOptions
+	logs                     *logsv1.LoggingConfiguration
+}
+
+func (o *options) addFlags(fs *pflag.FlagSet) {
+	fs.BoolVar(&o.leaderElect, "leader-elect", false,
+		"Enable leader election, so that only one of several manager replicas reconciles at a time. Webhooks are served by every replica.")
+	fs.StringVar(&o.leaderElectNamespace, "leader-elect-namespace", "",
+		"Namespace of the leader election lease. Empty means the manager's own namespace when it runs in a cluster; outside a cluster it must be set.")
+	fs.StringVar(&o.healthAddr, "health-addr", ":9440",
+		"Address the health (/healthz) and readiness (/readyz) probes are served on.")
+	fs.IntVar(&o.webhookPort, "webhook-port", 9443,
+		"Port the admission webhook server listens on (TLS). 0 disables the webhook server.")
+	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs/",
+		"Directory holding tls.crt and tls.key for the webhook server (cert-manager mounts them here).")
+	fs.StringVar(&o.namespace, "namespace", "",
+		"Only watch and manage objects in this namespace. Empty watches every namespace.")
+	fs.StringVar(&o.watchFilter, "watch-filter", "",
+		"Only reconcile objects whose cluster.x-k8s.io/watch-filter label has this value. Empty reconciles every object.")
+	fs.DurationVar(&o.syncPeriod, "sync-period", 10*time.Minute,
+		"Minimum interval at which every watched object is reconciled again.")
+	fs.IntVar(&o.remoteMachineConcurrency, "remotemachine-concurrency", 10,
+		"Number of RemoteMachines reconciled at the same time.")
+	fs.IntVar(&o.bootstrapConcurrency, "bootstrap-concurrency", 10,
+		"Number of SSH bootstraps and cleanups run at the same time, off the reconcile workers.")
+	flags.AddManagerOptions(fs, &o.manager)
+	o.logs = logs.NewOptions()
+	logsv1.AddFlags(o.logs, fs)
+}
+
+func (o *options) validate() error {
+	if o.remoteMachineConcurrency < 1 {
+		return fmt.Errorf("--remotemachine-concurrency must be at least 1, got %d", o.remoteMachineConcurrency)
+	}
+	if o.bootstrapConcurrency < 1 {
+		return fmt.Errorf("--bootstrap-concurrency must be at least 1, got %d", o.bootstrapConcurrency)
+	}
+	if o.syncPeriod <= 0 {
+		return fmt.Errorf("--sync-period must be positive, got %s", o.syncPeriod)
+	}
+	if o.webhookPort < 0 || o.webhookPort > 65535 {
+		return fmt.Errorf("--webhook-port must be between 0 and 65535, got %d", o.webhookPort)
+	}
+	return nil
+}
+
+func main() {
+	var o options
+	fs := pflag.CommandLine
+	fs.SetNormalizeFunc(cliflag.WordSepNormalizeFunc)
+	o.addFlags(fs)
+	fs.AddGoFlagSet(flag.CommandLine) // --kubeconfig, registered by controller-runtime
+	pflag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "manager runs CAPR, the Cluster API provider for existing hosts reached over SSH.\n\n"+
+			"It reads its kubeconfig from --kubeconfig, $KUBECONFIG, the in-cluster service account, or ~/.kube/config.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	pflag.Parse()
+
+	if err := logsv1.ValidateAndApply(o.logs, nil); err != nil {
+		fmt.Fprintf(os.Stderr, "Invalid logging flags: %v\n", err)
+		os.Exit(2)
+	}
+	ctrl.SetLogger(klog.Background())
+	if err := o.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if err := run(&o); err != nil {
+		setupLog.Error(err, "Manager stopped with an error")
+		os.Exit(1)
+	}
+}
+
+func run(o *options) error {
+	tlsOptions, metricsOptions, err := flags.GetManagerOptions(o.manager)
+	if err != nil {
+		return fmt.Errorf("invalid flags: %w", err)
+	}
+	restConfig, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("no kubeconfig: %w", err)
+	}
+	restConfig.UserAgent = "capr-manager"
+
+	cacheOptions := cache.Options{SyncPeriod: &o.syncPeriod}
+	if o.namespace != "" {
+		cacheOptions.DefaultNamespaces = map[string]cache.Config{o.namespace: {}}
+	}
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
+		Scheme:                        scheme,
+		LeaderElection:                o.leaderElect,
+		LeaderElectionID:              "controller-leader-election-capr",
+		LeaderElectionNamespace:       o.leaderElectNamespace,
+		LeaderElectionResourceLock:    resourcelock.LeasesResourceLock,
+		LeaderElectionReleaseOnCancel: true,
+		HealthProbeBindAddress:        o.healthAddr,
+		Metrics:                       *metricsOptions,
+		Cache:                         cacheOptions,
+		// Secrets (SSH keys, bootstrap data) are read directly, never cached: no cluster-wide Secret list/watch.
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Port:    o.webhookPort,
+			CertDir: o.webhookCertDir,
+			TLSOpts: tlsOptions,
+		}),
+	})
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+
+	if o.webhookPort != 0 {
+		if err := webhooks.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up webhooks: %w", err)
+		}
+		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+			return err
+		}
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+
+	setupLog.Info("Starting manager", "namespace", o.namespace, "watchFilter", o.watchFilter)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}

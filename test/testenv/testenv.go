@@ -1,0 +1,384 @@
+// Package testenv starts the management plane every CAPR integration test runs against: a real kube-apiserver and
+// etcd (built from the Go module proxy into bin/ by `make test-tools`), CAPR's CRDs and Cluster API v1.14's CRDs,
+// and a controller-runtime webhook server that the apiserver calls over TLS. The webhook server serves CAPR's
+// webhooks and Cluster API's own conversion and admission webhooks for Cluster, Machine, MachineSet and
+// MachineDeployment, so `cluster.x-k8s.io/v1beta1` documents are converted to the v1beta2 storage version for real.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	clusterv1beta1 "sigs.k8s.io/cluster-api/api/core/v1beta1"
+	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
+	coreadmission "sigs.k8s.io/cluster-api/core/webhooks/admission"
+	capiconversion "sigs.k8s.io/cluster-api/core/webhooks/conversion"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/yaml"
+
+	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/webhooks"
+)
+
+// CAPIWebhookResources are the Cluster API kinds whose admission webhooks the environment serves.
+var CAPIWebhookResources = []string{"clusters", "machines", "machinesets", "machinedeployments"}
+
+// Options customise an Environment.
+type Options struct {
+	// Setup registers extra controllers or webhooks with the manager before it starts.
+	Setup func(mgr ctrl.Manager) error
+	// ExtraCRDPaths are more CRD files or directories to install.
+	ExtraCRDPaths []string
+}
+
+// Environment is a running management plane.
+type Environment struct {
+	// Config reaches the apiserver as an administrator.
+	Config *rest.Config
+	// Client is an uncached client with CAPR's and Cluster API's kinds in its scheme.
+	Client client.Client
+	// Manager is the running manager serving the webhooks; Manager.GetClient() is its cached client.
+	Manager ctrl.Manager
+	// Scheme knows every kind the environment serves.
+	Scheme *kruntime.Scheme
+	// Kubeconfig is the path of an administrator kubeconfig file, for bin/kubectl.
+	Kubeconfig string
+	// RootDir is the repository root; BinDir holds the tool binaries.
+	RootDir, BinDir string
+	// WebhookCertDir, WebhookHost and WebhookPort are where the webhook server serves; a test may start another
+	// webhook server (a manager process) with the same certificate.
+	WebhookCertDir string
+	WebhookHost    string
+	WebhookPort    int
+
+	env          *envtest.Environment
+	kubectlCache string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// RootDir returns the repository root.
+func RootDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// BinDir returns the directory holding kube-apiserver, etcd and kubectl: $CAPR_BIN_DIR or <root>/bin.
+func BinDir() string {
+	if d := os.Getenv("CAPR_BIN_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(RootDir(), "bin")
+}
+
+// NewScheme returns a scheme with the kinds the environment serves.
+func NewScheme() *kruntime.Scheme {
+	s := kruntime.NewScheme()
+	for _, add := range []func(*kruntime.Scheme) error{
+		clientgoscheme.AddToScheme, apiextensionsv1.AddToScheme, clusterv1.AddToScheme, clusterv1beta1.AddToScheme,
+		infrav1.AddToScheme,
+	} {
+		if err := add(s); err != nil {
+			panic(err)
+		}
+	}
+	return s
+}
+
+// ModuleDir returns the directory of a Go module in the module cache, e.g. sigs.k8s.io/cluster-api.
+func ModuleDir(module string) (string, error) {
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module)
+	cmd.Dir = RootDir()
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("locating module %s: %w", module, err)
+	}
+	dir := strings.TrimSpace(string(out))
+	if dir == "" {
+		return "", fmt.Errorf("module %s is not downloaded; run 'go mod download'", module)
+	}
+	return dir, nil
+}
+
+// Start starts kube-apiserver and etcd, installs the CRDs and webhooks, and starts a manager serving the webhooks.
+func Start(opts Options) (*Environment, error) {
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
+	root, bin := RootDir(), BinDir()
+	for _, b := range []string{"kube-apiserver", "etcd"} {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			return nil, fmt.Errorf("%s not found in %s: run 'make test-tools' first", b, bin)
+		}
+	}
+	capiDir, err := ModuleDir("sigs.k8s.io/cluster-api")
+	if err != nil {
+		return nil, err
+	}
+	capiMutating, capiValidating, err := capiWebhookConfigurations(filepath.Join(capiDir, "core", "config", "webhook", "manifests.yaml"))
+	if err != nil {
+		return nil, err
+	}
+
+	scheme := NewScheme()
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: bin,
+		CRDInstallOptions: envtest.CRDInstallOptions{
+			Scheme: scheme,
+			Paths: append([]string{
+				filepath.Join(root, "config", "crd", "bases"),
+				filepath.Join(capiDir, "core", "config", "crd", "bases"),
+				filepath.Join(root, "test", "testenv", "testdata"),
+			}, opts.ExtraCRDPaths...),
+			ErrorIfPathMissing: true,
+		},
+		WebhookInstallOptions: envtest.WebhookInstallOptions{
+			Paths:              []string{filepath.Join(root, "config", "webhook")},
+			MutatingWebhooks:   capiMutating,
+			ValidatingWebhooks: capiValidating,
+			// Cluster API's types convert through registered converters, not Hub/Convertible methods, so point
+			// every CRD's conversion at the local webhook server.
+			IgnoreSchemeConvertible: true,
+		},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s: %w", bin, err)
+	}
+	e := &Environment{Config: cfg, Scheme: scheme, RootDir: root, BinDir: bin, env: env,
+		WebhookCertDir: env.WebhookInstallOptions.LocalServingCertDir,
+		WebhookHost:    env.WebhookInstallOptions.LocalServingHost,
+		WebhookPort:    env.WebhookInstallOptions.LocalServingPort}
+	if err := e.start(opts); err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *Environment) start(opts Options) error {
+	var err error
+	if e.Client, err = client.New(e.Config, client.Options{Scheme: e.Scheme}); err != nil {
+		return err
+	}
+	if e.Kubeconfig, err = e.writeKubeconfig(); err != nil {
+		return err
+	}
+	if e.kubectlCache, err = os.MkdirTemp("", "capr-kubectl-cache-"); err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{
+		Scheme:  e.Scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host: e.WebhookHost, Port: e.WebhookPort, CertDir: e.WebhookCertDir,
+		}),
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
+	})
+	if err != nil {
+		return err
+	}
+	e.Manager = mgr
+	capiconversion.SetAPIVersionGetter(func(ctx context.Context, gk schema.GroupKind) (string, error) {
+		return ContractAPIVersion(ctx, mgr.GetAPIReader(), gk)
+	})
+	if err := webhooks.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	for _, w := range []interface{ SetupWebhookWithManager(ctrl.Manager) error }{
+		&coreadmission.Cluster{Client: mgr.GetAPIReader()},
+		&coreadmission.Machine{},
+		&coreadmission.MachineSet{},
+		&coreadmission.MachineDeployment{},
+	} {
+		if err := w.SetupWebhookWithManager(mgr); err != nil {
+			return err
+		}
+	}
+	if opts.Setup != nil {
+		if err := opts.Setup(mgr); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel, e.done = cancel, make(chan error, 1)
+	go func() { e.done <- mgr.Start(ctx) }()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		return errors.New("manager cache did not sync")
+	}
+	return WaitForTLS(ctx, net.JoinHostPort(e.WebhookHost, strconv.Itoa(e.WebhookPort)), time.Minute)
+}
+
+// WaitForTLS waits until a TLS server answers a handshake at addr.
+func WaitForTLS(ctx context.Context, addr string, timeout time.Duration) error {
+	return wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // readiness probe only
+		if err != nil {
+			return false, nil
+		}
+		_ = conn.Close()
+		return true, nil
+	})
+}
+
+// Stop stops the manager, kube-apiserver and etcd.
+func (e *Environment) Stop() error {
+	if e.cancel != nil {
+		e.cancel()
+		<-e.done
+	}
+	_ = os.RemoveAll(e.kubectlCache)
+	_ = os.Remove(e.Kubeconfig)
+	return e.env.Stop()
+}
+
+// Run is a TestMain body: it starts the environment, runs the package's tests and stops it.
+func Run(m *testing.M, opts Options, env **Environment) int {
+	e, err := Start(opts)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "starting the test environment: %v\n", err)
+		return 1
+	}
+	*env = e
+	code := m.Run()
+	if err := e.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "stopping the test environment: %v\n", err)
+	}
+	return code
+}
+
+// NewNamespace creates a namespace for one test and deletes it when the test ends.
+func (e *Environment) NewNamespace(t testing.TB) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "capr-test-"}}
+	if err := e.Client.Create(context.Background(), ns); err != nil {
+		t.Fatalf("creating namespace: %v", err)
+	}
+	t.Cleanup(func() { _ = e.Client.Delete(context.Background(), ns) })
+	return ns.Name
+}
+
+// Kubectl runs bin/kubectl against the environment with stdin as input and returns stdout, stderr and the error.
+func (e *Environment) Kubectl(ctx context.Context, stdin string, args ...string) (string, string, error) {
+	base := []string{"--kubeconfig", e.Kubeconfig, "--cache-dir", e.kubectlCache}
+	cmd := exec.CommandContext(ctx, filepath.Join(e.BinDir, "kubectl"), append(base, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &stdout, &stderr
+	err := cmd.Run()
+	return stdout.String(), stderr.String(), err
+}
+
+func (e *Environment) writeKubeconfig() (string, error) {
+	user, err := e.env.AddUser(envtest.User{Name: "capr-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return "", err
+	}
+	data, err := user.KubeConfig()
+	if err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp("", "capr-kubeconfig-*")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	_, err = f.Write(data)
+	return f.Name(), err
+}
+
+// ContractAPIVersion returns the apiVersion Cluster API uses for a kind: the newest version its CRD lists under the
+// newest contract label (cluster.x-k8s.io/v1beta2, then cluster.x-k8s.io/v1beta1).
+func ContractAPIVersion(ctx context.Context, c client.Reader, gk schema.GroupKind) (string, error) {
+	crds := &apiextensionsv1.CustomResourceDefinitionList{}
+	if err := c.List(ctx, crds); err != nil {
+		return "", err
+	}
+	for _, crd := range crds.Items {
+		if crd.Spec.Group != gk.Group || crd.Spec.Names.Kind != gk.Kind {
+			continue
+		}
+		for _, contract := range []string{"v1beta2", "v1beta1"} {
+			if versions := crd.Labels[clusterv1.GroupVersion.Group+"/"+contract]; versions != "" {
+				list := strings.Split(versions, "_")
+				return schema.GroupVersion{Group: gk.Group, Version: list[len(list)-1]}.String(), nil
+			}
+		}
+		return "", fmt.Errorf("CRD %s has no cluster.x-k8s.io contract label", crd.Name)
+	}
+	return "", fmt.Errorf("no CRD for %s", gk)
+}
+
+// capiWebhookConfigurations reads Cluster API's webhook manifest and keeps the webhooks for CAPIWebhookResources,
+// under names that do not clash with CAPR's own configurations.
+func capiWebhookConfigurations(path string) ([]*admissionv1.MutatingWebhookConfiguration, []*admissionv1.ValidatingWebhookConfiguration, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	var mutating []*admissionv1.MutatingWebhookConfiguration
+	var validating []*admissionv1.ValidatingWebhookConfiguration
+	wanted := func(rules []admissionv1.RuleWithOperations) bool {
+		for _, r := range rules {
+			for _, res := range r.Resources {
+				if slices.Contains(CAPIWebhookResources, res) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for _, doc := range strings.Split(string(data), "\n---") {
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			return nil, nil, err
+		}
+		switch meta.Kind {
+		case "MutatingWebhookConfiguration":
+			cfg := &admissionv1.MutatingWebhookConfiguration{}
+			if err := yaml.Unmarshal([]byte(doc), cfg); err != nil {
+				return nil, nil, err
+			}
+			cfg.Name = "capi-" + cfg.Name
+			cfg.Webhooks = slices.DeleteFunc(cfg.Webhooks, func(w admissionv1.MutatingWebhook) bool { return !wanted(w.Rules) })
+			mutating = append(mutating, cfg)
+		case "ValidatingWebhookConfiguration":
+			cfg := &admissionv1.ValidatingWebhookConfiguration{}
+			if err := yaml.Unmarshal([]byte(doc), cfg); err != nil {
+				return nil, nil, err
+			}
+			cfg.Name = "capi-" + cfg.Name
+			cfg.Webhooks = slices.DeleteFunc(cfg.Webhooks, func(w admissionv1.ValidatingWebhook) bool { return !wanted(w.Rules) })
+			validating = append(validating, cfg)
+		}
+	}
+	if len(mutating) == 0 || len(validating) == 0 {
+		return nil, nil, fmt.Errorf("no webhook configurations in %s", path)
+	}
+	return mutating, validating, nil
+}
