@@ -41,10 +41,13 @@ manifests: $(CONTROLLER_GEN) ## Regenerate CRDs, RBAC and webhook manifests unde
 	$(CONTROLLER_GEN) webhook paths=./... output:webhook:artifacts:config=config/webhook
 
 .PHONY: verify-generate
-verify-generate: generate ## Fail when a generated file is stale.
-	@if [ -n "$$(git status --porcelain -- api config)" ]; then \
-		echo "Generated files are stale; run 'make generate' and commit the result:"; \
-		git status --porcelain -- api config; git --no-pager diff -- api config | head -50; exit 1; fi
+verify-generate: $(CONTROLLER_GEN) ## Fail when a generated file is stale (regenerates and compares).
+	@before=$$(find api config -type f -print0 | sort -z | xargs -0 sha256sum); \
+	$(MAKE) -s generate >/dev/null; \
+	after=$$(find api config -type f -print0 | sort -z | xargs -0 sha256sum); \
+	if [ "$$before" != "$$after" ]; then \
+		echo "Generated files were stale and have been regenerated; review and commit them:"; \
+		diff <(echo "$$before") <(echo "$$after") | grep '^[<>]' | awk '{print "  " $$3}' | sort -u; exit 1; fi
 
 .PHONY: build
 build: ## Build the manager binary into bin/manager.

@@ -189,5 +189,5 @@ type PooledRemoteMachineList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&PooledRemoteMachine{}, &PooledRemoteMachineList{})
+	objectTypes = append(objectTypes, &PooledRemoteMachine{}, &PooledRemoteMachineList{})
 }

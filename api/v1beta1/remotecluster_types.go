@@ -114,5 +114,5 @@ type RemoteClusterList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&RemoteCluster{}, &RemoteClusterList{})
+	objectTypes = append(objectTypes, &RemoteCluster{}, &RemoteClusterList{})
 }

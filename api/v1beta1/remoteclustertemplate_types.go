@@ -53,5 +53,5 @@ type RemoteClusterTemplateList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&RemoteClusterTemplate{}, &RemoteClusterTemplateList{})
+	objectTypes = append(objectTypes, &RemoteClusterTemplate{}, &RemoteClusterTemplateList{})
 }

@@ -152,5 +152,5 @@ type RemoteMachineList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&RemoteMachine{}, &RemoteMachineList{})
+	objectTypes = append(objectTypes, &RemoteMachine{}, &RemoteMachineList{})
 }

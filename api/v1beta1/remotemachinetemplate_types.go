@@ -54,5 +54,5 @@ type RemoteMachineTemplateList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&RemoteMachineTemplate{}, &RemoteMachineTemplateList{})
+	objectTypes = append(objectTypes, &RemoteMachineTemplate{}, &RemoteMachineTemplateList{})
 }

@@ -31,7 +31,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	clusterv1beta1 "sigs.k8s.io/cluster-api/api/core/v1beta1"
+	clusterv1beta1 "sigs.k8s.io/cluster-api/api/core/v1beta1" //nolint:staticcheck // the v1beta1 documents users apply are converted through it
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	coreadmission "sigs.k8s.io/cluster-api/core/webhooks/admission"
 	capiconversion "sigs.k8s.io/cluster-api/core/webhooks/conversion"
@@ -80,8 +80,8 @@ type Environment struct {
 
 	env          *envtest.Environment
 	kubectlCache string
-	cancel context.CancelFunc
-	done   chan error
+	cancel       context.CancelFunc
+	done         chan error
 }
 
 // RootDir returns the repository root.
@@ -238,7 +238,7 @@ func (e *Environment) start(opts Options) error {
 // WaitForTLS waits until a TLS server answers a handshake at addr.
 func WaitForTLS(ctx context.Context, addr string, timeout time.Duration) error {
 	return wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
-		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // readiness probe only
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
 		if err != nil {
 			return false, nil
 		}
@@ -251,7 +251,9 @@ func WaitForTLS(ctx context.Context, addr string, timeout time.Duration) error {
 func (e *Environment) Stop() error {
 	if e.cancel != nil {
 		e.cancel()
-		<-e.done
+		if err := <-e.done; err != nil {
+			fmt.Fprintf(os.Stderr, "manager stopped with an error: %v\n", err)
+		}
 	}
 	_ = os.RemoveAll(e.kubectlCache)
 	_ = os.Remove(e.Kubeconfig)

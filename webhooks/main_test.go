@@ -1,0 +1,14 @@
+package webhooks_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
+)
+
+var env *testenv.Environment
+
+func TestMain(m *testing.M) {
+	os.Exit(testenv.Run(m, testenv.Options{}, &env))
+}
