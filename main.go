@@ -162,8 +162,9 @@ func run(o *options) error {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
 
+	ctx := ctrl.SetupSignalHandler()
 	if o.webhookPort != 0 {
-		if err := webhooks.SetupWithManager(mgr); err != nil {
+		if err := webhooks.SetupWithManager(ctx, mgr); err != nil {
 			return fmt.Errorf("setting up webhooks: %w", err)
 		}
 		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
@@ -178,5 +179,5 @@ func run(o *options) error {
 	}
 
 	setupLog.Info("Starting manager", "namespace", o.namespace, "watchFilter", o.watchFilter)
-	return mgr.Start(ctrl.SetupSignalHandler())
+	return mgr.Start(ctx)
 }

@@ -2,39 +2,127 @@ package webhooks
 
 import (
 	"context"
+	"fmt"
+	"sync"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/pool"
 )
 
-// +kubebuilder:webhook:verbs=create;update,path=/validate-infrastructure-cluster-x-k8s-io-v1beta1-pooledremotemachine,mutating=false,failurePolicy=fail,matchPolicy=Equivalent,groups=infrastructure.cluster.x-k8s.io,resources=pooledremotemachines,versions=v1beta1,name=validation.pooledremotemachine.infrastructure.cluster.x-k8s.io,sideEffects=None,admissionReviewVersions=v1
+// +kubebuilder:webhook:verbs=create;update;delete,path=/validate-infrastructure-cluster-x-k8s-io-v1beta1-pooledremotemachine,mutating=false,failurePolicy=fail,matchPolicy=Equivalent,groups=infrastructure.cluster.x-k8s.io,resources=pooledremotemachines,versions=v1beta1,name=validation.pooledremotemachine.infrastructure.cluster.x-k8s.io,sideEffects=None,admissionReviewVersions=v1
 
-// PooledRemoteMachine admits pool entries.
-type PooledRemoteMachine struct{}
+// PooledRemoteMachine admits pool entries: host fields parse, a host is offered once per namespace, only CAPR
+// changes a claim, and a claimed entry is not deleted.
+type PooledRemoteMachine struct {
+	// Reader is the manager's cached reader with the pool indexes.
+	Reader client.Reader
+	// Identity is the user name CAPR's manager acts as.
+	Identity *Identity
+}
 
 // SetupWebhookWithManager registers the PooledRemoteMachine webhooks.
 func (w *PooledRemoteMachine) SetupWebhookWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewWebhookManagedBy(mgr, &infrav1.PooledRemoteMachine{}).WithValidator(w).Complete()
 }
 
-// ValidateCreate checks a new pool entry.
-func (w *PooledRemoteMachine) ValidateCreate(_ context.Context, m *infrav1.PooledRemoteMachine) (admission.Warnings, error) {
-	return nil, invalid("PooledRemoteMachine", m.Name, validatePooledRemoteMachineSpec(&m.Spec))
+// ValidateCreate checks a new pool entry. A claim on a new entry is accepted, so that clusterctl move can recreate
+// claimed entries.
+func (w *PooledRemoteMachine) ValidateCreate(ctx context.Context, m *infrav1.PooledRemoteMachine) (admission.Warnings, error) {
+	errs := validatePooledRemoteMachineSpec(&m.Spec)
+	dup, err := w.duplicateEndpoint(ctx, m)
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	return nil, invalid("PooledRemoteMachine", m.Name, append(errs, dup...))
 }
 
 // ValidateUpdate checks a changed pool entry.
-func (w *PooledRemoteMachine) ValidateUpdate(_ context.Context, _, m *infrav1.PooledRemoteMachine) (admission.Warnings, error) {
-	return nil, invalid("PooledRemoteMachine", m.Name, validatePooledRemoteMachineSpec(&m.Spec))
+func (w *PooledRemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav1.PooledRemoteMachine) (admission.Warnings, error) {
+	errs := validatePooledRemoteMachineSpec(&m.Spec)
+	if pool.Endpoint(old.Spec.Machine.Address, old.Spec.Machine.Port) != pool.Endpoint(m.Spec.Machine.Address, m.Spec.Machine.Port) {
+		dup, err := w.duplicateEndpoint(ctx, m)
+		if err != nil {
+			return nil, apierrors.NewInternalError(err)
+		}
+		errs = append(errs, dup...)
+	}
+	if !equality.Semantic.DeepEqual(old.Spec.ClaimRef, m.Spec.ClaimRef) {
+		req, err := admission.RequestFromContext(ctx)
+		if err != nil {
+			return nil, err
+		}
+		self, err := w.Identity.Get(ctx)
+		if err != nil {
+			return nil, apierrors.NewInternalError(err)
+		}
+		if req.UserInfo.Username != self {
+			errs = append(errs, field.Forbidden(field.NewPath("spec", "claimRef"),
+				"the claim is managed by CAPR: a RemoteMachine claims the entry when it is created and releases it when it is deleted; set spec.maintenance to keep the entry from being claimed"))
+		}
+	}
+	return nil, invalid("PooledRemoteMachine", m.Name, errs)
 }
 
-// ValidateDelete allows every delete.
-func (w *PooledRemoteMachine) ValidateDelete(context.Context, *infrav1.PooledRemoteMachine) (admission.Warnings, error) {
-	return nil, nil
+// ValidateDelete refuses to delete an entry while a RemoteMachine holds it.
+func (w *PooledRemoteMachine) ValidateDelete(_ context.Context, m *infrav1.PooledRemoteMachine) (admission.Warnings, error) {
+	if m.Spec.ClaimRef == nil {
+		return nil, nil
+	}
+	return nil, apierrors.NewForbidden(infrav1.GroupVersion.WithResource("pooledremotemachines").GroupResource(), m.Name,
+		fmt.Errorf("it is claimed by RemoteMachine %q: delete that RemoteMachine first (its cleanup releases the entry), and set spec.maintenance: true to keep the entry from being claimed again", m.Spec.ClaimRef.Name))
 }
 
 func validatePooledRemoteMachineSpec(s *infrav1.PooledRemoteMachineSpec) field.ErrorList {
 	return validateRemoteHost(field.NewPath("spec", "machine"), &s.Machine.RemoteHost)
+}
+
+// duplicateEndpoint refuses a host that another entry of the namespace already offers.
+func (w *PooledRemoteMachine) duplicateEndpoint(ctx context.Context, m *infrav1.PooledRemoteMachine) (field.ErrorList, error) {
+	if m.Spec.Machine.Address == "" {
+		return nil, nil
+	}
+	list := &infrav1.PooledRemoteMachineList{}
+	if err := w.Reader.List(ctx, list, client.InNamespace(m.Namespace),
+		client.MatchingFields{pool.IndexEndpoint: pool.Endpoint(m.Spec.Machine.Address, m.Spec.Machine.Port)}); err != nil {
+		return nil, err
+	}
+	for _, other := range list.Items {
+		if other.Name != m.Name {
+			return field.ErrorList{field.Duplicate(field.NewPath("spec", "machine", "address"),
+				fmt.Sprintf("%s (port %d) is already offered by PooledRemoteMachine %q; a host can be in one pool entry only", m.Spec.Machine.Address, m.Spec.Machine.Port, other.Name))}, nil
+		}
+	}
+	return nil, nil
+}
+
+// Identity is the user name the manager authenticates as, asked of the apiserver once.
+type Identity struct {
+	// Client creates the SelfSubjectReview.
+	Client client.Client
+
+	mu   sync.Mutex
+	name string
+}
+
+// Get returns the manager's user name.
+func (i *Identity) Get(ctx context.Context) (string, error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.name != "" {
+		return i.name, nil
+	}
+	review := &authenticationv1.SelfSubjectReview{}
+	if err := i.Client.Create(ctx, review); err != nil {
+		return "", fmt.Errorf("asking the apiserver who the manager is: %w", err)
+	}
+	i.name = review.Status.UserInfo.Username
+	return i.name, nil
 }

@@ -2,39 +2,149 @@ package webhooks
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 
+	admissionv1 "k8s.io/api/admission/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apiserver/pkg/storage/names"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/pool"
 )
 
+// +kubebuilder:webhook:verbs=create;update,path=/mutate-infrastructure-cluster-x-k8s-io-v1beta1-remotemachine,mutating=true,failurePolicy=fail,matchPolicy=Equivalent,groups=infrastructure.cluster.x-k8s.io,resources=remotemachines,versions=v1beta1,name=default.remotemachine.infrastructure.cluster.x-k8s.io,sideEffects=NoneOnDryRun,admissionReviewVersions=v1
 // +kubebuilder:webhook:verbs=create;update,path=/validate-infrastructure-cluster-x-k8s-io-v1beta1-remotemachine,mutating=false,failurePolicy=fail,matchPolicy=Equivalent,groups=infrastructure.cluster.x-k8s.io,resources=remotemachines,versions=v1beta1,name=validation.remotemachine.infrastructure.cluster.x-k8s.io,sideEffects=None,admissionReviewVersions=v1
 
-// RemoteMachine admits RemoteMachines.
-type RemoteMachine struct{}
+// RemoteMachine admits RemoteMachines. Its defaulting claims a pool entry for a new pooled RemoteMachine and fills
+// the host fields from it; its validation checks the host fields and the control-plane endpoint backstop.
+type RemoteMachine struct {
+	Claimer *pool.Claimer
+	Guard   *EndpointGuard
+}
 
 // SetupWebhookWithManager registers the RemoteMachine webhooks.
 func (w *RemoteMachine) SetupWebhookWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewWebhookManagedBy(mgr, &infrav1.RemoteMachine{}).WithValidator(w).Complete()
+	return ctrl.NewWebhookManagedBy(mgr, &infrav1.RemoteMachine{}).WithDefaulter(w).WithValidator(w).Complete()
 }
 
-// ValidateCreate checks a new RemoteMachine.
-func (w *RemoteMachine) ValidateCreate(_ context.Context, m *infrav1.RemoteMachine) (admission.Warnings, error) {
-	return nil, invalid("RemoteMachine", m.Name, validateRemoteMachineSpec(field.NewPath("spec"), &m.Spec))
+var remoteMachineGK = infrav1.GroupVersion.WithKind("RemoteMachine").GroupKind()
+
+// Default claims a pool entry on create and keeps the claimed fields on update.
+func (w *RemoteMachine) Default(ctx context.Context, m *infrav1.RemoteMachine) error {
+	req, err := admission.RequestFromContext(ctx)
+	if err != nil {
+		return err
+	}
+	switch req.Operation {
+	case admissionv1.Create:
+		return w.claim(ctx, req, m)
+	case admissionv1.Update:
+		old := &infrav1.RemoteMachine{}
+		if err := json.Unmarshal(req.OldObject.Raw, old); err != nil {
+			return apierrors.NewBadRequest(fmt.Sprintf("decoding the stored RemoteMachine: %v", err))
+		}
+		pool.KeepClaimedFields(old, m)
+	}
+	return nil
+}
+
+// claim takes a pool entry for a RemoteMachine that names a pool or selector and no address.
+func (w *RemoteMachine) claim(ctx context.Context, req admission.Request, m *infrav1.RemoteMachine) error {
+	if m.Spec.Address != "" || m.Spec.PooledRemoteMachineRef != nil || (m.Spec.Pool == "" && m.Spec.Selector == nil) {
+		return nil
+	}
+	if m.Namespace == "" {
+		m.Namespace = req.Namespace
+	}
+	var selector labels.Selector
+	if m.Spec.Selector != nil {
+		var err error
+		if selector, err = metav1.LabelSelectorAsSelector(m.Spec.Selector); err != nil {
+			return apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Invalid(field.NewPath("spec", "selector"), m.Spec.Selector, err.Error())})
+		}
+	}
+	// Refuse before claiming what validation would refuse anyway, so no claim is left behind.
+	if errs := w.Guard.CheckRemoteMachine(ctx, m); len(errs) > 0 {
+		return apierrors.NewInvalid(remoteMachineGK, m.Name, errs)
+	}
+	// The apiserver names generateName objects after admission; the claim needs the name now.
+	if m.Name == "" && m.GenerateName != "" {
+		m.Name = names.SimpleNameGenerator.GenerateName(m.GenerateName)
+	}
+	preq := pool.Request{
+		Namespace:    m.Namespace,
+		Pool:         m.Spec.Pool,
+		Selector:     selector,
+		MachineName:  m.Name,
+		ClusterName:  m.Labels[pool.ClusterNameLabel],
+		ControlPlane: hasLabel(m.Labels, pool.ControlPlaneLabel),
+	}
+	var entry *infrav1.PooledRemoteMachine
+	var err error
+	if req.DryRun != nil && *req.DryRun {
+		entry, err = w.Claimer.Pick(ctx, preq)
+	} else {
+		entry, err = w.Claimer.Claim(ctx, preq)
+	}
+	if errors.Is(err, pool.ErrExhausted) {
+		path := field.NewPath("spec", "pool")
+		if m.Spec.Pool == "" {
+			path = field.NewPath("spec", "selector")
+		}
+		return apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Forbidden(path,
+			err.Error()+"; add PooledRemoteMachines to the pool or free one by deleting a RemoteMachine that holds one")})
+	}
+	if err != nil {
+		return apierrors.NewInternalError(err)
+	}
+	pool.Fill(m, entry)
+	return nil
+}
+
+func hasLabel(l map[string]string, key string) bool {
+	_, ok := l[key]
+	return ok
+}
+
+// ValidateCreate checks a new RemoteMachine after defaulting.
+func (w *RemoteMachine) ValidateCreate(ctx context.Context, m *infrav1.RemoteMachine) (admission.Warnings, error) {
+	errs := validateRemoteMachineSpec(field.NewPath("spec"), &m.Spec)
+	errs = append(errs, w.Guard.CheckRemoteMachine(ctx, m)...)
+	return nil, invalid("RemoteMachine", m.Name, errs)
 }
 
 // ValidateUpdate checks a changed RemoteMachine.
-func (w *RemoteMachine) ValidateUpdate(_ context.Context, _, m *infrav1.RemoteMachine) (admission.Warnings, error) {
-	return nil, invalid("RemoteMachine", m.Name, validateRemoteMachineSpec(field.NewPath("spec"), &m.Spec))
+func (w *RemoteMachine) ValidateUpdate(_ context.Context, old, m *infrav1.RemoteMachine) (admission.Warnings, error) {
+	spec := field.NewPath("spec")
+	errs := validateRemoteMachineSpec(spec, &m.Spec)
+	if len(old.Spec.HostKeys) > 0 && len(m.Spec.HostKeys) == 0 {
+		errs = append(errs, field.Forbidden(spec.Child("hostKeys"),
+			"pinned host keys cannot be removed, or the next connection would trust any key; replace them with the host's new keys instead"))
+	}
+	return nil, invalid("RemoteMachine", m.Name, errs)
 }
 
-// ValidateDelete allows every delete.
+// ValidateDelete allows every delete; cleanup runs in the controller.
 func (w *RemoteMachine) ValidateDelete(context.Context, *infrav1.RemoteMachine) (admission.Warnings, error) {
 	return nil, nil
 }
 
 func validateRemoteMachineSpec(path *field.Path, s *infrav1.RemoteMachineSpec) field.ErrorList {
-	return validateRemoteHost(path, &s.RemoteHost)
+	errs := validateRemoteHost(path, &s.RemoteHost)
+	if s.Address == "" {
+		errs = append(errs, field.Required(path.Child("address"),
+			"set the host's IP address or DNS name, or set spec.pool to take a host from a PooledRemoteMachine pool"))
+	}
+	if s.SSHKeyRef == nil {
+		errs = append(errs, field.Required(path.Child("sshKeyRef"),
+			"name the Secret whose data key 'value' holds the SSH private key for this host"))
+	}
+	return errs
 }

@@ -1,16 +1,29 @@
-// Package webhooks holds CAPR's admission webhooks: defaulting and validation of its own kinds.
+// Package webhooks holds CAPR's admission webhooks: the pool claim when a RemoteMachine is created, validation of
+// CAPR's kinds, and the control-plane-endpoint guard on Cluster API's Cluster and control-plane objects.
 package webhooks
 
 import (
+	"context"
+
 	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/capr-project/cluster-api-provider-remote/pool"
 )
 
-// SetupWithManager registers every CAPR webhook with the manager's webhook server.
-func SetupWithManager(mgr ctrl.Manager) error {
+// SetupWithManager registers every CAPR webhook with the manager's webhook server, and the field indexes they read.
+func SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if err := pool.SetupIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	guard := &EndpointGuard{APIReader: mgr.GetAPIReader(), Mapper: mgr.GetRESTMapper()}
+	claimer := &pool.Claimer{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Writer: mgr.GetClient()}
 	for _, w := range []interface{ SetupWebhookWithManager(ctrl.Manager) error }{
-		&RemoteMachine{},
-		&PooledRemoteMachine{},
+		&RemoteMachine{Claimer: claimer, Guard: guard},
+		&PooledRemoteMachine{Reader: mgr.GetClient(), Identity: &Identity{Client: mgr.GetClient()}},
 		&RemoteCluster{},
+		&RemoteMachineTemplate{},
+		&RemoteClusterTemplate{},
+		guard,
 	} {
 		if err := w.SetupWebhookWithManager(mgr); err != nil {
 			return err

@@ -153,6 +153,8 @@ func Start(opts Options) (*Environment, error) {
 			Paths: append([]string{
 				filepath.Join(root, "config", "crd", "bases"),
 				filepath.Join(capiDir, "core", "config", "crd", "bases"),
+				filepath.Join(capiDir, "controlplane", "kubeadm", "config", "crd", "bases"),
+				filepath.Join(capiDir, "bootstrap", "kubeadm", "config", "crd", "bases"),
 				filepath.Join(root, "test", "testenv", "testdata"),
 			}, opts.ExtraCRDPaths...),
 			ErrorIfPathMissing: true,
@@ -208,7 +210,9 @@ func (e *Environment) start(opts Options) error {
 	capiconversion.SetAPIVersionGetter(func(ctx context.Context, gk schema.GroupKind) (string, error) {
 		return ContractAPIVersion(ctx, mgr.GetAPIReader(), gk)
 	})
-	if err := webhooks.SetupWithManager(mgr); err != nil {
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel, e.done = cancel, make(chan error, 1)
+	if err := webhooks.SetupWithManager(ctx, mgr); err != nil {
 		return err
 	}
 	for _, w := range []interface{ SetupWebhookWithManager(ctrl.Manager) error }{
@@ -226,8 +230,6 @@ func (e *Environment) start(opts Options) error {
 			return err
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	e.cancel, e.done = cancel, make(chan error, 1)
 	go func() { e.done <- mgr.Start(ctx) }()
 	if !mgr.GetCache().WaitForCacheSync(ctx) {
 		return errors.New("manager cache did not sync")

@@ -1,0 +1,389 @@
+// Package pool holds the claim and release of PooledRemoteMachines, shared by the admission webhooks and the
+// controllers: which entries are free, in which order they are offered, the atomic claim, the release, and the
+// field indexes behind them.
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+)
+
+// Field indexes on PooledRemoteMachine.
+const (
+	// IndexPool maps an entry to its spec.pool.
+	IndexPool = "capr.pool"
+	// IndexFree maps a claimable entry to "pool/<pool>" and to AnyPool; entries that cannot be claimed have no key.
+	IndexFree = "capr.free"
+	// IndexEndpoint maps an entry to its "address:port", to refuse a host offered twice.
+	IndexEndpoint = "capr.endpoint"
+	// IndexClaim maps a claimed entry to the name of the RemoteMachine holding it.
+	IndexClaim = "capr.claim"
+
+	// AnyPool is the IndexFree key under which every claimable entry of a namespace is found.
+	AnyPool = "*"
+)
+
+// SetupIndexes registers the field indexes the claim relies on.
+func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
+	obj := &infrav1.PooledRemoteMachine{}
+	for name, fn := range map[string]func(*infrav1.PooledRemoteMachine) []string{
+		IndexPool: func(m *infrav1.PooledRemoteMachine) []string { return []string{m.Spec.Pool} },
+		IndexFree: func(m *infrav1.PooledRemoteMachine) []string {
+			if SkipReason(m) != "" {
+				return nil
+			}
+			return []string{freeKey(m.Spec.Pool), AnyPool}
+		},
+		IndexEndpoint: func(m *infrav1.PooledRemoteMachine) []string {
+			return []string{Endpoint(m.Spec.Machine.Address, m.Spec.Machine.Port)}
+		},
+		IndexClaim: func(m *infrav1.PooledRemoteMachine) []string {
+			if m.Spec.ClaimRef == nil {
+				return nil
+			}
+			return []string{m.Spec.ClaimRef.Name}
+		},
+	} {
+		if err := indexer.IndexField(ctx, obj, name, func(o client.Object) []string {
+			return fn(o.(*infrav1.PooledRemoteMachine))
+		}); err != nil {
+			return fmt.Errorf("indexing PooledRemoteMachine by %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func freeKey(pool string) string { return "pool/" + pool }
+
+// Endpoint returns the "address:port" key of a host; the address is compared case-insensitively.
+func Endpoint(address string, port int32) string {
+	if port == 0 {
+		port = 22
+	}
+	return strings.ToLower(address) + ":" + strconv.Itoa(int(port))
+}
+
+// Reasons an entry is not offered, as counted in the exhausted-pool message.
+const (
+	SkipClaimed     = "claimed"
+	SkipMaintenance = "in maintenance"
+	SkipQuarantined = "quarantined"
+	SkipUnreachable = "unreachable"
+	SkipDeleting    = "being deleted"
+	SkipNoMatch     = "not matching the selector"
+)
+
+// SkipReason says why an entry cannot be claimed, or "" when it can.
+func SkipReason(m *infrav1.PooledRemoteMachine) string {
+	switch {
+	case m.DeletionTimestamp != nil:
+		return SkipDeleting
+	case m.Spec.ClaimRef != nil:
+		return SkipClaimed
+	case m.Spec.Quarantine != nil:
+		return SkipQuarantined
+	case m.Spec.Maintenance:
+		return SkipMaintenance
+	case m.Status.Phase == infrav1.PooledRemoteMachinePhaseUnreachable:
+		return SkipUnreachable
+	}
+	return ""
+}
+
+// Request describes the RemoteMachine a pool entry is wanted for.
+type Request struct {
+	// Namespace of the RemoteMachine; entries are only taken from the same namespace.
+	Namespace string
+	// Pool is the RemoteMachine's spec.pool; empty means any pool.
+	Pool string
+	// Selector is the RemoteMachine's spec.selector; nil or empty matches every entry.
+	Selector labels.Selector
+	// MachineName is the RemoteMachine's name, recorded in the entry's claimRef.
+	MachineName string
+	// ClusterName and ControlPlane come from the RemoteMachine's Cluster API labels; control-plane machines of a
+	// cluster are spread across failure domains.
+	ClusterName  string
+	ControlPlane bool
+}
+
+// ExhaustedError is returned when no entry can be claimed; its message counts why each entry was skipped.
+type ExhaustedError struct {
+	Pool     string
+	Selector string
+	Total    int
+	Skipped  map[string]int
+}
+
+func (e *ExhaustedError) Error() string {
+	where := "in pool " + strconv.Quote(e.Pool)
+	if e.Pool == "" {
+		where = "in the namespace"
+	}
+	if e.Selector != "" {
+		where += " matching selector " + strconv.Quote(e.Selector)
+	}
+	if e.Total == 0 {
+		return fmt.Sprintf("no free PooledRemoteMachine %s (none exist: create PooledRemoteMachines with spec.pool %q in this namespace)", where, e.Pool)
+	}
+	reasons := make([]string, 0, len(e.Skipped))
+	for r := range e.Skipped {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	parts := make([]string, 0, len(reasons))
+	for _, r := range reasons {
+		parts = append(parts, fmt.Sprintf("%d %s", e.Skipped[r], r))
+	}
+	scope := "in pool"
+	if e.Pool == "" {
+		scope = "in namespace"
+	}
+	return fmt.Sprintf("no free PooledRemoteMachine %s (%d %s: %s)", where, e.Total, scope, strings.Join(parts, ", "))
+}
+
+// ErrExhausted matches an *ExhaustedError with errors.Is.
+var ErrExhausted = errors.New("no free PooledRemoteMachine")
+
+// Is makes errors.Is(err, ErrExhausted) true.
+func (e *ExhaustedError) Is(target error) bool { return target == ErrExhausted }
+
+// Claimer claims and releases pool entries. Reads come from Reader (the manager's cache, with the indexes above);
+// the claim itself is an update with a resourceVersion precondition, so the apiserver decides between concurrent
+// claimers, whichever process they run in.
+type Claimer struct {
+	// Reader is a cached reader with the indexes registered by SetupIndexes.
+	Reader client.Reader
+	// APIReader reads straight from the apiserver, to re-check an entry after a conflict.
+	APIReader client.Reader
+	// Writer writes to the apiserver.
+	Writer client.Writer
+	// Now returns the current time; time.Now when nil.
+	Now func() time.Time
+
+	recent sync.Map // entry key → time this process claimed it, until the cache shows the claim
+}
+
+// recentTTL is how long an entry this process claimed is skipped without asking the apiserver.
+const recentTTL = 30 * time.Second
+
+// errTaken means the entry was claimed or changed by someone else since it was listed.
+var errTaken = errors.New("entry no longer free")
+
+// Candidates returns the claimable entries for a request in claim order.
+func (c *Claimer) Candidates(ctx context.Context, req Request) ([]infrav1.PooledRemoteMachine, error) {
+	list := &infrav1.PooledRemoteMachineList{}
+	key := AnyPool
+	if req.Pool != "" {
+		key = freeKey(req.Pool)
+	}
+	if err := c.Reader.List(ctx, list, client.InNamespace(req.Namespace), client.MatchingFields{IndexFree: key}); err != nil {
+		return nil, err
+	}
+	now := c.now()
+	candidates := list.Items[:0]
+	for i := range list.Items {
+		m := &list.Items[i]
+		if SkipReason(m) != "" || (req.Selector != nil && !req.Selector.Matches(labels.Set(m.Labels))) {
+			continue
+		}
+		if t, ok := c.recent.Load(recentKey(m)); ok && now.Sub(t.(time.Time)) < recentTTL {
+			continue
+		}
+		candidates = append(candidates, *m)
+	}
+	if err := c.order(ctx, req, candidates); err != nil {
+		return nil, err
+	}
+	return candidates, nil
+}
+
+// order sorts candidates: for a control-plane machine, entries in the failure domains least used by the cluster's
+// other control-plane machines come first; ties are broken by a hash of machine and entry names, which is
+// deterministic for one machine and spreads concurrent claims over different entries.
+func (c *Claimer) order(ctx context.Context, req Request, candidates []infrav1.PooledRemoteMachine) error {
+	used := map[string]int{}
+	if req.ControlPlane && req.ClusterName != "" {
+		var err error
+		if used, err = c.controlPlaneFailureDomains(ctx, req); err != nil {
+			return err
+		}
+	}
+	score := func(m *infrav1.PooledRemoteMachine) uint64 {
+		h := fnv.New64a()
+		_, _ = h.Write([]byte(req.MachineName + "\x00" + m.Name))
+		return h.Sum64()
+	}
+	sort.SliceStable(candidates, func(i, j int) bool {
+		ui, uj := used[candidates[i].Spec.FailureDomain], used[candidates[j].Spec.FailureDomain]
+		if ui != uj {
+			return ui < uj
+		}
+		return score(&candidates[i]) < score(&candidates[j])
+	})
+	return nil
+}
+
+// controlPlaneFailureDomains counts the failure domains of the entries held by a cluster's control-plane machines.
+func (c *Claimer) controlPlaneFailureDomains(ctx context.Context, req Request) (map[string]int, error) {
+	machines := &infrav1.RemoteMachineList{}
+	if err := c.Reader.List(ctx, machines, client.InNamespace(req.Namespace), client.MatchingLabels{
+		ClusterNameLabel: req.ClusterName,
+	}, client.HasLabels{ControlPlaneLabel}); err != nil {
+		return nil, err
+	}
+	used := map[string]int{}
+	for _, rm := range machines.Items {
+		if rm.Spec.PooledRemoteMachineRef == nil {
+			continue
+		}
+		entry := &infrav1.PooledRemoteMachine{}
+		err := c.Reader.Get(ctx, types.NamespacedName{Namespace: req.Namespace, Name: rm.Spec.PooledRemoteMachineRef.Name}, entry)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		used[entry.Spec.FailureDomain]++
+	}
+	return used, nil
+}
+
+// Cluster API labels read from a RemoteMachine.
+const (
+	ClusterNameLabel  = "cluster.x-k8s.io/cluster-name"
+	ControlPlaneLabel = "cluster.x-k8s.io/control-plane"
+)
+
+// Pick returns the entry a claim would take, without claiming it (for dry-run requests).
+func (c *Claimer) Pick(ctx context.Context, req Request) (*infrav1.PooledRemoteMachine, error) {
+	candidates, err := c.Candidates(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if len(candidates) == 0 {
+		return nil, c.exhausted(ctx, req)
+	}
+	return &candidates[0], nil
+}
+
+// Claim takes the first free entry for the request and records the RemoteMachine in its spec.claimRef. A conflict
+// means another claimer was first: the entry is re-read and, if taken, the next candidate is tried. Every candidate
+// is tried at most once, so a claim ends after as many attempts as there are free entries.
+func (c *Claimer) Claim(ctx context.Context, req Request) (*infrav1.PooledRemoteMachine, error) {
+	candidates, err := c.Candidates(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	for i := range candidates {
+		entry := &candidates[i]
+		err := c.claimEntry(ctx, req, entry)
+		if err == nil {
+			c.recent.Store(recentKey(entry), c.now())
+			return entry, nil
+		}
+		if !errors.Is(err, errTaken) && !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("claiming PooledRemoteMachine %s: %w", entry.Name, err)
+		}
+	}
+	return nil, c.exhausted(ctx, req)
+}
+
+// claimEntry writes the claim with the entry's resourceVersion as precondition, re-reading it after a conflict.
+func (c *Claimer) claimEntry(ctx context.Context, req Request, entry *infrav1.PooledRemoteMachine) error {
+	first := true
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if !first {
+			if err := c.APIReader.Get(ctx, client.ObjectKeyFromObject(entry), entry); err != nil {
+				return err
+			}
+		}
+		first = false
+		if SkipReason(entry) != "" || (req.Selector != nil && !req.Selector.Matches(labels.Set(entry.Labels))) {
+			return errTaken
+		}
+		orig := entry.DeepCopy()
+		entry.Spec.ClaimRef = &infrav1.PooledMachineClaim{Name: req.MachineName, ClaimedAt: &metav1.Time{Time: c.now()}}
+		return c.Writer.Patch(ctx, entry, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+	})
+}
+
+// Release clears an entry's claim if it is held by the named RemoteMachine. A missing entry or a claim held by
+// another machine is not an error: there is nothing to release.
+func (c *Claimer) Release(ctx context.Context, namespace, entryName, machineName string) error {
+	entry := &infrav1.PooledRemoteMachine{}
+	key := types.NamespacedName{Namespace: namespace, Name: entryName}
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := c.APIReader.Get(ctx, key, entry); err != nil {
+			return err
+		}
+		if entry.Spec.ClaimRef == nil || entry.Spec.ClaimRef.Name != machineName {
+			return nil
+		}
+		orig := entry.DeepCopy()
+		entry.Spec.ClaimRef = nil
+		return c.Writer.Patch(ctx, entry, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+	})
+	if apierrors.IsNotFound(err) {
+		err = nil
+	}
+	c.recent.Delete(key.String())
+	return err
+}
+
+// exhausted builds the error for a request no entry can serve, counting why each entry of the pool was skipped.
+func (c *Claimer) exhausted(ctx context.Context, req Request) error {
+	list := &infrav1.PooledRemoteMachineList{}
+	opts := []client.ListOption{client.InNamespace(req.Namespace)}
+	if req.Pool != "" {
+		opts = append(opts, client.MatchingFields{IndexPool: req.Pool})
+	}
+	if err := c.Reader.List(ctx, list, opts...); err != nil {
+		return err
+	}
+	e := &ExhaustedError{Pool: req.Pool, Total: len(list.Items), Skipped: map[string]int{}}
+	if req.Selector != nil && !req.Selector.Empty() {
+		e.Selector = req.Selector.String()
+	}
+	for i := range list.Items {
+		m := &list.Items[i]
+		reason := SkipReason(m)
+		if reason == "" && req.Selector != nil && !req.Selector.Matches(labels.Set(m.Labels)) {
+			reason = SkipNoMatch
+		}
+		if reason == "" {
+			// Free in the cache but taken by the time the claim was tried: the cache has not caught up yet.
+			reason = SkipClaimed
+		}
+		e.Skipped[reason]++
+	}
+	return e
+}
+
+func (c *Claimer) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func recentKey(m *infrav1.PooledRemoteMachine) string {
+	return types.NamespacedName{Namespace: m.Namespace, Name: m.Name}.String()
+}
+

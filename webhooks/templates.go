@@ -1,0 +1,82 @@
+package webhooks
+
+import (
+	"context"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/cluster-api/util/topology"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+)
+
+// +kubebuilder:webhook:verbs=create;update,path=/validate-infrastructure-cluster-x-k8s-io-v1beta1-remotemachinetemplate,mutating=false,failurePolicy=fail,matchPolicy=Equivalent,groups=infrastructure.cluster.x-k8s.io,resources=remotemachinetemplates,versions=v1beta1,name=validation.remotemachinetemplate.infrastructure.cluster.x-k8s.io,sideEffects=None,admissionReviewVersions=v1
+// +kubebuilder:webhook:verbs=create;update,path=/validate-infrastructure-cluster-x-k8s-io-v1beta1-remoteclustertemplate,mutating=false,failurePolicy=fail,matchPolicy=Equivalent,groups=infrastructure.cluster.x-k8s.io,resources=remoteclustertemplates,versions=v1beta1,name=validation.remoteclustertemplate.infrastructure.cluster.x-k8s.io,sideEffects=None,admissionReviewVersions=v1
+
+// RemoteMachineTemplate admits RemoteMachineTemplates: the template's host fields parse, and the spec never
+// changes (create a new template and point the MachineDeployment or control plane at it instead).
+type RemoteMachineTemplate struct{}
+
+// SetupWebhookWithManager registers the RemoteMachineTemplate webhook.
+func (w *RemoteMachineTemplate) SetupWebhookWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewWebhookManagedBy(mgr, &infrav1.RemoteMachineTemplate{}).WithValidator(w).Complete()
+}
+
+// ValidateCreate checks a new template.
+func (w *RemoteMachineTemplate) ValidateCreate(_ context.Context, t *infrav1.RemoteMachineTemplate) (admission.Warnings, error) {
+	return nil, invalid("RemoteMachineTemplate", t.Name, validateRemoteHost(field.NewPath("spec", "template", "spec"), &t.Spec.Template.Spec.RemoteHost))
+}
+
+// ValidateUpdate refuses spec changes, except in Cluster API topology dry-runs.
+func (w *RemoteMachineTemplate) ValidateUpdate(ctx context.Context, old, t *infrav1.RemoteMachineTemplate) (admission.Warnings, error) {
+	return nil, immutableTemplate(ctx, "RemoteMachineTemplate", t, equality.Semantic.DeepEqual(old.Spec, t.Spec))
+}
+
+// ValidateDelete allows every delete.
+func (w *RemoteMachineTemplate) ValidateDelete(context.Context, *infrav1.RemoteMachineTemplate) (admission.Warnings, error) {
+	return nil, nil
+}
+
+// RemoteClusterTemplate admits RemoteClusterTemplates: the spec never changes.
+type RemoteClusterTemplate struct{}
+
+// SetupWebhookWithManager registers the RemoteClusterTemplate webhook.
+func (w *RemoteClusterTemplate) SetupWebhookWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewWebhookManagedBy(mgr, &infrav1.RemoteClusterTemplate{}).WithValidator(w).Complete()
+}
+
+// ValidateCreate checks a new template.
+func (w *RemoteClusterTemplate) ValidateCreate(_ context.Context, t *infrav1.RemoteClusterTemplate) (admission.Warnings, error) {
+	return nil, invalid("RemoteClusterTemplate", t.Name, validateRemoteClusterSpec(field.NewPath("spec", "template", "spec"), &t.Spec.Template.Spec))
+}
+
+// ValidateUpdate refuses spec changes, except in Cluster API topology dry-runs.
+func (w *RemoteClusterTemplate) ValidateUpdate(ctx context.Context, old, t *infrav1.RemoteClusterTemplate) (admission.Warnings, error) {
+	return nil, immutableTemplate(ctx, "RemoteClusterTemplate", t, equality.Semantic.DeepEqual(old.Spec, t.Spec))
+}
+
+// ValidateDelete allows every delete.
+func (w *RemoteClusterTemplate) ValidateDelete(context.Context, *infrav1.RemoteClusterTemplate) (admission.Warnings, error) {
+	return nil, nil
+}
+
+// immutableTemplate refuses a template whose spec changed. Cluster API's topology controller checks its planned
+// changes with server-side-apply dry-runs marked by an annotation; those pass (contract: support for SSA dry run).
+func immutableTemplate(ctx context.Context, kind string, t metav1.Object, unchanged bool) error {
+	if unchanged {
+		return nil
+	}
+	req, err := admission.RequestFromContext(ctx)
+	if err != nil {
+		return apierrors.NewInternalError(err)
+	}
+	if topology.IsDryRunRequest(req, t) {
+		return nil
+	}
+	return invalid(kind, t.GetName(), field.ErrorList{field.Forbidden(field.NewPath("spec"),
+		kind+" spec is immutable: create a new "+kind+" with the change and point its users at it")})
+}
