@@ -386,4 +386,3 @@ func (c *Claimer) now() time.Time {
 func recentKey(m *infrav1.PooledRemoteMachine) string {
 	return types.NamespacedName{Namespace: m.Namespace, Name: m.Name}.String()
 }
-
