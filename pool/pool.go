@@ -176,11 +176,36 @@ type Claimer struct {
 	// Now returns the current time; time.Now when nil.
 	Now func() time.Time
 
-	recent sync.Map // entry key → time this process claimed it, until the cache shows the claim
+	// reserved maps an entry key to the time a claim in this process started on it. Concurrent claims in one
+	// process never race for the same entry, and an entry just claimed is skipped until the cache shows the claim.
+	// It is only an optimisation: the apiserver's resourceVersion check decides between processes.
+	reserved sync.Map
 }
 
-// recentTTL is how long an entry this process claimed is skipped without asking the apiserver.
-const recentTTL = 30 * time.Second
+// reservationTTL is how long an entry reserved by this process is skipped without asking the apiserver.
+const reservationTTL = 30 * time.Second
+
+// reserve marks an entry as being claimed by this process; false if another claim here holds it.
+func (c *Claimer) reserve(m *infrav1.PooledRemoteMachine) bool {
+	now := c.now()
+	for {
+		prev, loaded := c.reserved.LoadOrStore(recentKey(m), now)
+		if !loaded {
+			return true
+		}
+		if now.Sub(prev.(time.Time)) < reservationTTL {
+			return false
+		}
+		if c.reserved.CompareAndSwap(recentKey(m), prev, now) {
+			return true
+		}
+	}
+}
+
+func (c *Claimer) isReserved(m *infrav1.PooledRemoteMachine, now time.Time) bool {
+	t, ok := c.reserved.Load(recentKey(m))
+	return ok && now.Sub(t.(time.Time)) < reservationTTL
+}
 
 // errTaken means the entry was claimed or changed by someone else since it was listed.
 var errTaken = errors.New("entry no longer free")
@@ -202,7 +227,7 @@ func (c *Claimer) Candidates(ctx context.Context, req Request) ([]infrav1.Pooled
 		if SkipReason(m) != "" || (req.Selector != nil && !req.Selector.Matches(labels.Set(m.Labels))) {
 			continue
 		}
-		if t, ok := c.recent.Load(recentKey(m)); ok && now.Sub(t.(time.Time)) < recentTTL {
+		if c.isReserved(m, now) {
 			continue
 		}
 		candidates = append(candidates, *m)
@@ -293,12 +318,16 @@ func (c *Claimer) Claim(ctx context.Context, req Request) (*infrav1.PooledRemote
 	}
 	for i := range candidates {
 		entry := &candidates[i]
+		if !c.reserve(entry) {
+			continue
+		}
 		err := c.claimEntry(ctx, req, entry)
 		if err == nil {
-			c.recent.Store(recentKey(entry), c.now())
 			return entry, nil
 		}
+		// A taken or deleted entry stays reserved: it is not free, whatever the cache says for now.
 		if !errors.Is(err, errTaken) && !apierrors.IsNotFound(err) {
+			c.reserved.Delete(recentKey(entry))
 			return nil, fmt.Errorf("claiming PooledRemoteMachine %s: %w", entry.Name, err)
 		}
 	}
@@ -343,7 +372,7 @@ func (c *Claimer) Release(ctx context.Context, namespace, entryName, machineName
 	if apierrors.IsNotFound(err) {
 		err = nil
 	}
-	c.recent.Delete(key.String())
+	c.reserved.Delete(key.String())
 	return err
 }
 

@@ -96,8 +96,8 @@ func (w *PooledRemoteMachine) duplicateEndpoint(ctx context.Context, m *infrav1.
 	}
 	for _, other := range list.Items {
 		if other.Name != m.Name {
-			return field.ErrorList{field.Duplicate(field.NewPath("spec", "machine", "address"),
-				fmt.Sprintf("%s (port %d) is already offered by PooledRemoteMachine %q; a host can be in one pool entry only", m.Spec.Machine.Address, m.Spec.Machine.Port, other.Name))}, nil
+			return field.ErrorList{field.Invalid(field.NewPath("spec", "machine", "address"), m.Spec.Machine.Address,
+				fmt.Sprintf("this host (port %d) is already offered by PooledRemoteMachine %q; a host can be in one pool entry only", m.Spec.Machine.Port, other.Name))}, nil
 		}
 	}
 	return nil, nil

@@ -200,6 +200,7 @@ func (e *Environment) start(opts Options) error {
 		Metrics: metricsserver.Options{BindAddress: "0"},
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host: e.WebhookHost, Port: e.WebhookPort, CertDir: e.WebhookCertDir,
+			TLSOpts: []func(*tls.Config){webhooks.DisableHTTP2},
 		}),
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 	})

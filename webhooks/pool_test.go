@@ -1,0 +1,367 @@
+package webhooks_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+)
+
+// newEntry returns a pool entry: host 10.<i/250>.<i%250>.1 in pool "default", h<i>.<pool>.example.com in others.
+func newEntry(ns, poolName string, i int) *infrav1.PooledRemoteMachine {
+	p := &infrav1.PooledRemoteMachine{}
+	p.Namespace, p.Name = ns, fmt.Sprintf("%s-%03d", poolName, i)
+	p.Spec.Pool = poolName
+	p.Spec.Machine.Address = fmt.Sprintf("h%d.%s.example.com", i, poolName)
+	if poolName == "default" {
+		p.Spec.Machine.Address = fmt.Sprintf("10.%d.%d.1", i/250, i%250)
+	}
+	p.Spec.Machine.Port = 2222
+	p.Spec.Machine.User = "capr"
+	p.Spec.Machine.UseSudo = true
+	p.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: fmt.Sprintf("key-%d", i)}
+	p.Spec.Machine.HostKeys = []string{hostKey}
+	p.Spec.Machine.CustomCleanUpCommands = []string{"wipe-host"}
+	return p
+}
+
+// createPool creates n entries and waits until the manager's cache holds them all.
+func createPool(t *testing.T, ns, poolName string, n int, mutate func(int, *infrav1.PooledRemoteMachine)) []*infrav1.PooledRemoteMachine {
+	t.Helper()
+	g := NewWithT(t)
+	entries := make([]*infrav1.PooledRemoteMachine, 0, n)
+	for i := range n {
+		p := newEntry(ns, poolName, i)
+		if mutate != nil {
+			mutate(i, p)
+		}
+		g.Expect(env.Client.Create(context.Background(), p)).To(Succeed())
+		entries = append(entries, p)
+	}
+	g.Eventually(func() int {
+		list := &infrav1.PooledRemoteMachineList{}
+		_ = env.Manager.GetClient().List(context.Background(), list, client.InNamespace(ns))
+		return len(list.Items)
+	}, 30*time.Second, 50*time.Millisecond).Should(BeNumerically(">=", n))
+	return entries
+}
+
+func pooledMachine(ns, name, poolName string) *infrav1.RemoteMachine {
+	m := &infrav1.RemoteMachine{}
+	m.Namespace, m.Name = ns, name
+	m.Spec.Pool = poolName
+	return m
+}
+
+func getEntry(t *testing.T, ns, name string) *infrav1.PooledRemoteMachine {
+	t.Helper()
+	p := &infrav1.PooledRemoteMachine{}
+	if err := env.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestPooledFlow is the reference document's pooled flow: a RemoteMachine with pool: default is stored holding a
+// free entry's host, and the entry's claimRef names it. A server-side dry run fills the fields without claiming.
+func TestPooledFlow(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := env.NewNamespace(t)
+	entries := createPool(t, ns, "default", 2, nil)
+
+	dry := pooledMachine(ns, "remote-test-0", "default")
+	g.Expect(env.Client.Create(ctx, dry, client.DryRunAll)).To(Succeed())
+	g.Expect(dry.Spec.Address).To(HavePrefix("10.0."))
+	g.Expect(dry.Spec.PooledRemoteMachineRef).NotTo(BeNil())
+	for _, e := range entries {
+		g.Expect(getEntry(t, ns, e.Name).Spec.ClaimRef).To(BeNil(), "a dry run claims nothing")
+	}
+
+	m := pooledMachine(ns, "remote-test-0", "default")
+	g.Expect(env.Client.Create(ctx, m)).To(Succeed())
+	g.Expect(m.Spec.PooledRemoteMachineRef).NotTo(BeNil())
+	entry := getEntry(t, ns, m.Spec.PooledRemoteMachineRef.Name)
+	g.Expect(entry.Spec.ClaimRef).NotTo(BeNil())
+	g.Expect(entry.Spec.ClaimRef.Name).To(Equal("remote-test-0"))
+	g.Expect(entry.Spec.ClaimRef.ClaimedAt).NotTo(BeNil())
+	g.Expect(m.Spec.Address).To(Equal(entry.Spec.Machine.Address))
+	g.Expect(m.Spec.Port).To(Equal(int32(2222)))
+	g.Expect(m.Spec.User).To(Equal("capr"))
+	g.Expect(m.Spec.UseSudo).To(BeTrue())
+	g.Expect(m.Spec.SSHKeyRef).To(Equal(entry.Spec.Machine.SSHKeyRef))
+	g.Expect(m.Spec.HostKeys).To(Equal([]string{hostKey}))
+	g.Expect(m.Spec.CustomCleanUpCommands).To(Equal([]string{"wipe-host"}))
+	g.Expect(dry.Spec.PooledRemoteMachineRef.Name).To(Equal(entry.Name), "the dry run showed the entry the claim took")
+
+	// The second machine takes the other entry; the third finds the pool exhausted and nothing is stored.
+	m2 := pooledMachine(ns, "remote-test-1", "default")
+	g.Expect(env.Client.Create(ctx, m2)).To(Succeed())
+	g.Expect(m2.Spec.PooledRemoteMachineRef.Name).NotTo(Equal(entry.Name))
+	err := env.Client.Create(ctx, pooledMachine(ns, "remote-test-2", "default"))
+	g.Expect(err).To(MatchError(ContainSubstring(`spec.pool: Forbidden: no free PooledRemoteMachine in pool "default" (2 in pool: 2 claimed)`)))
+	g.Expect(apierrors.IsNotFound(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "remote-test-2"}, &infrav1.RemoteMachine{}))).To(BeTrue())
+
+	// An unknown pool says there is nothing in it.
+	err = env.Client.Create(ctx, pooledMachine(ns, "elsewhere", "gpu"))
+	g.Expect(err).To(MatchError(ContainSubstring(`no free PooledRemoteMachine in pool "gpu" (none exist`)))
+}
+
+// TestConcurrentClaimsNeverShareAnEntry creates 200 RemoteMachines at once against a pool of 150.
+func TestConcurrentClaimsNeverShareAnEntry(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.NewNamespace(t)
+	createPool(t, ns, "default", 150, nil)
+	// Entries of another pool must never be taken.
+	createPool(t, ns, "other", 20, nil)
+
+	errs := createConcurrently(env.Config, ns, "default", 200)
+	var rejected int
+	for _, err := range errs {
+		if err != nil {
+			g.Expect(err).To(MatchError(ContainSubstring(`no free PooledRemoteMachine in pool "default" (150 in pool: 150 claimed)`)))
+			rejected++
+		}
+	}
+	g.Expect(rejected).To(Equal(50))
+	AssertOneToOneClaims(g, env.Client, ns, 150)
+	others := &infrav1.PooledRemoteMachineList{}
+	g.Expect(env.Client.List(context.Background(), others, client.InNamespace(ns))).To(Succeed())
+	for _, p := range others.Items {
+		if p.Spec.Pool == "other" {
+			g.Expect(p.Spec.ClaimRef).To(BeNil())
+		}
+	}
+}
+
+// createConcurrently creates n pooled RemoteMachines at once and returns each create's error.
+func createConcurrently(cfg *rest.Config, ns, poolName string, n int) []error {
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		return []error{err}
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			errs[i] = c.Create(context.Background(), pooledMachine(ns, fmt.Sprintf("m-%03d", i), poolName))
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// AssertOneToOneClaims checks that want RemoteMachines hold want distinct entries and that every claimed entry's
+// claimRef names the RemoteMachine holding it.
+func AssertOneToOneClaims(g Gomega, c client.Client, ns string, want int) {
+	machines := &infrav1.RemoteMachineList{}
+	g.Expect(c.List(context.Background(), machines, client.InNamespace(ns))).To(Succeed())
+	g.Expect(machines.Items).To(HaveLen(want))
+	held := map[string]string{}
+	for _, m := range machines.Items {
+		g.Expect(m.Spec.PooledRemoteMachineRef).NotTo(BeNil())
+		g.Expect(m.Spec.Address).NotTo(BeEmpty())
+		g.Expect(held).NotTo(HaveKey(m.Spec.PooledRemoteMachineRef.Name), "entry held twice")
+		held[m.Spec.PooledRemoteMachineRef.Name] = m.Name
+	}
+	entries := &infrav1.PooledRemoteMachineList{}
+	g.Expect(c.List(context.Background(), entries, client.InNamespace(ns))).To(Succeed())
+	claimed := 0
+	for _, p := range entries.Items {
+		if p.Spec.ClaimRef == nil {
+			continue
+		}
+		claimed++
+		g.Expect(held).To(HaveKeyWithValue(p.Name, p.Spec.ClaimRef.Name))
+	}
+	g.Expect(claimed).To(Equal(want))
+}
+
+// TestSelectorMaintenanceAndQuarantine checks which entries a claim may take.
+func TestSelectorMaintenanceAndQuarantine(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := env.NewNamespace(t)
+	createPool(t, ns, "default", 5, func(i int, p *infrav1.PooledRemoteMachine) {
+		p.Labels = map[string]string{"gpu": fmt.Sprint(i == 4)}
+		switch i {
+		case 0:
+			p.Spec.Maintenance = true
+		case 1:
+			p.Spec.Quarantine = &infrav1.PooledMachineQuarantine{Reason: infrav1.CleanupFailedReason}
+		}
+	})
+
+	m := pooledMachine(ns, "gpu", "default")
+	m.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"gpu": "true"}}
+	g.Expect(env.Client.Create(ctx, m)).To(Succeed())
+	g.Expect(m.Spec.PooledRemoteMachineRef.Name).To(Equal("default-004"))
+
+	m2 := pooledMachine(ns, "gpu-2", "default")
+	m2.Spec.Selector = m.Spec.Selector
+	err := env.Client.Create(ctx, m2)
+	g.Expect(err).To(MatchError(ContainSubstring(`no free PooledRemoteMachine in pool "default" matching selector "gpu=true" (5 in pool: 1 claimed, 1 in maintenance, 2 not matching the selector, 1 quarantined)`)))
+
+	// A selector alone picks from every pool of the namespace.
+	sel := &infrav1.RemoteMachine{}
+	sel.Namespace, sel.Name = ns, "any-pool"
+	sel.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"gpu": "false"}}
+	g.Expect(env.Client.Create(ctx, sel)).To(Succeed())
+	g.Expect(sel.Spec.PooledRemoteMachineRef.Name).To(BeElementOf("default-002", "default-003"))
+
+	// Leaving maintenance makes the entry claimable again.
+	e0 := getEntry(t, ns, "default-000")
+	e0.Spec.Maintenance = false
+	g.Expect(env.Client.Update(ctx, e0)).To(Succeed())
+	taken := map[string]bool{sel.Spec.PooledRemoteMachineRef.Name: true}
+	g.Eventually(func() error {
+		m := pooledMachine(ns, fmt.Sprintf("after-maintenance-%d", len(taken)), "default")
+		if err := env.Client.Create(ctx, m); err != nil {
+			return err
+		}
+		taken[m.Spec.PooledRemoteMachineRef.Name] = true
+		if !taken["default-000"] {
+			return fmt.Errorf("took %v", taken)
+		}
+		return nil
+	}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
+}
+
+// TestControlPlaneMachinesSpreadAcrossFailureDomains claims three control-plane machines from a pool whose entries
+// sit in three failure domains, the first of which has most entries.
+func TestControlPlaneMachinesSpreadAcrossFailureDomains(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := env.NewNamespace(t)
+	createPool(t, ns, "default", 9, func(i int, p *infrav1.PooledRemoteMachine) {
+		p.Spec.FailureDomain = []string{"rack-a", "rack-a", "rack-a", "rack-a", "rack-a", "rack-a", "rack-a", "rack-b", "rack-c"}[i]
+	})
+	domains := map[string]int{}
+	for i := range 3 {
+		m := pooledMachine(ns, fmt.Sprintf("cp-%d", i), "default")
+		m.Labels = map[string]string{"cluster.x-k8s.io/cluster-name": "c1", "cluster.x-k8s.io/control-plane": ""}
+		g.Expect(env.Client.Create(ctx, m)).To(Succeed())
+		domains[getEntry(t, ns, m.Spec.PooledRemoteMachineRef.Name).Spec.FailureDomain]++
+		// The next claim reads the previous one from the cache.
+		g.Eventually(func() int {
+			list := &infrav1.RemoteMachineList{}
+			_ = env.Manager.GetClient().List(ctx, list, client.InNamespace(ns))
+			return len(list.Items)
+		}, 10*time.Second, 20*time.Millisecond).Should(Equal(i + 1))
+	}
+	g.Expect(domains).To(Equal(map[string]int{"rack-a": 1, "rack-b": 1, "rack-c": 1}))
+}
+
+// TestGenerateNameClaims checks that a RemoteMachine created with generateName records its final name in the claim.
+func TestGenerateNameClaims(t *testing.T) {
+	g := NewWithT(t)
+	ns := env.NewNamespace(t)
+	createPool(t, ns, "default", 1, nil)
+	m := pooledMachine(ns, "", "default")
+	m.GenerateName = "worker-"
+	g.Expect(env.Client.Create(context.Background(), m)).To(Succeed())
+	g.Expect(m.Name).To(HavePrefix("worker-"))
+	g.Expect(getEntry(t, ns, m.Spec.PooledRemoteMachineRef.Name).Spec.ClaimRef.Name).To(Equal(m.Name))
+}
+
+// TestServerSideApplyKeepsClaimedFields re-applies a template-only spec with Cluster API's field manager, as the
+// MachineSet controller does, and checks that the host fields the claim filled are kept.
+func TestServerSideApplyKeepsClaimedFields(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := env.NewNamespace(t)
+	createPool(t, ns, "default", 1, nil)
+	apply := func(labels map[string]any) *infrav1.RemoteMachine {
+		u := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": infrav1.GroupVersion.String(), "kind": "RemoteMachine",
+			"metadata": map[string]any{"name": "ssa", "namespace": ns, "labels": labels},
+			"spec":     map[string]any{"pool": "default"},
+		}}
+		g.Expect(env.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("capi-machineset"), client.ForceOwnership)).To(Succeed())
+		m := &infrav1.RemoteMachine{}
+		g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "ssa"}, m)).To(Succeed())
+		return m
+	}
+	first := apply(map[string]any{"a": "1"})
+	g.Expect(first.Spec.Address).To(Equal("10.0.0.1"))
+	again := apply(map[string]any{"a": "2"})
+	g.Expect(again.Labels).To(HaveKeyWithValue("a", "2"))
+	g.Expect(again.Spec).To(Equal(first.Spec))
+}
+
+// TestClaimedFieldsAreImmutable checks that a pooled RemoteMachine's host stays the entry's.
+func TestClaimedFieldsAreImmutable(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := env.NewNamespace(t)
+	createPool(t, ns, "default", 2, nil)
+	m := pooledMachine(ns, "m", "default")
+	g.Expect(env.Client.Create(ctx, m)).To(Succeed())
+
+	changed := m.DeepCopy()
+	changed.Spec.PooledRemoteMachineRef.Name = "default-009"
+	g.Expect(env.Client.Update(ctx, changed)).To(MatchError(ContainSubstring("spec.pooledRemoteMachineRef")))
+
+	// A plain update that leaves host fields out keeps them.
+	bare := m.DeepCopy()
+	bare.Spec.RemoteHost = infrav1.RemoteHost{Port: 22, User: "root"}
+	bare.Labels = map[string]string{"touched": "yes"}
+	g.Expect(env.Client.Update(ctx, bare)).To(Succeed())
+	g.Expect(bare.Spec.Address).To(Equal(m.Spec.Address))
+	g.Expect(bare.Spec.Port).To(Equal(int32(2222)))
+
+	// Pinned host keys cannot be dropped on a direct machine either.
+	direct := &infrav1.RemoteMachine{}
+	direct.Namespace, direct.Name = ns, "direct"
+	direct.Spec.Address, direct.Spec.SSHKeyRef, direct.Spec.HostKeys = "192.0.2.1", &infrav1.SecretReference{Name: "k"}, []string{hostKey}
+	g.Expect(env.Client.Create(ctx, direct)).To(Succeed())
+	direct.Spec.HostKeys = nil
+	g.Expect(env.Client.Update(ctx, direct)).To(MatchError(ContainSubstring("spec.hostKeys: Forbidden: pinned host keys cannot be removed")))
+}
+
+// TestClaimedEntryIsGuarded checks the delete guard, the frozen machine fields and who may change a claim.
+func TestClaimedEntryIsGuarded(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := env.NewNamespace(t)
+	createPool(t, ns, "default", 1, nil)
+	m := pooledMachine(ns, "holder", "default")
+	g.Expect(env.Client.Create(ctx, m)).To(Succeed())
+	entry := getEntry(t, ns, "default-000")
+
+	err := env.Client.Delete(ctx, entry)
+	g.Expect(err).To(MatchError(ContainSubstring(`it is claimed by RemoteMachine "holder": delete that RemoteMachine first`)))
+
+	changed := entry.DeepCopy()
+	changed.Spec.Machine.Address = "10.9.9.9"
+	g.Expect(env.Client.Update(ctx, changed)).To(MatchError(ContainSubstring("machine cannot change while the entry is claimed by RemoteMachine holder")))
+
+	// A person (not CAPR's identity) cannot release or move a claim.
+	userCfg := rest.CopyConfig(env.Config)
+	userCfg.Impersonate = rest.ImpersonationConfig{UserName: "alice", Groups: []string{"system:masters"}}
+	user, err := client.New(userCfg, client.Options{Scheme: env.Scheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	released := entry.DeepCopy()
+	released.Spec.ClaimRef = nil
+	g.Expect(user.Update(ctx, released)).To(MatchError(ContainSubstring("spec.claimRef: Forbidden: the claim is managed by CAPR")))
+	// Maintenance is the person's lever, and allowed while claimed.
+	maint := entry.DeepCopy()
+	maint.Spec.Maintenance = true
+	g.Expect(user.Update(ctx, maint)).To(Succeed())
+
+	// A second entry for the same host is refused.
+	dup := newEntry(ns, "default", 0)
+	dup.Name, dup.Spec.Pool = "same-host", "other"
+	g.Expect(env.Client.Create(ctx, dup)).To(MatchError(ContainSubstring(`spec.machine.address: Invalid value: "10.0.0.1": this host (port 2222) is already offered by PooledRemoteMachine "default-000"`)))
+}
