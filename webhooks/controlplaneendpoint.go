@@ -120,7 +120,7 @@ func (g *EndpointGuard) handleControlPlane(ctx context.Context, req admission.Re
 		}
 		gk := cp.GetObjectKind().GroupVersionKind().GroupKind()
 		return deny(apierrors.NewInvalid(gk, cp.GetName(), field.ErrorList{endpointRequired(c.Name,
-			fmt.Sprintf("this %s runs the control plane on RemoteMachines (RemoteMachineTemplate %q)", cpKind, template))}))
+			fmt.Sprintf("%s %q runs the control plane on RemoteMachines (RemoteMachineTemplate %q)", cpKind, cp.GetName(), template))}))
 	}
 	return admission.Allowed("")
 }
