@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -210,7 +211,7 @@ func (c *Claimer) isReserved(m *infrav1.PooledRemoteMachine, now time.Time) bool
 // errTaken means the entry was claimed or changed by someone else since it was listed.
 var errTaken = errors.New("entry no longer free")
 
-// Candidates returns the claimable entries for a request in claim order.
+// Candidates returns the claimable entries for a request in claim order, read from the cache.
 func (c *Claimer) Candidates(ctx context.Context, req Request) ([]infrav1.PooledRemoteMachine, error) {
 	list := &infrav1.PooledRemoteMachineList{}
 	key := AnyPool
@@ -220,14 +221,33 @@ func (c *Claimer) Candidates(ctx context.Context, req Request) ([]infrav1.Pooled
 	if err := c.Reader.List(ctx, list, client.InNamespace(req.Namespace), client.MatchingFields{IndexFree: key}); err != nil {
 		return nil, err
 	}
-	now := c.now()
-	candidates := list.Items[:0]
-	for i := range list.Items {
-		m := &list.Items[i]
-		if SkipReason(m) != "" || (req.Selector != nil && !req.Selector.Matches(labels.Set(m.Labels))) {
-			continue
+	return c.filter(ctx, req, list.Items)
+}
+
+// freshCandidates reads the namespace's entries from the apiserver: used only when the cache offers nothing, so
+// that entries created a moment ago (and not in the cache yet) are found, and the exhausted message is exact.
+func (c *Claimer) freshCandidates(ctx context.Context, req Request) ([]infrav1.PooledRemoteMachine, []infrav1.PooledRemoteMachine, error) {
+	list := &infrav1.PooledRemoteMachineList{}
+	if err := c.APIReader.List(ctx, list, client.InNamespace(req.Namespace)); err != nil {
+		return nil, nil, err
+	}
+	inPool := list.Items[:0]
+	for _, m := range list.Items {
+		if req.Pool == "" || m.Spec.Pool == req.Pool {
+			inPool = append(inPool, m)
 		}
-		if c.isReserved(m, now) {
+	}
+	candidates, err := c.filter(ctx, req, slices.Clone(inPool))
+	return candidates, inPool, err
+}
+
+// filter keeps the entries a request may claim and orders them.
+func (c *Claimer) filter(ctx context.Context, req Request, items []infrav1.PooledRemoteMachine) ([]infrav1.PooledRemoteMachine, error) {
+	now := c.now()
+	candidates := items[:0]
+	for i := range items {
+		m := &items[i]
+		if SkipReason(m) != "" || (req.Selector != nil && !req.Selector.Matches(labels.Set(m.Labels))) || c.isReserved(m, now) {
 			continue
 		}
 		candidates = append(candidates, *m)
@@ -299,23 +319,47 @@ const (
 // Pick returns the entry a claim would take, without claiming it (for dry-run requests).
 func (c *Claimer) Pick(ctx context.Context, req Request) (*infrav1.PooledRemoteMachine, error) {
 	candidates, err := c.Candidates(ctx, req)
-	if err != nil {
-		return nil, err
+	if err != nil || len(candidates) > 0 {
+		return first(candidates), err
 	}
+	candidates, inPool, err := c.freshCandidates(ctx, req)
+	if err != nil || len(candidates) > 0 {
+		return first(candidates), err
+	}
+	return nil, exhausted(req, inPool)
+}
+
+func first(candidates []infrav1.PooledRemoteMachine) *infrav1.PooledRemoteMachine {
 	if len(candidates) == 0 {
-		return nil, c.exhausted(ctx, req)
+		return nil
 	}
-	return &candidates[0], nil
+	return &candidates[0]
 }
 
 // Claim takes the first free entry for the request and records the RemoteMachine in its spec.claimRef. A conflict
-// means another claimer was first: the entry is re-read and, if taken, the next candidate is tried. Every candidate
-// is tried at most once, so a claim ends after as many attempts as there are free entries.
+// means another claimer was first: the entry is re-read and, if taken, the next candidate is tried. Candidates come
+// from the cache; when it offers none that can be claimed, once more from the apiserver before the pool is declared
+// exhausted. Every entry is tried at most once per source, so a claim is bounded by the size of the pool.
 func (c *Claimer) Claim(ctx context.Context, req Request) (*infrav1.PooledRemoteMachine, error) {
 	candidates, err := c.Candidates(ctx, req)
 	if err != nil {
 		return nil, err
 	}
+	if entry, err := c.claimFirst(ctx, req, candidates); entry != nil || err != nil {
+		return entry, err
+	}
+	candidates, inPool, err := c.freshCandidates(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if entry, err := c.claimFirst(ctx, req, candidates); entry != nil || err != nil {
+		return entry, err
+	}
+	return nil, exhausted(req, inPool)
+}
+
+// claimFirst claims the first candidate it can; nil, nil when every candidate was taken.
+func (c *Claimer) claimFirst(ctx context.Context, req Request, candidates []infrav1.PooledRemoteMachine) (*infrav1.PooledRemoteMachine, error) {
 	for i := range candidates {
 		entry := &candidates[i]
 		if !c.reserve(entry) {
@@ -331,7 +375,7 @@ func (c *Claimer) Claim(ctx context.Context, req Request) (*infrav1.PooledRemote
 			return nil, fmt.Errorf("claiming PooledRemoteMachine %s: %w", entry.Name, err)
 		}
 	}
-	return nil, c.exhausted(ctx, req)
+	return nil, nil
 }
 
 // claimEntry writes the claim with the entry's resourceVersion as precondition, re-reading it after a conflict.
@@ -377,27 +421,19 @@ func (c *Claimer) Release(ctx context.Context, namespace, entryName, machineName
 }
 
 // exhausted builds the error for a request no entry can serve, counting why each entry of the pool was skipped.
-func (c *Claimer) exhausted(ctx context.Context, req Request) error {
-	list := &infrav1.PooledRemoteMachineList{}
-	opts := []client.ListOption{client.InNamespace(req.Namespace)}
-	if req.Pool != "" {
-		opts = append(opts, client.MatchingFields{IndexPool: req.Pool})
-	}
-	if err := c.Reader.List(ctx, list, opts...); err != nil {
-		return err
-	}
-	e := &ExhaustedError{Pool: req.Pool, Total: len(list.Items), Skipped: map[string]int{}}
+func exhausted(req Request, inPool []infrav1.PooledRemoteMachine) error {
+	e := &ExhaustedError{Pool: req.Pool, Total: len(inPool), Skipped: map[string]int{}}
 	if req.Selector != nil && !req.Selector.Empty() {
 		e.Selector = req.Selector.String()
 	}
-	for i := range list.Items {
-		m := &list.Items[i]
+	for i := range inPool {
+		m := &inPool[i]
 		reason := SkipReason(m)
 		if reason == "" && req.Selector != nil && !req.Selector.Matches(labels.Set(m.Labels)) {
 			reason = SkipNoMatch
 		}
 		if reason == "" {
-			// Free in the cache but taken by the time the claim was tried: the cache has not caught up yet.
+			// Free when read, but taken by a claim in flight.
 			reason = SkipClaimed
 		}
 		e.Skipped[reason]++

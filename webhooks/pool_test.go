@@ -3,7 +3,6 @@ package webhooks_test
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,53 +15,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
-
-// newEntry returns a pool entry: host 10.<i/250>.<i%250>.1 in pool "default", h<i>.<pool>.example.com in others.
-func newEntry(ns, poolName string, i int) *infrav1.PooledRemoteMachine {
-	p := &infrav1.PooledRemoteMachine{}
-	p.Namespace, p.Name = ns, fmt.Sprintf("%s-%03d", poolName, i)
-	p.Spec.Pool = poolName
-	p.Spec.Machine.Address = fmt.Sprintf("h%d.%s.example.com", i, poolName)
-	if poolName == "default" {
-		p.Spec.Machine.Address = fmt.Sprintf("10.%d.%d.1", i/250, i%250)
-	}
-	p.Spec.Machine.Port = 2222
-	p.Spec.Machine.User = "capr"
-	p.Spec.Machine.UseSudo = true
-	p.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: fmt.Sprintf("key-%d", i)}
-	p.Spec.Machine.HostKeys = []string{hostKey}
-	p.Spec.Machine.CustomCleanUpCommands = []string{"wipe-host"}
-	return p
-}
-
-// createPool creates n entries and waits until the manager's cache holds them all.
-func createPool(t *testing.T, ns, poolName string, n int, mutate func(int, *infrav1.PooledRemoteMachine)) []*infrav1.PooledRemoteMachine {
-	t.Helper()
-	g := NewWithT(t)
-	entries := make([]*infrav1.PooledRemoteMachine, 0, n)
-	for i := range n {
-		p := newEntry(ns, poolName, i)
-		if mutate != nil {
-			mutate(i, p)
-		}
-		g.Expect(env.Client.Create(context.Background(), p)).To(Succeed())
-		entries = append(entries, p)
-	}
-	g.Eventually(func() int {
-		list := &infrav1.PooledRemoteMachineList{}
-		_ = env.Manager.GetClient().List(context.Background(), list, client.InNamespace(ns))
-		return len(list.Items)
-	}, 30*time.Second, 50*time.Millisecond).Should(BeNumerically(">=", n))
-	return entries
-}
-
-func pooledMachine(ns, name, poolName string) *infrav1.RemoteMachine {
-	m := &infrav1.RemoteMachine{}
-	m.Namespace, m.Name = ns, name
-	m.Spec.Pool = poolName
-	return m
-}
 
 func getEntry(t *testing.T, ns, name string) *infrav1.PooledRemoteMachine {
 	t.Helper()
@@ -79,17 +33,17 @@ func TestPooledFlow(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := env.NewNamespace(t)
-	entries := createPool(t, ns, "default", 2, nil)
+	env.CreatePool(t, ns, "default", 2, nil)
 
-	dry := pooledMachine(ns, "remote-test-0", "default")
+	dry := testenv.NewPooledMachine(ns, "remote-test-0", "default")
 	g.Expect(env.Client.Create(ctx, dry, client.DryRunAll)).To(Succeed())
 	g.Expect(dry.Spec.Address).To(HavePrefix("10.0."))
 	g.Expect(dry.Spec.PooledRemoteMachineRef).NotTo(BeNil())
-	for _, e := range entries {
-		g.Expect(getEntry(t, ns, e.Name).Spec.ClaimRef).To(BeNil(), "a dry run claims nothing")
+	for _, name := range []string{"default-000", "default-001"} {
+		g.Expect(getEntry(t, ns, name).Spec.ClaimRef).To(BeNil(), "a dry run claims nothing")
 	}
 
-	m := pooledMachine(ns, "remote-test-0", "default")
+	m := testenv.NewPooledMachine(ns, "remote-test-0", "default")
 	g.Expect(env.Client.Create(ctx, m)).To(Succeed())
 	g.Expect(m.Spec.PooledRemoteMachineRef).NotTo(BeNil())
 	entry := getEntry(t, ns, m.Spec.PooledRemoteMachineRef.Name)
@@ -101,20 +55,20 @@ func TestPooledFlow(t *testing.T) {
 	g.Expect(m.Spec.User).To(Equal("capr"))
 	g.Expect(m.Spec.UseSudo).To(BeTrue())
 	g.Expect(m.Spec.SSHKeyRef).To(Equal(entry.Spec.Machine.SSHKeyRef))
-	g.Expect(m.Spec.HostKeys).To(Equal([]string{hostKey}))
+	g.Expect(m.Spec.HostKeys).To(Equal([]string{testenv.HostKey}))
 	g.Expect(m.Spec.CustomCleanUpCommands).To(Equal([]string{"wipe-host"}))
 	g.Expect(dry.Spec.PooledRemoteMachineRef.Name).To(Equal(entry.Name), "the dry run showed the entry the claim took")
 
 	// The second machine takes the other entry; the third finds the pool exhausted and nothing is stored.
-	m2 := pooledMachine(ns, "remote-test-1", "default")
+	m2 := testenv.NewPooledMachine(ns, "remote-test-1", "default")
 	g.Expect(env.Client.Create(ctx, m2)).To(Succeed())
 	g.Expect(m2.Spec.PooledRemoteMachineRef.Name).NotTo(Equal(entry.Name))
-	err := env.Client.Create(ctx, pooledMachine(ns, "remote-test-2", "default"))
+	err := env.Client.Create(ctx, testenv.NewPooledMachine(ns, "remote-test-2", "default"))
 	g.Expect(err).To(MatchError(ContainSubstring(`spec.pool: Forbidden: no free PooledRemoteMachine in pool "default" (2 in pool: 2 claimed)`)))
 	g.Expect(apierrors.IsNotFound(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "remote-test-2"}, &infrav1.RemoteMachine{}))).To(BeTrue())
 
 	// An unknown pool says there is nothing in it.
-	err = env.Client.Create(ctx, pooledMachine(ns, "elsewhere", "gpu"))
+	err = env.Client.Create(ctx, testenv.NewPooledMachine(ns, "elsewhere", "gpu"))
 	g.Expect(err).To(MatchError(ContainSubstring(`no free PooledRemoteMachine in pool "gpu" (none exist`)))
 }
 
@@ -122,11 +76,11 @@ func TestPooledFlow(t *testing.T) {
 func TestConcurrentClaimsNeverShareAnEntry(t *testing.T) {
 	g := NewWithT(t)
 	ns := env.NewNamespace(t)
-	createPool(t, ns, "default", 150, nil)
+	env.CreatePool(t, ns, "default", 150, nil)
 	// Entries of another pool must never be taken.
-	createPool(t, ns, "other", 20, nil)
+	env.CreatePool(t, ns, "other", 20, nil)
 
-	errs := createConcurrently(env.Config, ns, "default", 200)
+	errs := env.CreateConcurrently(ns, "default", 200)
 	var rejected int
 	for _, err := range errs {
 		if err != nil {
@@ -135,7 +89,7 @@ func TestConcurrentClaimsNeverShareAnEntry(t *testing.T) {
 		}
 	}
 	g.Expect(rejected).To(Equal(50))
-	AssertOneToOneClaims(g, env.Client, ns, 150)
+	env.AssertOneToOneClaims(g, ns, 150)
 	others := &infrav1.PooledRemoteMachineList{}
 	g.Expect(env.Client.List(context.Background(), others, client.InNamespace(ns))).To(Succeed())
 	for _, p := range others.Items {
@@ -145,55 +99,12 @@ func TestConcurrentClaimsNeverShareAnEntry(t *testing.T) {
 	}
 }
 
-// createConcurrently creates n pooled RemoteMachines at once and returns each create's error.
-func createConcurrently(cfg *rest.Config, ns, poolName string, n int) []error {
-	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
-	if err != nil {
-		return []error{err}
-	}
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			errs[i] = c.Create(context.Background(), pooledMachine(ns, fmt.Sprintf("m-%03d", i), poolName))
-		})
-	}
-	wg.Wait()
-	return errs
-}
-
-// AssertOneToOneClaims checks that want RemoteMachines hold want distinct entries and that every claimed entry's
-// claimRef names the RemoteMachine holding it.
-func AssertOneToOneClaims(g Gomega, c client.Client, ns string, want int) {
-	machines := &infrav1.RemoteMachineList{}
-	g.Expect(c.List(context.Background(), machines, client.InNamespace(ns))).To(Succeed())
-	g.Expect(machines.Items).To(HaveLen(want))
-	held := map[string]string{}
-	for _, m := range machines.Items {
-		g.Expect(m.Spec.PooledRemoteMachineRef).NotTo(BeNil())
-		g.Expect(m.Spec.Address).NotTo(BeEmpty())
-		g.Expect(held).NotTo(HaveKey(m.Spec.PooledRemoteMachineRef.Name), "entry held twice")
-		held[m.Spec.PooledRemoteMachineRef.Name] = m.Name
-	}
-	entries := &infrav1.PooledRemoteMachineList{}
-	g.Expect(c.List(context.Background(), entries, client.InNamespace(ns))).To(Succeed())
-	claimed := 0
-	for _, p := range entries.Items {
-		if p.Spec.ClaimRef == nil {
-			continue
-		}
-		claimed++
-		g.Expect(held).To(HaveKeyWithValue(p.Name, p.Spec.ClaimRef.Name))
-	}
-	g.Expect(claimed).To(Equal(want))
-}
-
 // TestSelectorMaintenanceAndQuarantine checks which entries a claim may take.
 func TestSelectorMaintenanceAndQuarantine(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := env.NewNamespace(t)
-	createPool(t, ns, "default", 5, func(i int, p *infrav1.PooledRemoteMachine) {
+	env.CreatePool(t, ns, "default", 5, func(i int, p *infrav1.PooledRemoteMachine) {
 		p.Labels = map[string]string{"gpu": fmt.Sprint(i == 4)}
 		switch i {
 		case 0:
@@ -203,12 +114,12 @@ func TestSelectorMaintenanceAndQuarantine(t *testing.T) {
 		}
 	})
 
-	m := pooledMachine(ns, "gpu", "default")
+	m := testenv.NewPooledMachine(ns, "gpu", "default")
 	m.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"gpu": "true"}}
 	g.Expect(env.Client.Create(ctx, m)).To(Succeed())
 	g.Expect(m.Spec.PooledRemoteMachineRef.Name).To(Equal("default-004"))
 
-	m2 := pooledMachine(ns, "gpu-2", "default")
+	m2 := testenv.NewPooledMachine(ns, "gpu-2", "default")
 	m2.Spec.Selector = m.Spec.Selector
 	err := env.Client.Create(ctx, m2)
 	g.Expect(err).To(MatchError(ContainSubstring(`no free PooledRemoteMachine in pool "default" matching selector "gpu=true" (5 in pool: 1 claimed, 1 in maintenance, 2 not matching the selector, 1 quarantined)`)))
@@ -226,7 +137,7 @@ func TestSelectorMaintenanceAndQuarantine(t *testing.T) {
 	g.Expect(env.Client.Update(ctx, e0)).To(Succeed())
 	taken := map[string]bool{sel.Spec.PooledRemoteMachineRef.Name: true}
 	g.Eventually(func() error {
-		m := pooledMachine(ns, fmt.Sprintf("after-maintenance-%d", len(taken)), "default")
+		m := testenv.NewPooledMachine(ns, fmt.Sprintf("after-maintenance-%d", len(taken)), "default")
 		if err := env.Client.Create(ctx, m); err != nil {
 			return err
 		}
@@ -244,12 +155,12 @@ func TestControlPlaneMachinesSpreadAcrossFailureDomains(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := env.NewNamespace(t)
-	createPool(t, ns, "default", 9, func(i int, p *infrav1.PooledRemoteMachine) {
+	env.CreatePool(t, ns, "default", 9, func(i int, p *infrav1.PooledRemoteMachine) {
 		p.Spec.FailureDomain = []string{"rack-a", "rack-a", "rack-a", "rack-a", "rack-a", "rack-a", "rack-a", "rack-b", "rack-c"}[i]
 	})
 	domains := map[string]int{}
 	for i := range 3 {
-		m := pooledMachine(ns, fmt.Sprintf("cp-%d", i), "default")
+		m := testenv.NewPooledMachine(ns, fmt.Sprintf("cp-%d", i), "default")
 		m.Labels = map[string]string{"cluster.x-k8s.io/cluster-name": "c1", "cluster.x-k8s.io/control-plane": ""}
 		g.Expect(env.Client.Create(ctx, m)).To(Succeed())
 		domains[getEntry(t, ns, m.Spec.PooledRemoteMachineRef.Name).Spec.FailureDomain]++
@@ -267,8 +178,8 @@ func TestControlPlaneMachinesSpreadAcrossFailureDomains(t *testing.T) {
 func TestGenerateNameClaims(t *testing.T) {
 	g := NewWithT(t)
 	ns := env.NewNamespace(t)
-	createPool(t, ns, "default", 1, nil)
-	m := pooledMachine(ns, "", "default")
+	env.CreatePool(t, ns, "default", 1, nil)
+	m := testenv.NewPooledMachine(ns, "", "default")
 	m.GenerateName = "worker-"
 	g.Expect(env.Client.Create(context.Background(), m)).To(Succeed())
 	g.Expect(m.Name).To(HavePrefix("worker-"))
@@ -281,7 +192,7 @@ func TestServerSideApplyKeepsClaimedFields(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := env.NewNamespace(t)
-	createPool(t, ns, "default", 1, nil)
+	env.CreatePool(t, ns, "default", 1, nil)
 	apply := func(labels map[string]any) *infrav1.RemoteMachine {
 		u := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": infrav1.GroupVersion.String(), "kind": "RemoteMachine",
@@ -305,8 +216,8 @@ func TestClaimedFieldsAreImmutable(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := env.NewNamespace(t)
-	createPool(t, ns, "default", 2, nil)
-	m := pooledMachine(ns, "m", "default")
+	env.CreatePool(t, ns, "default", 2, nil)
+	m := testenv.NewPooledMachine(ns, "m", "default")
 	g.Expect(env.Client.Create(ctx, m)).To(Succeed())
 
 	changed := m.DeepCopy()
@@ -324,7 +235,7 @@ func TestClaimedFieldsAreImmutable(t *testing.T) {
 	// Pinned host keys cannot be dropped on a direct machine either.
 	direct := &infrav1.RemoteMachine{}
 	direct.Namespace, direct.Name = ns, "direct"
-	direct.Spec.Address, direct.Spec.SSHKeyRef, direct.Spec.HostKeys = "192.0.2.1", &infrav1.SecretReference{Name: "k"}, []string{hostKey}
+	direct.Spec.Address, direct.Spec.SSHKeyRef, direct.Spec.HostKeys = "192.0.2.1", &infrav1.SecretReference{Name: "k"}, []string{testenv.HostKey}
 	g.Expect(env.Client.Create(ctx, direct)).To(Succeed())
 	direct.Spec.HostKeys = nil
 	g.Expect(env.Client.Update(ctx, direct)).To(MatchError(ContainSubstring("spec.hostKeys: Forbidden: pinned host keys cannot be removed")))
@@ -335,8 +246,8 @@ func TestClaimedEntryIsGuarded(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := env.NewNamespace(t)
-	createPool(t, ns, "default", 1, nil)
-	m := pooledMachine(ns, "holder", "default")
+	env.CreatePool(t, ns, "default", 1, nil)
+	m := testenv.NewPooledMachine(ns, "holder", "default")
 	g.Expect(env.Client.Create(ctx, m)).To(Succeed())
 	entry := getEntry(t, ns, "default-000")
 
@@ -361,7 +272,7 @@ func TestClaimedEntryIsGuarded(t *testing.T) {
 	g.Expect(user.Update(ctx, maint)).To(Succeed())
 
 	// A second entry for the same host is refused.
-	dup := newEntry(ns, "default", 0)
+	dup := testenv.NewEntry(ns, "default", 0)
 	dup.Name, dup.Spec.Pool = "same-host", "other"
 	g.Expect(env.Client.Create(ctx, dup)).To(MatchError(ContainSubstring(`spec.machine.address: Invalid value: "10.0.0.1": this host (port 2222) is already offered by PooledRemoteMachine "default-000"`)))
 }

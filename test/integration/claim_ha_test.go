@@ -1,0 +1,183 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
+)
+
+// startManager runs the manager binary serving webhooks on its own port and waits until it is ready.
+func startManager(t *testing.T, bin string) (webhookAddr string) {
+	t.Helper()
+	g := NewWithT(t)
+	health, metrics, webhook := freePort(t), freePort(t), freePort(t)
+	cmd := exec.Command(bin,
+		"--health-addr", fmt.Sprintf("127.0.0.1:%d", health),
+		"--diagnostics-address", fmt.Sprintf("127.0.0.1:%d", metrics),
+		"--webhook-port", strconv.Itoa(webhook),
+		"--webhook-cert-dir", env.WebhookCertDir)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	g.Expect(cmd.Start()).To(Succeed())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	g.Eventually(func() int {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", health))
+		if err != nil {
+			return 0
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode
+	}, 60*time.Second, 100*time.Millisecond).Should(Equal(http.StatusOK), func() string { return logs.String() })
+	return fmt.Sprintf("127.0.0.1:%d", webhook)
+}
+
+// roundRobinProxy forwards each TCP connection to the next backend in turn and counts connections per backend.
+type roundRobinProxy struct {
+	listener net.Listener
+	backends []string
+	next     atomic.Uint64
+	served   []atomic.Int64
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func startProxy(t *testing.T, backends ...string) *roundRobinProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &roundRobinProxy{listener: l, backends: backends, served: make([]atomic.Int64, len(backends)), conns: map[net.Conn]struct{}{}}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		_ = l.Close()
+		// The apiserver keeps idle connections open; close them rather than wait for its idle timeout.
+		p.mu.Lock()
+		for c := range p.conns {
+			_ = c.Close()
+		}
+		p.mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			i := int(p.next.Add(1)-1) % len(backends)
+			p.served[i].Add(1)
+			p.mu.Lock()
+			p.conns[conn] = struct{}{}
+			p.mu.Unlock()
+			wg.Go(func() {
+				forward(conn, backends[i])
+				p.mu.Lock()
+				delete(p.conns, conn)
+				p.mu.Unlock()
+			})
+		}
+	})
+	return p
+}
+
+func forward(conn net.Conn, backend string) {
+	defer conn.Close()
+	upstream, err := net.DialTimeout("tcp", backend, 5*time.Second)
+	if err != nil {
+		return
+	}
+	defer upstream.Close()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(upstream, conn); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(conn, upstream); done <- struct{}{} }()
+	<-done
+}
+
+// pointWebhooksAt sends the apiserver's calls for CAPR's generated webhooks to addr until the test ends.
+func pointWebhooksAt(t *testing.T, addr string) {
+	t.Helper()
+	g := NewWithT(t)
+	ctx := context.Background()
+	local := net.JoinHostPort(env.WebhookHost, strconv.Itoa(env.WebhookPort))
+	mutating := &admissionv1.MutatingWebhookConfiguration{}
+	g.Expect(env.Client.Get(ctx, client.ObjectKey{Name: "mutating-webhook-configuration"}, mutating)).To(Succeed())
+	validating := &admissionv1.ValidatingWebhookConfiguration{}
+	g.Expect(env.Client.Get(ctx, client.ObjectKey{Name: "validating-webhook-configuration"}, validating)).To(Succeed())
+	origMutating, origValidating := mutating.DeepCopy(), validating.DeepCopy()
+	swap := func(url *string) { *url = strings.Replace(*url, local, addr, 1) }
+	for i := range mutating.Webhooks {
+		swap(mutating.Webhooks[i].ClientConfig.URL)
+	}
+	for i := range validating.Webhooks {
+		swap(validating.Webhooks[i].ClientConfig.URL)
+	}
+	g.Expect(env.Client.Update(ctx, mutating)).To(Succeed())
+	g.Expect(env.Client.Update(ctx, validating)).To(Succeed())
+	t.Cleanup(func() {
+		for _, restore := range []client.Object{origMutating, origValidating} {
+			restore.SetResourceVersion("")
+			current := restore.DeepCopyObject().(client.Object)
+			_ = env.Client.Get(ctx, client.ObjectKeyFromObject(restore), current)
+			restore.SetResourceVersion(current.GetResourceVersion())
+			_ = env.Client.Update(ctx, restore)
+		}
+	})
+}
+
+// TestTwoManagersNeverClaimAnEntryTwice serves CAPR's webhooks from two manager processes, each with its own cache,
+// behind a round-robin TCP proxy, and creates 200 RemoteMachines at once against a pool of 150.
+func TestTwoManagersNeverClaimAnEntryTwice(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	bin := buildManager(t)
+	proxy := startProxy(t, startManager(t, bin), startManager(t, bin))
+	pointWebhooksAt(t, proxy.listener.Addr().String())
+
+	ns := env.NewNamespace(t)
+	env.CreatePool(t, ns, "default", 150, nil)
+	// Wait until the apiserver calls the proxy: a dry run goes through the claim webhook and claims nothing.
+	g.Eventually(func() int64 {
+		_ = env.Client.Create(ctx, testenv.NewPooledMachine(ns, "probe", "default"), client.DryRunAll)
+		return proxy.served[0].Load() + proxy.served[1].Load()
+	}, 30*time.Second, 200*time.Millisecond).Should(BeNumerically(">", 0))
+
+	errs := env.CreateConcurrently(ns, "default", 200)
+	rejected := 0
+	for _, err := range errs {
+		if err != nil {
+			g.Expect(err).To(MatchError(ContainSubstring(`no free PooledRemoteMachine in pool "default" (150 in pool: 150 claimed)`)))
+			rejected++
+		}
+	}
+	g.Expect(rejected).To(Equal(50))
+	env.AssertOneToOneClaims(g, ns, 150)
+	g.Expect(proxy.served[0].Load()).To(BeNumerically(">", 0), "the first manager served webhook calls")
+	g.Expect(proxy.served[1].Load()).To(BeNumerically(">", 0), "the second manager served webhook calls")
+
+	list := &infrav1.PooledRemoteMachineList{}
+	g.Expect(env.Client.List(ctx, list, client.InNamespace(ns))).To(Succeed())
+	g.Expect(list.Items).To(HaveLen(150))
+}
