@@ -74,6 +74,10 @@ test: test-tools verify-generate vet ## Run every test: unit, and integration on
 .PHONY: test-tools
 test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) ## Build the binaries the tests run (reused from bin/).
 
+.PHONY: bench
+bench: test-tools ## Run the benchmarks (real kube-apiserver and etcd) and print ratios against same-run baselines.
+	go run ./test/bench
+
 .PHONY: quickstart
 quickstart: ## Run the provider on a local embedded management plane (not available yet).
 	@echo "make quickstart is not available yet: it arrives with the end-to-end work. Run 'make test' to see CAPR on a real kube-apiserver."

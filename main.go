@@ -155,7 +155,7 @@ func run(o *options) error {
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Port:    o.webhookPort,
 			CertDir: o.webhookCertDir,
-			TLSOpts: append(tlsOptions, webhooks.DisableHTTP2),
+			TLSOpts: tlsOptions,
 		}),
 	})
 	if err != nil {

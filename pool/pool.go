@@ -4,6 +4,7 @@
 package pool
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,7 +30,8 @@ import (
 const (
 	// IndexPool maps an entry to its spec.pool.
 	IndexPool = "capr.pool"
-	// IndexFree maps a claimable entry to "pool/<pool>" and to AnyPool; entries that cannot be claimed have no key.
+	// IndexFree maps a claimable entry to "pool/<pool>", to its bucket "pool/<pool>#<n>" and to AnyPool; entries
+	// that cannot be claimed have no key.
 	IndexFree = "capr.free"
 	// IndexEndpoint maps an entry to its "address:port", to refuse a host offered twice.
 	IndexEndpoint = "capr.endpoint"
@@ -49,7 +51,7 @@ func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 			if SkipReason(m) != "" {
 				return nil
 			}
-			return []string{freeKey(m.Spec.Pool), AnyPool}
+			return []string{freeKey(m.Spec.Pool), bucketKey(m.Spec.Pool, bucketOf(m.Name)), AnyPool}
 		},
 		IndexEndpoint: func(m *infrav1.PooledRemoteMachine) []string {
 			return []string{Endpoint(m.Spec.Machine.Address, m.Spec.Machine.Port)}
@@ -71,6 +73,18 @@ func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 }
 
 func freeKey(pool string) string { return "pool/" + pool }
+
+// buckets splits each pool's free entries by a hash of their names, so that a claim reads a sixteenth of a large
+// pool rather than all of it.
+const buckets = 16
+
+func bucketKey(pool string, b uint64) string { return freeKey(pool) + "#" + strconv.FormatUint(b, 10) }
+
+func bucketOf(name string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(name))
+	return h.Sum64() % buckets
+}
 
 // Endpoint returns the "address:port" key of a host; the address is compared case-insensitively.
 func Endpoint(address string, port int32) string {
@@ -211,14 +225,11 @@ func (c *Claimer) isReserved(m *infrav1.PooledRemoteMachine, now time.Time) bool
 // errTaken means the entry was claimed or changed by someone else since it was listed.
 var errTaken = errors.New("entry no longer free")
 
-// Candidates returns the claimable entries for a request in claim order, read from the cache.
-func (c *Claimer) Candidates(ctx context.Context, req Request) ([]infrav1.PooledRemoteMachine, error) {
+// cached returns the claimable entries under one IndexFree key, in claim order, read from the cache.
+func (c *Claimer) cached(ctx context.Context, req Request, key string) ([]infrav1.PooledRemoteMachine, error) {
 	list := &infrav1.PooledRemoteMachineList{}
-	key := AnyPool
-	if req.Pool != "" {
-		key = freeKey(req.Pool)
-	}
-	if err := c.Reader.List(ctx, list, client.InNamespace(req.Namespace), client.MatchingFields{IndexFree: key}); err != nil {
+	// The cache's objects are only read here; the entry that is claimed is copied first (claimEntry).
+	if err := c.Reader.List(ctx, list, client.InNamespace(req.Namespace), client.MatchingFields{IndexFree: key}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	return c.filter(ctx, req, list.Items)
@@ -269,18 +280,29 @@ func (c *Claimer) order(ctx context.Context, req Request, candidates []infrav1.P
 			return err
 		}
 	}
-	score := func(m *infrav1.PooledRemoteMachine) uint64 {
-		h := fnv.New64a()
-		_, _ = h.Write([]byte(req.MachineName + "\x00" + m.Name))
-		return h.Sum64()
+	// Rank by index: the entries themselves are large, so they are moved once, after sorting.
+	inDomain := make([]int, len(candidates))
+	score := make([]uint64, len(candidates))
+	idx := make([]int, len(candidates))
+	h := fnv.New64a()
+	for i := range candidates {
+		h.Reset()
+		_, _ = h.Write([]byte(req.MachineName))
+		_, _ = h.Write([]byte{0})
+		_, _ = h.Write([]byte(candidates[i].Name))
+		inDomain[i], score[i], idx[i] = used[candidates[i].Spec.FailureDomain], h.Sum64(), i
 	}
-	sort.SliceStable(candidates, func(i, j int) bool {
-		ui, uj := used[candidates[i].Spec.FailureDomain], used[candidates[j].Spec.FailureDomain]
-		if ui != uj {
-			return ui < uj
+	slices.SortFunc(idx, func(a, b int) int {
+		if inDomain[a] != inDomain[b] {
+			return inDomain[a] - inDomain[b]
 		}
-		return score(&candidates[i]) < score(&candidates[j])
+		return cmp.Compare(score[a], score[b])
 	})
+	sorted := make([]infrav1.PooledRemoteMachine, len(candidates))
+	for i, j := range idx {
+		sorted[i] = candidates[j]
+	}
+	copy(candidates, sorted)
 	return nil
 }
 
@@ -318,22 +340,20 @@ const (
 
 // Pick returns the entry a claim would take, without claiming it (for dry-run requests).
 func (c *Claimer) Pick(ctx context.Context, req Request) (*infrav1.PooledRemoteMachine, error) {
-	candidates, err := c.Candidates(ctx, req)
-	if err != nil || len(candidates) > 0 {
-		return first(candidates), err
-	}
-	candidates, inPool, err := c.freshCandidates(ctx, req)
-	if err != nil || len(candidates) > 0 {
-		return first(candidates), err
+	var picked *infrav1.PooledRemoteMachine
+	inPool, err := c.eachCandidateSet(ctx, req, func(candidates []infrav1.PooledRemoteMachine) (bool, error) {
+		for i := range candidates {
+			if !c.isReserved(&candidates[i], c.now()) {
+				picked = candidates[i].DeepCopy()
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil || picked != nil {
+		return picked, err
 	}
 	return nil, exhausted(req, inPool)
-}
-
-func first(candidates []infrav1.PooledRemoteMachine) *infrav1.PooledRemoteMachine {
-	if len(candidates) == 0 {
-		return nil
-	}
-	return &candidates[0]
 }
 
 // Claim takes the first free entry for the request and records the RemoteMachine in its spec.claimRef. A conflict
@@ -341,21 +361,49 @@ func first(candidates []infrav1.PooledRemoteMachine) *infrav1.PooledRemoteMachin
 // from the cache; when it offers none that can be claimed, once more from the apiserver before the pool is declared
 // exhausted. Every entry is tried at most once per source, so a claim is bounded by the size of the pool.
 func (c *Claimer) Claim(ctx context.Context, req Request) (*infrav1.PooledRemoteMachine, error) {
-	candidates, err := c.Candidates(ctx, req)
-	if err != nil {
-		return nil, err
+	var claimed *infrav1.PooledRemoteMachine
+	inPool, err := c.eachCandidateSet(ctx, req, func(candidates []infrav1.PooledRemoteMachine) (bool, error) {
+		var err error
+		claimed, err = c.claimFirst(ctx, req, candidates)
+		return claimed != nil, err
+	})
+	if err != nil || claimed != nil {
+		return claimed, err
 	}
-	if entry, err := c.claimFirst(ctx, req, candidates); entry != nil || err != nil {
-		return entry, err
+	return nil, exhausted(req, inPool)
+}
+
+// eachCandidateSet offers candidates to try, in claim order, until try says it is done. A worker of a named pool
+// reads one bucket of the pool's free entries at a time, starting at a bucket picked by its name; a control-plane
+// machine reads the whole pool, to weigh failure domains. When the cache offers nothing that works, the entries
+// are read once more from the apiserver; inPool is that read, for the exhausted message.
+func (c *Claimer) eachCandidateSet(ctx context.Context, req Request, try func([]infrav1.PooledRemoteMachine) (bool, error)) (inPool []infrav1.PooledRemoteMachine, err error) {
+	keys := []string{AnyPool}
+	switch {
+	case req.Pool != "" && !req.ControlPlane:
+		keys = keys[:0]
+		start := bucketOf(req.MachineName)
+		for i := range uint64(buckets) {
+			keys = append(keys, bucketKey(req.Pool, (start+i)%buckets))
+		}
+	case req.Pool != "":
+		keys = []string{freeKey(req.Pool)}
+	}
+	for _, key := range keys {
+		candidates, err := c.cached(ctx, req, key)
+		if err != nil {
+			return nil, err
+		}
+		if done, err := try(candidates); done || err != nil {
+			return nil, err
+		}
 	}
 	candidates, inPool, err := c.freshCandidates(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	if entry, err := c.claimFirst(ctx, req, candidates); entry != nil || err != nil {
-		return entry, err
-	}
-	return nil, exhausted(req, inPool)
+	_, err = try(candidates)
+	return inPool, err
 }
 
 // claimFirst claims the first candidate it can; nil, nil when every candidate was taken.
@@ -365,9 +413,9 @@ func (c *Claimer) claimFirst(ctx context.Context, req Request, candidates []infr
 		if !c.reserve(entry) {
 			continue
 		}
-		err := c.claimEntry(ctx, req, entry)
+		claimed, err := c.claimEntry(ctx, req, entry)
 		if err == nil {
-			return entry, nil
+			return claimed, nil
 		}
 		// A taken or deleted entry stays reserved: it is not free, whatever the cache says for now.
 		if !errors.Is(err, errTaken) && !apierrors.IsNotFound(err) {
@@ -379,13 +427,17 @@ func (c *Claimer) claimFirst(ctx context.Context, req Request, candidates []infr
 }
 
 // claimEntry writes the claim with the entry's resourceVersion as precondition, re-reading it after a conflict.
-func (c *Claimer) claimEntry(ctx context.Context, req Request, entry *infrav1.PooledRemoteMachine) error {
+// The candidate (possibly the cache's own object) is never modified; the claimed entry is returned.
+func (c *Claimer) claimEntry(ctx context.Context, req Request, candidate *infrav1.PooledRemoteMachine) (*infrav1.PooledRemoteMachine, error) {
+	entry := candidate.DeepCopy()
 	first := true
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if !first {
-			if err := c.APIReader.Get(ctx, client.ObjectKeyFromObject(entry), entry); err != nil {
+			fresh := &infrav1.PooledRemoteMachine{}
+			if err := c.APIReader.Get(ctx, client.ObjectKeyFromObject(candidate), fresh); err != nil {
 				return err
 			}
+			entry = fresh
 		}
 		first = false
 		if SkipReason(entry) != "" || (req.Selector != nil && !req.Selector.Matches(labels.Set(entry.Labels))) {
@@ -395,6 +447,7 @@ func (c *Claimer) claimEntry(ctx context.Context, req Request, entry *infrav1.Po
 		entry.Spec.ClaimRef = &infrav1.PooledMachineClaim{Name: req.MachineName, ClaimedAt: &metav1.Time{Time: c.now()}}
 		return c.Writer.Patch(ctx, entry, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 	})
+	return entry, err
 }
 
 // Release clears an entry's claim if it is held by the named RemoteMachine. A missing entry or a claim held by

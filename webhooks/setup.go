@@ -4,7 +4,6 @@ package webhooks
 
 import (
 	"context"
-	"crypto/tls"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -32,9 +31,3 @@ func SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	}
 	return nil
 }
-
-// DisableHTTP2 makes the webhook server speak HTTP/1.1 only. The claim webhook writes a PooledRemoteMachine while
-// the apiserver waits for its answer, and that write calls CAPR's validating webhook in turn: over one HTTP/2
-// connection the nested calls queue behind the outer ones once the stream limit is reached, and a burst of creates
-// deadlocks until the webhook timeout. With HTTP/1.1 every call has its own connection.
-func DisableHTTP2(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zapcore"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -56,6 +57,8 @@ type Options struct {
 	Setup func(mgr ctrl.Manager) error
 	// ExtraCRDPaths are more CRD files or directories to install.
 	ExtraCRDPaths []string
+	// Quiet logs errors only.
+	Quiet bool
 }
 
 // Environment is a running management plane.
@@ -129,7 +132,11 @@ func ModuleDir(module string) (string, error) {
 
 // Start starts kube-apiserver and etcd, installs the CRDs and webhooks, and starts a manager serving the webhooks.
 func Start(opts Options) (*Environment, error) {
-	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
+	logOpts := []zap.Opts{zap.WriteTo(os.Stderr)}
+	if opts.Quiet {
+		logOpts = append(logOpts, zap.Level(zapcore.ErrorLevel))
+	}
+	ctrl.SetLogger(zap.New(logOpts...))
 	root, bin := RootDir(), BinDir()
 	for _, b := range []string{"kube-apiserver", "etcd"} {
 		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
@@ -200,7 +207,6 @@ func (e *Environment) start(opts Options) error {
 		Metrics: metricsserver.Options{BindAddress: "0"},
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host: e.WebhookHost, Port: e.WebhookPort, CertDir: e.WebhookCertDir,
-			TLSOpts: []func(*tls.Config){webhooks.DisableHTTP2},
 		}),
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 	})
