@@ -103,3 +103,64 @@ func TestRemoteClusterEndpointValidation(t *testing.T) {
 	g.Expect(env.Client.Get(context.Background(), client.ObjectKeyFromObject(c), c)).To(Succeed())
 	g.Expect(c.Spec.ControlPlaneEndpoint.Host).To(Equal("api.example.com"), "nothing was stored")
 }
+
+// TestTemplatesAreImmutable checks that template specs never change, except in Cluster API's topology dry-runs.
+func TestTemplatesAreImmutable(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := env.NewNamespace(t)
+
+	mt := &infrav1.RemoteMachineTemplate{}
+	mt.Namespace, mt.Name = ns, "workers"
+	mt.Spec.Template.Spec.Pool = "default"
+	g.Expect(env.Client.Create(ctx, mt)).To(Succeed())
+	mt.Spec.Template.Spec.Pool = "gpu"
+	g.Expect(env.Client.Update(ctx, mt)).To(MatchError(ContainSubstring("spec: Forbidden: RemoteMachineTemplate spec is immutable: create a new RemoteMachineTemplate")))
+
+	// Cluster API's topology controller plans changes with annotated server-side dry runs; those pass.
+	mt.Annotations = map[string]string{clusterv1.TopologyDryRunAnnotation: ""}
+	g.Expect(env.Client.Update(ctx, mt, client.DryRunAll)).To(Succeed())
+	stored := &infrav1.RemoteMachineTemplate{}
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(mt), stored)).To(Succeed())
+	g.Expect(stored.Spec.Template.Spec.Pool).To(Equal("default"))
+
+	// Metadata may change.
+	stored.Labels = map[string]string{"team": "a"}
+	g.Expect(env.Client.Update(ctx, stored)).To(Succeed())
+
+	ct := &infrav1.RemoteClusterTemplate{}
+	ct.Namespace, ct.Name = ns, "clusters"
+	g.Expect(env.Client.Create(ctx, ct)).To(Succeed())
+	ct.Spec.Template.Spec.ControlPlaneEndpoint = clusterv1.APIEndpoint{Host: "api.example.com", Port: 6443}
+	g.Expect(env.Client.Update(ctx, ct)).To(MatchError(ContainSubstring("RemoteClusterTemplate spec is immutable")))
+
+	// A template's host fields are checked like a machine's.
+	bad := &infrav1.RemoteMachineTemplate{}
+	bad.Namespace, bad.Name = ns, "bad"
+	bad.Spec.Template.Spec.Pool = "default"
+	bad.Spec.Template.Spec.HostKeys = []string{"nope"}
+	g.Expect(env.Client.Create(ctx, bad)).To(MatchError(ContainSubstring("spec.template.spec.hostKeys[0]")))
+}
+
+// TestGuardIgnoresOtherProviders checks that Clusters and control planes not on CAPR's kinds are left alone.
+func TestGuardIgnoresOtherProviders(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := env.NewNamespace(t)
+	c := &clusterv1.Cluster{}
+	c.Namespace, c.Name = ns, "other"
+	c.Spec.InfrastructureRef = clusterv1.ContractVersionedObjectReference{APIGroup: "infrastructure.cluster.x-k8s.io", Kind: "DockerCluster", Name: "other"}
+	c.Spec.ControlPlaneRef = clusterv1.ContractVersionedObjectReference{APIGroup: "controlplane.cluster.x-k8s.io", Kind: "KubeadmControlPlane", Name: "other"}
+	g.Expect(env.Client.Create(ctx, c)).To(Succeed())
+	kcp := `apiVersion: controlplane.cluster.x-k8s.io/v1beta2
+kind: KubeadmControlPlane
+metadata: {name: other, namespace: ` + ns + `}
+spec:
+  version: v1.36.3
+  machineTemplate:
+    spec:
+      infrastructureRef: {apiGroup: infrastructure.cluster.x-k8s.io, kind: DockerMachineTemplate, name: cp}
+`
+	out, errOut, err := env.Kubectl(ctx, kcp, "apply", "-f", "-")
+	g.Expect(err).NotTo(HaveOccurred(), "stdout: %s\nstderr: %s", out, errOut)
+}

@@ -9,13 +9,6 @@ import (
 // sshKeyRef) is given directly, or pool/selector names a pool of PooledRemoteMachines and admission fills the host
 // fields from the entry it claims.
 // +kubebuilder:validation:XValidation:rule="(has(self.address) && size(self.address) > 0) || has(self.pool) || has(self.selector)",fieldPath=".address",reason="FieldValueRequired",message="address is required: set it to the machine's IP address or DNS name, or set pool (or selector) to take a machine from a PooledRemoteMachine pool"
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.address) || size(oldSelf.address) == 0 || (has(self.address) && self.address == oldSelf.address)",fieldPath=".address",message="address cannot change once set; delete the RemoteMachine and create a new one to use another host"
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.port) || (has(self.port) && self.port == oldSelf.port)",fieldPath=".port",message="port cannot change once set"
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.user) || (has(self.user) && self.user == oldSelf.user)",fieldPath=".user",message="user cannot change once set"
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.sshKeyRef) || (has(self.sshKeyRef) && self.sshKeyRef.name == oldSelf.sshKeyRef.name)",fieldPath=".sshKeyRef",message="sshKeyRef cannot change once set; update the key inside the Secret instead"
-// +kubebuilder:validation:XValidation:rule="has(self.pool) == has(oldSelf.pool) && (!has(self.pool) || self.pool == oldSelf.pool)",fieldPath=".pool",message="pool cannot change"
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.pooledRemoteMachineRef) || (has(self.pooledRemoteMachineRef) && self.pooledRemoteMachineRef == oldSelf.pooledRemoteMachineRef)",fieldPath=".pooledRemoteMachineRef",message="pooledRemoteMachineRef cannot change once set"
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.providerID) || (has(self.providerID) && self.providerID == oldSelf.providerID)",fieldPath=".providerID",message="providerID is set once by the provider and cannot change"
 type RemoteMachineSpec struct {
 	RemoteHost `json:",inline"`
 
@@ -124,7 +117,15 @@ type RemoteMachine struct {
 	// +optional
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	// spec says which host to use and how to reach it.
+	// spec says which host to use and how to reach it. The host's address, port, user, sshKeyRef, pool,
+	// pooledRemoteMachineRef and providerID never change once set.
+	// +kubebuilder:validation:XValidation:rule="!has(oldSelf.address) || size(oldSelf.address) == 0 || (has(self.address) && self.address == oldSelf.address)",fieldPath=".address",message="address cannot change once set; delete the RemoteMachine and create a new one to use another host"
+	// +kubebuilder:validation:XValidation:rule="!has(oldSelf.port) || (has(self.port) && self.port == oldSelf.port)",fieldPath=".port",message="port cannot change once set"
+	// +kubebuilder:validation:XValidation:rule="!has(oldSelf.user) || (has(self.user) && self.user == oldSelf.user)",fieldPath=".user",message="user cannot change once set"
+	// +kubebuilder:validation:XValidation:rule="!has(oldSelf.sshKeyRef) || (has(self.sshKeyRef) && self.sshKeyRef.name == oldSelf.sshKeyRef.name)",fieldPath=".sshKeyRef",message="sshKeyRef cannot change once set; update the key inside the Secret instead"
+	// +kubebuilder:validation:XValidation:rule="has(self.pool) == has(oldSelf.pool) && (!has(self.pool) || self.pool == oldSelf.pool)",fieldPath=".pool",message="pool cannot change"
+	// +kubebuilder:validation:XValidation:rule="!has(oldSelf.pooledRemoteMachineRef) || (has(self.pooledRemoteMachineRef) && self.pooledRemoteMachineRef == oldSelf.pooledRemoteMachineRef)",fieldPath=".pooledRemoteMachineRef",message="pooledRemoteMachineRef cannot change once set"
+	// +kubebuilder:validation:XValidation:rule="!has(oldSelf.providerID) || (has(self.providerID) && self.providerID == oldSelf.providerID)",fieldPath=".providerID",message="providerID is set once by the provider and cannot change"
 	// +required
 	Spec RemoteMachineSpec `json:"spec"`
 
