@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"net"
 	"slices"
 	"sort"
 	"strconv"
@@ -91,7 +92,7 @@ func Endpoint(address string, port int32) string {
 	if port == 0 {
 		port = 22
 	}
-	return strings.ToLower(address) + ":" + strconv.Itoa(int(port))
+	return net.JoinHostPort(strings.ToLower(address), strconv.Itoa(int(port)))
 }
 
 // Reasons an entry is not offered, as counted in the exhausted-pool message.

@@ -1,0 +1,88 @@
+package pool
+
+import (
+	"testing"
+
+	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+)
+
+func TestExhaustedMessage(t *testing.T) {
+	g := NewWithT(t)
+	e := &ExhaustedError{Pool: "default", Total: 3, Skipped: map[string]int{SkipClaimed: 2, SkipMaintenance: 1}}
+	g.Expect(e.Error()).To(Equal(`no free PooledRemoteMachine in pool "default" (3 in pool: 2 claimed, 1 in maintenance)`))
+	g.Expect(e).To(MatchError(ErrExhausted))
+	empty := &ExhaustedError{Pool: "gpu", Skipped: map[string]int{}}
+	g.Expect(empty.Error()).To(ContainSubstring(`(none exist: create PooledRemoteMachines with spec.pool "gpu" in this namespace)`))
+}
+
+func TestSkipReason(t *testing.T) {
+	now := metav1.Now()
+	for want, mutate := range map[string]func(*infrav1.PooledRemoteMachine){
+		"":              func(*infrav1.PooledRemoteMachine) {},
+		SkipClaimed:     func(m *infrav1.PooledRemoteMachine) { m.Spec.ClaimRef = &infrav1.PooledMachineClaim{Name: "x"} },
+		SkipMaintenance: func(m *infrav1.PooledRemoteMachine) { m.Spec.Maintenance = true },
+		SkipQuarantined: func(m *infrav1.PooledRemoteMachine) { m.Spec.Quarantine = &infrav1.PooledMachineQuarantine{Reason: "r"} },
+		SkipUnreachable: func(m *infrav1.PooledRemoteMachine) { m.Status.Phase = infrav1.PooledRemoteMachinePhaseUnreachable },
+		SkipDeleting:    func(m *infrav1.PooledRemoteMachine) { m.DeletionTimestamp = &now },
+	} {
+		m := &infrav1.PooledRemoteMachine{}
+		mutate(m)
+		NewWithT(t).Expect(SkipReason(m)).To(Equal(want))
+	}
+}
+
+func TestFillAndKeepClaimedFields(t *testing.T) {
+	g := NewWithT(t)
+	entry := &infrav1.PooledRemoteMachine{}
+	entry.Name = "e1"
+	entry.Spec.Machine.RemoteHost = infrav1.RemoteHost{
+		Address: "10.0.0.1", Port: 2222, User: "capr", UseSudo: true,
+		SSHKeyRef: &infrav1.SecretReference{Name: "k"}, HostKeys: []string{"ssh-ed25519 AAAA"},
+		HostKeyPolicy: infrav1.HostKeyPolicyStrict, CustomCleanUpCommands: []string{"wipe"}, WorkingDir: "/var/tmp",
+	}
+	m := &infrav1.RemoteMachine{}
+	m.Spec.Pool = "default"
+	m.Spec.Port, m.Spec.User = 22, "root" // schema defaults
+	m.Spec.CustomCleanUpCommands = []string{"mine"}
+	Fill(m, entry)
+	g.Expect(m.Spec.Address).To(Equal("10.0.0.1"))
+	g.Expect(m.Spec.Port).To(Equal(int32(2222)))
+	g.Expect(m.Spec.User).To(Equal("capr"))
+	g.Expect(m.Spec.CustomCleanUpCommands).To(Equal([]string{"mine"}), "the machine's own cleanup wins")
+	g.Expect(m.Spec.WorkingDir).To(Equal("/var/tmp"))
+	g.Expect(m.Spec.PooledRemoteMachineRef.Name).To(Equal("e1"))
+	entry.Spec.Machine.HostKeys[0] = "changed"
+	g.Expect(m.Spec.HostKeys).To(Equal([]string{"ssh-ed25519 AAAA"}), "Fill copies, it does not alias")
+
+	// A server-side apply with only the template's fields (defaults applied by the schema).
+	applied := &infrav1.RemoteMachine{}
+	applied.Spec.Pool = "default"
+	applied.Spec.Port, applied.Spec.User, applied.Spec.HostKeyPolicy = 22, "root", infrav1.HostKeyPolicyAcceptNew
+	KeepClaimedFields(m, applied)
+	g.Expect(applied.Spec).To(Equal(m.Spec))
+
+	// Host keys may be pinned by an update; providerID is kept once set.
+	m.Spec.ProviderID = "remote-machine://10.0.0.1:2222"
+	pinned := m.DeepCopy()
+	pinned.Spec.HostKeys = []string{"ssh-ed25519 BBBB"}
+	pinned.Spec.ProviderID = ""
+	KeepClaimedFields(m, pinned)
+	g.Expect(pinned.Spec.HostKeys).To(Equal([]string{"ssh-ed25519 BBBB"}))
+	g.Expect(pinned.Spec.ProviderID).To(Equal("remote-machine://10.0.0.1:2222"))
+}
+
+func TestEndpointAndBuckets(t *testing.T) {
+	g := NewWithT(t)
+	g.Expect(Endpoint("Host.Example.com", 0)).To(Equal("host.example.com:22"))
+	g.Expect(Endpoint("2001:db8::1", 2222)).To(Equal("[2001:db8::1]:2222"))
+	seen := map[uint64]bool{}
+	for i := range 200 {
+		b := bucketOf(string(rune('a'+i%26)) + string(rune('a'+i/26)))
+		g.Expect(b).To(BeNumerically("<", buckets))
+		seen[b] = true
+	}
+	g.Expect(seen).To(HaveLen(buckets), "names spread over every bucket")
+}
