@@ -24,7 +24,9 @@ func TestSkipReason(t *testing.T) {
 		"":              func(*infrav1.PooledRemoteMachine) {},
 		SkipClaimed:     func(m *infrav1.PooledRemoteMachine) { m.Spec.ClaimRef = &infrav1.PooledMachineClaim{Name: "x"} },
 		SkipMaintenance: func(m *infrav1.PooledRemoteMachine) { m.Spec.Maintenance = true },
-		SkipQuarantined: func(m *infrav1.PooledRemoteMachine) { m.Spec.Quarantine = &infrav1.PooledMachineQuarantine{Reason: "r"} },
+		SkipQuarantined: func(m *infrav1.PooledRemoteMachine) {
+			m.Spec.Quarantine = &infrav1.PooledMachineQuarantine{Reason: "r"}
+		},
 		SkipUnreachable: func(m *infrav1.PooledRemoteMachine) { m.Status.Phase = infrav1.PooledRemoteMachinePhaseUnreachable },
 		SkipDeleting:    func(m *infrav1.PooledRemoteMachine) { m.DeletionTimestamp = &now },
 	} {
