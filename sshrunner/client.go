@@ -1,0 +1,509 @@
+// Package sshrunner runs commands and uploads files on hosts over SSH, with verified host keys, deadlines,
+// cancellation, sudo, redacted streamed output and typed errors.
+package sshrunner
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"al.essio.dev/pkg/shellescape"
+	"github.com/go-logr/logr"
+	"golang.org/x/crypto/ssh"
+)
+
+// Policy says how a host's key is verified.
+type Policy string
+
+const (
+	// Strict accepts only pinned keys and refuses a host with none pinned.
+	Strict Policy = "Strict"
+	// AcceptNew accepts the first key of a host with none pinned and reports it through Config.OnNewHostKey.
+	AcceptNew Policy = "AcceptNew"
+)
+
+// Endpoint is an SSH server and how to log in to it.
+type Endpoint struct {
+	// Address is an IP address or DNS name; Port defaults to 22.
+	Address string
+	Port    int
+	// User to log in as.
+	User string
+	// Signer is the private key.
+	Signer ssh.Signer
+	// HostKeys are the accepted host keys in authorized_keys format; any of them is accepted.
+	HostKeys []string
+	// Policy applies when HostKeys is empty.
+	Policy Policy
+}
+
+// HostPort returns "address:port", with IPv6 addresses in brackets.
+func (e Endpoint) HostPort() string {
+	port := e.Port
+	if port == 0 {
+		port = 22
+	}
+	return net.JoinHostPort(e.Address, strconv.Itoa(port))
+}
+
+// Config describes a connection.
+type Config struct {
+	Endpoint
+	// Bastion is an optional jump host.
+	Bastion *Endpoint
+	// Sudo runs every command with `sudo -n`.
+	Sudo bool
+	// DialTimeout bounds the TCP connect and the SSH handshake of each hop (default 15s).
+	DialTimeout time.Duration
+	// KeepAlive is the interval of keepalive requests (default 15s); a host that stops answering is disconnected.
+	KeepAlive time.Duration
+	// Log receives the commands' output, line by line, redacted.
+	Log logr.Logger
+	// Secrets are strings never to be logged or returned in errors (key material, tokens, bootstrap data).
+	Secrets []string
+	// OnNewHostKey is called under AcceptNew when a host with no pinned key presents key (authorized_keys format);
+	// bastion says whether it is the jump host. Pinning it is the caller's job.
+	OnNewHostKey func(bastion bool, key string)
+}
+
+// Client is a connection to a host.
+type Client struct {
+	cfg     Config
+	client  *ssh.Client
+	bastion *ssh.Client
+	redact  *strings.Replacer
+	closed  chan struct{}
+	once    sync.Once
+}
+
+// ParsePrivateKey parses a PEM or OpenSSH private key, encrypted when passphrase is not empty.
+func ParsePrivateKey(key, passphrase []byte) (ssh.Signer, error) {
+	var (
+		s   ssh.Signer
+		err error
+	)
+	if len(passphrase) > 0 {
+		s, err = ssh.ParsePrivateKeyWithPassphrase(key, passphrase)
+	} else {
+		s, err = ssh.ParsePrivateKey(key)
+	}
+	if err != nil {
+		var missing *ssh.PassphraseMissingError
+		if errors.As(err, &missing) {
+			return nil, errors.New("the SSH private key is encrypted: add its passphrase to the Secret under the key 'passphrase'")
+		}
+		// Never include the key in the error.
+		return nil, errors.New("the SSH private key cannot be parsed: it must be a PEM or OpenSSH private key")
+	}
+	return s, nil
+}
+
+// Dial connects to the host (through the bastion, if any) and verifies its key.
+func Dial(ctx context.Context, cfg Config) (*Client, error) {
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 15 * time.Second
+	}
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = 15 * time.Second
+	}
+	c := &Client{cfg: cfg, redact: newRedactor(cfg.Secrets), closed: make(chan struct{})}
+	var conn net.Conn
+	var err error
+	if cfg.Bastion != nil {
+		if c.bastion, err = c.handshake(ctx, nil, *cfg.Bastion, true); err != nil {
+			return nil, fmt.Errorf("bastion %s: %w", cfg.Bastion.HostPort(), err)
+		}
+		dialCtx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+		conn, err = c.bastion.DialContext(dialCtx, "tcp", cfg.HostPort())
+		cancel()
+		if err != nil {
+			_ = c.bastion.Close()
+			return nil, classifyDial(cfg.HostPort()+" via bastion", err)
+		}
+	}
+	if c.client, err = c.handshake(ctx, conn, cfg.Endpoint, false); err != nil {
+		if c.bastion != nil {
+			_ = c.bastion.Close()
+		}
+		return nil, err
+	}
+	go c.keepAlive()
+	return c, nil
+}
+
+// handshake opens the SSH connection to one hop, over conn when given (a bastion tunnel), else over a new TCP
+// connection. The dial and handshake end by min(DialTimeout, ctx's deadline).
+func (c *Client) handshake(ctx context.Context, conn net.Conn, ep Endpoint, bastion bool) (*ssh.Client, error) {
+	addr := ep.HostPort()
+	deadline := time.Now().Add(c.cfg.DialTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if conn == nil {
+		var err error
+		dialer := net.Dialer{Deadline: deadline}
+		if conn, err = dialer.DialContext(ctx, "tcp", addr); err != nil {
+			return nil, classifyDial(addr, err)
+		}
+	}
+	pinned, err := parseHostKeys(ep.HostKeys)
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	config := &ssh.ClientConfig{
+		User:            ep.User,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(ep.Signer)},
+		HostKeyCallback: c.verifyHostKey(pinned, ep.Policy, bastion),
+		Timeout:         time.Until(deadline),
+	}
+	if len(pinned) > 0 {
+		// Ask for the pinned key types, so a host with several keys presents one we know.
+		config.HostKeyAlgorithms = hostKeyAlgorithms(pinned)
+	}
+	_ = conn.SetDeadline(deadline)
+	// A cancelled context closes the connection, which ends the handshake.
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			_ = conn.Close()
+		case <-done:
+		}
+	}()
+	sshConn, chans, reqs, err := ssh.NewClientConn(conn, addr, config)
+	close(done)
+	if err != nil {
+		_ = conn.Close()
+		if ctx.Err() != nil && !errors.Is(err, ErrHostKeyMismatch) {
+			return nil, classifyDial(addr, ctx.Err())
+		}
+		return nil, classifyDial(addr, err)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return ssh.NewClient(sshConn, chans, reqs), nil
+}
+
+func parseHostKeys(keys []string) ([]ssh.PublicKey, error) {
+	out := make([]ssh.PublicKey, 0, len(keys))
+	for _, k := range keys {
+		pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k))
+		if err != nil {
+			return nil, fmt.Errorf("%w: a pinned host key does not parse: %w", ErrHostKeyMismatch, err)
+		}
+		out = append(out, pk)
+	}
+	return out, nil
+}
+
+func hostKeyAlgorithms(keys []ssh.PublicKey) []string {
+	var algos []string
+	add := func(a ...string) {
+		for _, x := range a {
+			if !containsString(algos, x) {
+				algos = append(algos, x)
+			}
+		}
+	}
+	for _, k := range keys {
+		if k.Type() == ssh.KeyAlgoRSA {
+			add(ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA)
+		} else {
+			add(k.Type())
+		}
+	}
+	return algos
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// verifyHostKey accepts any pinned key; with none pinned, Strict refuses and AcceptNew accepts and reports the key.
+// The key is never ignored.
+func (c *Client) verifyHostKey(pinned []ssh.PublicKey, policy Policy, bastion bool) ssh.HostKeyCallback {
+	return func(hostname string, _ net.Addr, key ssh.PublicKey) error {
+		for _, p := range pinned {
+			if bytes.Equal(p.Marshal(), key.Marshal()) {
+				return nil
+			}
+		}
+		if len(pinned) > 0 {
+			return fmt.Errorf("%w: %s presented %s %s, which is not among the %d pinned key(s); if the host was reinstalled, check it and replace hostKeys",
+				ErrHostKeyMismatch, hostname, key.Type(), ssh.FingerprintSHA256(key), len(pinned))
+		}
+		if policy == Strict {
+			return fmt.Errorf("%w: %s presented %s %s and hostKeyPolicy is Strict with no hostKeys pinned; add the host's key to hostKeys",
+				ErrHostKeyUnknown, hostname, key.Type(), ssh.FingerprintSHA256(key))
+		}
+		if c.cfg.OnNewHostKey != nil {
+			c.cfg.OnNewHostKey(bastion, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key))))
+		}
+		return nil
+	}
+}
+
+func (c *Client) keepAlive() {
+	t := time.NewTicker(c.cfg.KeepAlive)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.closed:
+			return
+		case <-t.C:
+			errc := make(chan error, 1)
+			go func() {
+				_, _, err := c.client.SendRequest("keepalive@openssh.com", true, nil)
+				errc <- err
+			}()
+			select {
+			case err := <-errc:
+				if err != nil {
+					_ = c.Close()
+					return
+				}
+			case <-time.After(c.cfg.KeepAlive):
+				_ = c.Close()
+				return
+			case <-c.closed:
+				return
+			}
+		}
+	}
+}
+
+// Close closes the connection (and the bastion's).
+func (c *Client) Close() error {
+	var err error
+	c.once.Do(func() {
+		close(c.closed)
+		err = c.client.Close()
+		if c.bastion != nil {
+			_ = c.bastion.Close()
+		}
+	})
+	return err
+}
+
+// pidMarker starts the line through which a command reports its process group, so it can be stopped.
+const pidMarker = "capr-process-group="
+
+// Command returns the remote command line for a shell script: `setsid -w sh -c <script>`, under `sudo -n --` when
+// Sudo is set. The script runs in its own process group, whose id it reports first on stderr, so that a cancelled
+// command can be stopped with everything it started. The script is quoted by a shell quoter, never pasted.
+func (c *Client) Command(script string) string {
+	return c.sudo("setsid -w sh -c " + shellescape.Quote("echo "+pidMarker+"$$ >&2; "+script))
+}
+
+func (c *Client) sudo(cmd string) string {
+	if c.cfg.Sudo {
+		return "sudo -n -- " + cmd
+	}
+	return cmd
+}
+
+// stop terminates a command's process group on the host, over a new session.
+func (c *Client) stop(pgid string) {
+	if pgid == "" {
+		return
+	}
+	session, err := c.client.NewSession()
+	if err != nil {
+		return
+	}
+	defer session.Close()
+	_ = session.Run(c.sudo("kill -TERM -- -" + pgid))
+}
+
+// Run runs a shell script on the host with stdin (may be nil), streaming its output to the logger. A cancelled
+// context signals the remote command and closes the session.
+func (c *Client) Run(ctx context.Context, script string, stdin io.Reader) error {
+	session, err := c.client.NewSession()
+	if err != nil {
+		return classifyDial(c.cfg.HostPort(), err)
+	}
+	defer session.Close()
+	session.Stdin = stdin
+	tail := newTail(20)
+	pgid := make(chan string, 1)
+	var wg sync.WaitGroup
+	pipe := func(r io.Reader, stream string) {
+		defer wg.Done()
+		scanner := bufio.NewScanner(r)
+		scanner.Buffer(make([]byte, 64*1024), 1024*1024)
+		for scanner.Scan() {
+			if id, ok := strings.CutPrefix(scanner.Text(), pidMarker); ok && stream == "stderr" {
+				select {
+				case pgid <- id:
+				default:
+				}
+				continue
+			}
+			line := c.redact.Replace(scanner.Text())
+			tail.add(line)
+			c.cfg.Log.V(4).Info("Remote output", "stream", stream, "line", line)
+		}
+	}
+	stdout, err := session.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	stderr, err := session.StderrPipe()
+	if err != nil {
+		return err
+	}
+	wg.Add(2)
+	go pipe(stdout, "stdout")
+	go pipe(stderr, "stderr")
+	if err := session.Start(c.Command(script)); err != nil {
+		return classifyDial(c.cfg.HostPort(), err)
+	}
+	waited := make(chan error, 1)
+	go func() {
+		wg.Wait()
+		waited <- session.Wait()
+	}()
+	select {
+	case err = <-waited:
+	case <-ctx.Done():
+		_ = session.Signal(ssh.SIGTERM)
+		select {
+		case id := <-pgid:
+			c.stop(id)
+		case <-time.After(2 * time.Second): // the command never started
+		}
+		_ = session.Close()
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("%w: command on %s: %w", ErrTimeout, c.cfg.HostPort(), ctx.Err())
+		}
+		return ctx.Err()
+	}
+	if err == nil {
+		return nil
+	}
+	lines := tail.lines()
+	if c.cfg.Sudo && sudoRefused(lines) {
+		return fmt.Errorf("%w: user %q on %s cannot run sudo without a password; grant it NOPASSWD in sudoers, or log in as root",
+			ErrSudo, c.cfg.User, c.cfg.HostPort())
+	}
+	code := -1
+	var exit *ssh.ExitError
+	if errors.As(err, &exit) {
+		code = exit.ExitStatus()
+	} else if !errors.Is(err, io.EOF) {
+		var missing *ssh.ExitMissingError
+		if !errors.As(err, &missing) {
+			return fmt.Errorf("%w: %s: %w", ErrUnreachable, c.cfg.HostPort(), err)
+		}
+	}
+	return &CommandError{Command: shorten(c.redact.Replace(script), 200), ExitCode: code, Tail: lines}
+}
+
+func sudoRefused(lines []string) bool {
+	for _, l := range lines {
+		if strings.Contains(l, "sudo: a password is required") || strings.Contains(l, "sudo: a terminal is required") ||
+			strings.Contains(l, "is not in the sudoers file") || strings.Contains(l, "is not allowed to execute") {
+			return true
+		}
+	}
+	return false
+}
+
+// Upload writes data to path on the host: into a temporary file beside it, checked against its SHA-256, given
+// mode and owner (when owner is not empty), then renamed over path. With appendTo, data is appended to path instead.
+func (c *Client) Upload(ctx context.Context, path string, data []byte, mode uint32, owner string, appendTo bool) error {
+	q := shellescape.Quote
+	sum := sha256.Sum256(data)
+	if appendTo {
+		script := fmt.Sprintf("set -e; mkdir -p %s; cat >> %s", q(dirOf(path)), q(path))
+		return c.Run(ctx, script, bytes.NewReader(data))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "set -e; umask 077; d=%s; mkdir -p \"$d\"; t=$(mktemp \"$d/.capr-upload.XXXXXX\"); ", q(dirOf(path)))
+	b.WriteString("trap 'rm -f \"$t\"' EXIT; cat > \"$t\"; ")
+	fmt.Fprintf(&b, "[ \"$(sha256sum \"$t\" | cut -d' ' -f1)\" = %s ] || { echo 'upload checksum mismatch' >&2; exit 1; }; ", hex.EncodeToString(sum[:]))
+	fmt.Fprintf(&b, "chmod %o \"$t\"; ", mode)
+	if owner != "" {
+		fmt.Fprintf(&b, "chown %s \"$t\"; ", q(owner))
+	}
+	fmt.Fprintf(&b, "mv -f \"$t\" %s; trap - EXIT", q(path))
+	return c.Run(ctx, b.String(), bytes.NewReader(data))
+}
+
+func dirOf(path string) string {
+	i := strings.LastIndex(path, "/")
+	switch {
+	case i < 0:
+		return "."
+	case i == 0:
+		return "/"
+	}
+	return path[:i]
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// newRedactor replaces every secret (and each of its lines, for multi-line secrets) with [REDACTED].
+func newRedactor(secrets []string) *strings.Replacer {
+	var pairs []string
+	seen := map[string]bool{}
+	add := func(s string) {
+		s = strings.TrimSpace(s)
+		if len(s) < 8 || seen[s] {
+			return
+		}
+		seen[s] = true
+		pairs = append(pairs, s, "[REDACTED]")
+	}
+	for _, s := range secrets {
+		add(s)
+		for _, line := range strings.Split(s, "\n") {
+			add(line)
+		}
+	}
+	return strings.NewReplacer(pairs...)
+}
+
+// tail keeps the last n lines.
+type tail struct {
+	mu  sync.Mutex
+	n   int
+	buf []string
+}
+
+func newTail(n int) *tail { return &tail{n: n} }
+
+func (t *tail) add(line string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, line)
+	if len(t.buf) > t.n {
+		t.buf = t.buf[len(t.buf)-t.n:]
+	}
+}
+
+func (t *tail) lines() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.buf...)
+}

@@ -1,0 +1,255 @@
+package sshrunner_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"github.com/go-logr/logr/funcr"
+
+	"github.com/capr-project/cluster-api-provider-remote/sshrunner"
+	"github.com/capr-project/cluster-api-provider-remote/sshrunner/sshdtest"
+)
+
+// logSink collects everything the runner logs.
+type logSink struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logSink) config(h *sshdtest.Host, user string) sshrunner.Config {
+	return sshrunner.Config{
+		Endpoint: sshrunner.Endpoint{Address: h.Address, Port: h.Port, User: user, Signer: h.ClientSigner, HostKeys: []string{h.HostKey}},
+		Log: funcr.New(func(prefix, args string) {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			l.lines = append(l.lines, args)
+		}, funcr.Options{Verbosity: 10}),
+		DialTimeout: 5 * time.Second,
+	}
+}
+
+func (l *logSink) text() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+func TestHostKeyPolicies(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t)
+	logs := &logSink{}
+
+	// Strict with the right key.
+	cfg := logs.config(h, "root")
+	cfg.Policy = sshrunner.Strict
+	c, err := sshrunner.Dial(ctx, cfg)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(c.Run(ctx, "true", nil)).To(Succeed())
+	g.Expect(c.Close()).To(Succeed())
+
+	// Strict with nothing pinned.
+	cfg.HostKeys = nil
+	_, err = sshrunner.Dial(ctx, cfg)
+	g.Expect(err).To(MatchError(sshrunner.ErrHostKeyUnknown))
+	g.Expect(sshrunner.Retryable(err)).To(BeFalse())
+
+	// AcceptNew with nothing pinned reports the key it accepted.
+	var seen string
+	cfg.Policy = sshrunner.AcceptNew
+	cfg.OnNewHostKey = func(bastion bool, key string) { seen = key }
+	c, err = sshrunner.Dial(ctx, cfg)
+	g.Expect(err).NotTo(HaveOccurred())
+	_ = c.Close()
+	g.Expect(seen).To(Equal(h.HostKey))
+
+	// A pinned key that is no longer the host's is a mismatch, whatever the policy.
+	old := h.HostKey
+	h.RotateHostKey()
+	h.Restart()
+	for _, policy := range []sshrunner.Policy{sshrunner.Strict, sshrunner.AcceptNew} {
+		cfg.Policy, cfg.HostKeys, seen = policy, []string{old}, ""
+		_, err = sshrunner.Dial(ctx, cfg)
+		g.Expect(err).To(MatchError(sshrunner.ErrHostKeyMismatch))
+		g.Expect(err.Error()).To(ContainSubstring("not among the 1 pinned key(s)"))
+		g.Expect(seen).To(BeEmpty(), "a mismatch is never pinned")
+	}
+	// Any of several pinned keys is accepted, so keys can be rotated.
+	cfg.HostKeys = []string{old, h.HostKey}
+	c, err = sshrunner.Dial(ctx, cfg)
+	g.Expect(err).NotTo(HaveOccurred())
+	_ = c.Close()
+}
+
+func TestDialFailures(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t)
+	logs := &logSink{}
+
+	// A key the host does not know.
+	other := sshdtest.Start(t)
+	cfg := logs.config(h, "root")
+	cfg.Signer = other.ClientSigner
+	_, err := sshrunner.Dial(ctx, cfg)
+	g.Expect(err).To(MatchError(sshrunner.ErrAuthFailed))
+	g.Expect(sshrunner.Retryable(err)).To(BeFalse())
+
+	// Nothing listening.
+	cfg = logs.config(h, "root")
+	h.Stop()
+	_, err = sshrunner.Dial(ctx, cfg)
+	g.Expect(err).To(MatchError(sshrunner.ErrUnreachable))
+	g.Expect(sshrunner.Retryable(err)).To(BeTrue())
+
+	// A server that accepts TCP and never speaks SSH: the handshake deadline ends the dial.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	g.Expect(err).NotTo(HaveOccurred())
+	defer silent.Close()
+	go func() {
+		for {
+			conn, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+		}
+	}()
+	cfg.Address, cfg.Port = "127.0.0.1", silent.Addr().(*net.TCPAddr).Port
+	cfg.DialTimeout = 500 * time.Millisecond
+	start := time.Now()
+	_, err = sshrunner.Dial(ctx, cfg)
+	g.Expect(err).To(MatchError(sshrunner.ErrTimeout))
+	g.Expect(time.Since(start)).To(BeNumerically("<", 5*time.Second))
+}
+
+func TestRunTimeoutCancelAndFailure(t *testing.T) {
+	g := NewWithT(t)
+	h := sshdtest.Start(t)
+	logs := &logSink{}
+	c, err := sshrunner.Dial(context.Background(), logs.config(h, "root"))
+	g.Expect(err).NotTo(HaveOccurred())
+	defer c.Close()
+
+	// A deadline ends a long command, and the command is stopped on the host.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err = c.Run(ctx, "echo $$ > /run/sleeper.pid; sleep 30", nil)
+	g.Expect(err).To(MatchError(sshrunner.ErrTimeout))
+	g.Eventually(func() string {
+		out, _ := h.Exec(`kill -0 "$(cat /run/sleeper.pid)" 2>&1 && echo alive || echo gone`)
+		return out
+	}, 10*time.Second, 100*time.Millisecond).Should(ContainSubstring("gone"))
+
+	// Cancelling returns at once.
+	ctx, cancel = context.WithCancel(context.Background())
+	go func() { time.Sleep(200 * time.Millisecond); cancel() }()
+	err = c.Run(ctx, "sleep 30", nil)
+	g.Expect(errors.Is(err, context.Canceled)).To(BeTrue())
+
+	// A failing command reports its status and last lines.
+	err = c.Run(context.Background(), "echo first; echo 'it broke' >&2; exit 3", nil)
+	var cmdErr *sshrunner.CommandError
+	g.Expect(errors.As(err, &cmdErr)).To(BeTrue())
+	g.Expect(cmdErr.ExitCode).To(Equal(3))
+	g.Expect(cmdErr.Tail).To(ContainElement("it broke"))
+	g.Expect(err).To(MatchError(sshrunner.ErrCommandFailed))
+}
+
+func TestSudo(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t, sshdtest.User{Name: "capr", Sudo: true}, sshdtest.User{Name: "nosudo"})
+	logs := &logSink{}
+
+	cfg := logs.config(h, "capr")
+	cfg.Sudo = true
+	c, err := sshrunner.Dial(ctx, cfg)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(c.Run(ctx, `id -u > /run/whoami; echo "it's quoted: $HOME" > /run/quoted`, nil)).To(Succeed())
+	_ = c.Close()
+	out, err := h.Exec("cat /run/whoami /run/quoted")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(out).To(HavePrefix("0\nit's quoted: "))
+
+	cfg = logs.config(h, "nosudo")
+	cfg.Sudo = true
+	c, err = sshrunner.Dial(ctx, cfg)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer c.Close()
+	err = c.Run(ctx, "true", nil)
+	g.Expect(err).To(MatchError(sshrunner.ErrSudo))
+	g.Expect(err.Error()).To(ContainSubstring(`user "nosudo"`))
+	g.Expect(err.Error()).To(ContainSubstring("NOPASSWD"))
+}
+
+func TestUpload(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t, sshdtest.User{Name: "capr", Sudo: true})
+	logs := &logSink{}
+	cfg := logs.config(h, "capr")
+	cfg.Sudo = true
+	c, err := sshrunner.Dial(ctx, cfg)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer c.Close()
+
+	g.Expect(c.Upload(ctx, "/etc/capr/secret.conf", []byte("line one\nline 'two'\n"), 0o640, "capr:capr", false)).To(Succeed())
+	out, err := h.Exec("stat -c '%a %U:%G' /etc/capr/secret.conf; cat /etc/capr/secret.conf; ls -a /etc/capr")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(out).To(Equal("640 capr:capr\nline one\nline 'two'\n.\n..\nsecret.conf\n"), "no temporary file is left")
+
+	g.Expect(c.Upload(ctx, "/etc/capr/secret.conf", []byte("three\n"), 0, "", true)).To(Succeed())
+	out, _ = h.Exec("cat /etc/capr/secret.conf")
+	g.Expect(out).To(Equal("line one\nline 'two'\nthree\n"))
+}
+
+func TestBastion(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	jump := sshdtest.Start(t)
+	target := sshdtest.Start(t)
+	logs := &logSink{}
+	cfg := logs.config(target, "root")
+	jumpCfg := logs.config(jump, "root")
+	cfg.Bastion = &jumpCfg.Endpoint
+	c, err := sshrunner.Dial(ctx, cfg)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(c.Run(ctx, "touch /run/reached", nil)).To(Succeed())
+	_ = c.Close()
+	_, err = target.Exec("test -f /run/reached")
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = jump.Exec("test -f /run/reached")
+	g.Expect(err).To(HaveOccurred(), "the command ran on the target, not on the bastion")
+
+	// The bastion's key is verified too.
+	cfg.Bastion.HostKeys = []string{target.HostKey}
+	_, err = sshrunner.Dial(ctx, cfg)
+	g.Expect(err).To(MatchError(sshrunner.ErrHostKeyMismatch))
+	g.Expect(err.Error()).To(ContainSubstring("bastion"))
+}
+
+func TestRedaction(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t)
+	logs := &logSink{}
+	cfg := logs.config(h, "root")
+	const token = "abcdef.0123456789abcdef"
+	cfg.Secrets = []string{token, string(h.ClientKeyPEM)}
+	c, err := sshrunner.Dial(ctx, cfg)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer c.Close()
+	g.Expect(c.Run(ctx, "echo joining with token "+token, nil)).To(Succeed())
+	err = c.Run(ctx, "echo bad token "+token+" >&2; exit 1", nil)
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(err.Error()).NotTo(ContainSubstring(token))
+	g.Expect(logs.text()).To(ContainSubstring("joining with token [REDACTED]"))
+	g.Expect(logs.text()).NotTo(ContainSubstring(token))
+}

@@ -1,0 +1,91 @@
+package sshrunner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+)
+
+// Errors a caller can branch on with errors.Is.
+var (
+	// ErrHostKeyMismatch: the host presented a key that is not among the pinned ones. Never retried.
+	ErrHostKeyMismatch = errors.New("host key mismatch")
+	// ErrHostKeyUnknown: policy Strict and no key pinned. Never retried.
+	ErrHostKeyUnknown = errors.New("host key unknown")
+	// ErrAuthFailed: the host refused the key. Never retried.
+	ErrAuthFailed = errors.New("authentication failed")
+	// ErrUnreachable: no TCP connection or SSH handshake could be made. Retried.
+	ErrUnreachable = errors.New("host unreachable")
+	// ErrTimeout: a dial, handshake or command ran past its deadline. Retried.
+	ErrTimeout = errors.New("timed out")
+	// ErrSudo: the user has no passwordless sudo. Never retried.
+	ErrSudo = errors.New("passwordless sudo not available")
+	// ErrCommandFailed: a command exited non-zero; the error is a *CommandError.
+	ErrCommandFailed = errors.New("command failed")
+)
+
+// CommandError is a remote command that exited with a non-zero status.
+type CommandError struct {
+	// Command is the command's redacted text, cut to a reasonable length.
+	Command string
+	// ExitCode is the exit status; -1 when the host reported none.
+	ExitCode int
+	// Tail are the last lines of the command's redacted output.
+	Tail []string
+}
+
+func (e *CommandError) Error() string {
+	msg := fmt.Sprintf("command %q exited with status %d", e.Command, e.ExitCode)
+	if len(e.Tail) > 0 {
+		msg += ": " + strings.Join(e.Tail, " | ")
+	}
+	return msg
+}
+
+// Is makes errors.Is(err, ErrCommandFailed) true.
+func (e *CommandError) Is(target error) bool { return target == ErrCommandFailed }
+
+// Retryable says whether an operation that failed with err may succeed when tried again unchanged.
+func Retryable(err error) bool {
+	return errors.Is(err, ErrUnreachable) || errors.Is(err, ErrTimeout) || errors.Is(err, ErrCommandFailed)
+}
+
+// Reason is a short CamelCase name for an error, for conditions and metrics.
+func Reason(err error) string {
+	for _, r := range []struct {
+		err  error
+		name string
+	}{
+		{ErrHostKeyMismatch, "HostKeyMismatch"}, {ErrHostKeyUnknown, "HostKeyUnknown"}, {ErrAuthFailed, "AuthFailed"},
+		{ErrSudo, "SudoUnavailable"}, {ErrTimeout, "Timeout"}, {ErrUnreachable, "Unreachable"}, {ErrCommandFailed, "CommandFailed"},
+	} {
+		if errors.Is(err, r.err) {
+			return r.name
+		}
+	}
+	return "Error"
+}
+
+// classifyDial maps a dial or handshake error onto the sentinels.
+func classifyDial(addr string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrHostKeyMismatch), errors.Is(err, ErrHostKeyUnknown):
+		return err
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), isNetTimeout(err):
+		return fmt.Errorf("%w: connecting to %s: %w", ErrTimeout, addr, err)
+	case strings.Contains(err.Error(), "unable to authenticate"):
+		return fmt.Errorf("%w: %s refused the SSH key: %w", ErrAuthFailed, addr, err)
+	default:
+		return fmt.Errorf("%w: %s: %w", ErrUnreachable, addr, err)
+	}
+}
+
+func isNetTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -1,0 +1,222 @@
+// Package sshdtest starts real OpenSSH sshd hosts for tests. Each host listens on its own 127.0.0.x address and
+// runs in its own mount namespace with a private copy of /etc (its own users, sudoers and files) and a private
+// /run, so hosts share neither /run/cluster-api nor /etc. It needs root and /usr/sbin/sshd.
+package sshdtest
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// User is an account on a host.
+type User struct {
+	// Name of the account; root always exists.
+	Name string
+	// Sudo grants passwordless sudo.
+	Sudo bool
+}
+
+// Host is a running sshd.
+type Host struct {
+	// Address and Port the sshd listens on.
+	Address string
+	Port    int
+	// HostKey is the host's public key in authorized_keys format.
+	HostKey string
+	// ClientKeyPEM is the private key (OpenSSH PEM) every user of the host accepts; ClientSigner is the same key.
+	ClientKeyPEM []byte
+	ClientSigner ssh.Signer
+	// Dir holds the host's files: etc/ (mounted over /etc inside the host), the sshd config and keys.
+	Dir string
+
+	t     testing.TB
+	cmd   *exec.Cmd
+	users []User
+}
+
+// Start starts a host with the given extra users.
+func Start(t testing.TB, users ...User) *Host {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("sshdtest needs root, to run sshd in its own mount namespace")
+	}
+	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
+		t.Fatal("sshdtest needs OpenSSH's sshd (apt-get install openssh-server)")
+	}
+	h := &Host{t: t, Dir: t.TempDir(), users: users}
+	// Non-root users read their authorized keys and home below Dir.
+	must(t, os.Chmod(h.Dir, 0o755))
+	must(t, os.Chmod(filepath.Dir(h.Dir), 0o755))
+	h.ClientKeyPEM, h.ClientSigner = newKey(t)
+	h.writeFiles()
+	h.RotateHostKey()
+	h.Address, h.Port = freeAddress(t)
+	h.start()
+	t.Cleanup(h.Stop)
+	return h
+}
+
+// newKey returns a new ed25519 private key as OpenSSH PEM and as a signer.
+func newKey(t testing.TB) ([]byte, ssh.Signer) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(block), signer
+}
+
+// freeAddress picks a random 127.0.0.x address and a port free on it.
+func freeAddress(t testing.TB) (string, int) {
+	for range 50 {
+		n, _ := rand.Int(rand.Reader, big.NewInt(250))
+		addr := fmt.Sprintf("127.0.0.%d", n.Int64()+3)
+		l, err := net.Listen("tcp", addr+":0")
+		if err != nil {
+			continue
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		return addr, port
+	}
+	t.Fatal("no free loopback address")
+	return "", 0
+}
+
+func (h *Host) path(p ...string) string { return filepath.Join(append([]string{h.Dir}, p...)...) }
+
+func (h *Host) writeFiles() {
+	t := h.t
+	if out, err := exec.Command("cp", "-a", "/etc", h.path("etc")).CombinedOutput(); err != nil {
+		t.Fatalf("copying /etc: %v: %s", err, out)
+	}
+	appendFile := func(name, text string) {
+		f, err := os.OpenFile(h.path("etc", name), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteString(text); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(h.ClientSigner.PublicKey())))
+	must(t, os.MkdirAll(h.path("keys"), 0o755))
+	must(t, os.WriteFile(h.path("keys", "root"), []byte(pub+"\n"), 0o644))
+	for i, u := range h.users {
+		uid := 20000 + i
+		home := h.path("home", u.Name)
+		must(t, os.MkdirAll(home, 0o755))
+		must(t, os.Chown(home, uid, uid))
+		appendFile("passwd", fmt.Sprintf("%s:x:%d:%d::%s:/bin/sh\n", u.Name, uid, uid, home))
+		appendFile("group", fmt.Sprintf("%s:x:%d:\n", u.Name, uid))
+		appendFile("shadow", fmt.Sprintf("%s:*:19000:0:99999:7:::\n", u.Name))
+		must(t, os.WriteFile(h.path("keys", u.Name), []byte(pub+"\n"), 0o644))
+		if u.Sudo {
+			must(t, os.WriteFile(h.path("etc", "sudoers.d", "capr-"+u.Name), []byte(u.Name+" ALL=(ALL) NOPASSWD:ALL\n"), 0o440))
+		}
+	}
+	config := fmt.Sprintf(`HostKey %s
+AuthorizedKeysFile %s/%%u
+PidFile none
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+AllowTcpForwarding yes
+LogLevel ERROR
+`, h.path("host_key"), h.path("keys"))
+	must(t, os.WriteFile(h.path("sshd_config"), []byte(config), 0o600))
+}
+
+// RotateHostKey gives the host a new host key (it takes effect at the next start) and returns it.
+func (h *Host) RotateHostKey() string {
+	keyPEM, signer := newKey(h.t)
+	must(h.t, os.WriteFile(h.path("host_key"), keyPEM, 0o600))
+	h.HostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	return h.HostKey
+}
+
+func (h *Host) start() {
+	t := h.t
+	script := fmt.Sprintf("set -e; mount --bind %s /etc; mount -t tmpfs tmpfs /run; mkdir -p /run/sshd; chmod 755 /run/sshd; exec /usr/sbin/sshd -D -e -f %s -o ListenAddress=%s -o Port=%d",
+		h.path("etc"), h.path("sshd_config"), h.Address, h.Port)
+	h.cmd = exec.Command("unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script)
+	var logs bytes.Buffer
+	h.cmd.Stdout, h.cmd.Stderr = &logs, &logs
+	h.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := h.cmd.Start(); err != nil {
+		t.Fatalf("starting sshd: %v", err)
+	}
+	addr := net.JoinHostPort(h.Address, strconv.Itoa(h.Port))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			_ = conn.Close()
+			return
+		}
+		if time.Now().After(deadline) || h.cmd.ProcessState != nil {
+			t.Fatalf("sshd on %s did not start: %v\n%s", addr, err, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop stops the sshd; the host's files stay until the test ends.
+func (h *Host) Stop() {
+	if h.cmd == nil || h.cmd.Process == nil {
+		return
+	}
+	_ = h.cmd.Process.Kill()
+	_, _ = h.cmd.Process.Wait()
+	h.cmd = nil
+}
+
+// Restart stops and starts the sshd on the same address and port (with the current host key).
+func (h *Host) Restart() {
+	h.Stop()
+	h.start()
+}
+
+// Exec runs a shell command inside the host's mount namespace, as root, and returns its output.
+func (h *Host) Exec(command string) (string, error) {
+	if h.cmd == nil {
+		return "", fmt.Errorf("host %s is stopped", h.Address)
+	}
+	out, err := exec.Command("nsenter", "--target", strconv.Itoa(h.cmd.Process.Pid), "--mount", "--", "sh", "-c", command).CombinedOutput()
+	return string(out), err
+}
+
+// Endpoint returns "address:port".
+func (h *Host) Endpoint() string { return net.JoinHostPort(h.Address, strconv.Itoa(h.Port)) }
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
