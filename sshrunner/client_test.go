@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	. "github.com/onsi/gomega"
 	"github.com/go-logr/logr/funcr"
+	. "github.com/onsi/gomega"
 
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner/sshdtest"
