@@ -21,10 +21,13 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/controllers"
+	"github.com/capr-project/cluster-api-provider-remote/pool"
 	"github.com/capr-project/cluster-api-provider-remote/webhooks"
 )
 
@@ -51,6 +54,8 @@ type options struct {
 	syncPeriod               time.Duration
 	remoteMachineConcurrency int
 	bootstrapConcurrency     int
+	bootstrapTimeout         time.Duration
+	cleanupTimeout           time.Duration
 	manager                  flags.ManagerOptions
 	logs                     *logsv1.LoggingConfiguration
 }
@@ -76,6 +81,10 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 		"Number of RemoteMachines reconciled at the same time.")
 	fs.IntVar(&o.bootstrapConcurrency, "bootstrap-concurrency", 10,
 		"Number of SSH bootstraps and cleanups run at the same time, off the reconcile workers.")
+	fs.DurationVar(&o.bootstrapTimeout, "bootstrap-timeout", 30*time.Minute,
+		"Longest one bootstrap (or one cleanup) may run on a host before it is stopped and retried.")
+	fs.DurationVar(&o.cleanupTimeout, "cleanup-timeout", 10*time.Minute,
+		"How long after a RemoteMachine's deletion a failing cleanup is retried before its pool entry is quarantined.")
 	flags.AddManagerOptions(fs, &o.manager)
 	o.logs = logs.NewOptions()
 	logsv1.AddFlags(o.logs, fs)
@@ -163,8 +172,25 @@ func run(o *options) error {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
+	if err := pool.SetupIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	claimer := pool.NewClaimer(mgr)
+	if err := (&controllers.RemoteMachineReconciler{
+		Client:           mgr.GetClient(),
+		APIReader:        mgr.GetAPIReader(),
+		Recorder:         mgr.GetEventRecorder("remotemachine-controller"),
+		Tasks:            controllers.NewTaskRunner(o.bootstrapConcurrency),
+		Dial:             controllers.DialSSH,
+		Claimer:          claimer,
+		WatchFilterValue: o.watchFilter,
+		BootstrapTimeout: o.bootstrapTimeout,
+		CleanupTimeout:   o.cleanupTimeout,
+	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: o.remoteMachineConcurrency}); err != nil {
+		return fmt.Errorf("setting up the RemoteMachine controller: %w", err)
+	}
 	if o.webhookPort != 0 {
-		if err := webhooks.SetupWithManager(ctx, mgr); err != nil {
+		if err := webhooks.SetupWithManager(mgr, claimer); err != nil {
 			return fmt.Errorf("setting up webhooks: %w", err)
 		}
 		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {

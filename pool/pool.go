@@ -198,6 +198,14 @@ type Claimer struct {
 	reserved sync.Map
 }
 
+// NewClaimer returns a Claimer reading from a manager's cache (with the indexes of SetupIndexes) and apiserver.
+func NewClaimer(mgr interface {
+	GetClient() client.Client
+	GetAPIReader() client.Reader
+}) *Claimer {
+	return &Claimer{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Writer: mgr.GetClient()}
+}
+
 // reservationTTL is how long an entry reserved by this process is skipped without asking the apiserver.
 const reservationTTL = 30 * time.Second
 

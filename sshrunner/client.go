@@ -331,8 +331,39 @@ func (c *Client) stop(pgid string) {
 }
 
 // Run runs a shell script on the host with stdin (may be nil), streaming its output to the logger. A cancelled
-// context signals the remote command and closes the session.
+// context stops the remote command (its whole process group) and closes the session.
 func (c *Client) Run(ctx context.Context, script string, stdin io.Reader) error {
+	return c.run(ctx, script, stdin, nil)
+}
+
+// Output runs a shell script like Run and returns its standard output (up to 64 KiB).
+func (c *Client) Output(ctx context.Context, script string) (string, error) {
+	var out limitedBuffer
+	err := c.run(ctx, script, nil, &out)
+	return out.String(), err
+}
+
+// limitedBuffer keeps the first 64 KiB written to it.
+type limitedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *limitedBuffer) add(line string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf.Len() < 64*1024 {
+		b.buf.WriteString(line + "\n")
+	}
+}
+
+func (b *limitedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (c *Client) run(ctx context.Context, script string, stdin io.Reader, stdoutCapture *limitedBuffer) error {
 	session, err := c.client.NewSession()
 	if err != nil {
 		return classifyDial(c.cfg.HostPort(), err)
@@ -353,6 +384,9 @@ func (c *Client) Run(ctx context.Context, script string, stdin io.Reader) error 
 				default:
 				}
 				continue
+			}
+			if stream == "stdout" && stdoutCapture != nil {
+				stdoutCapture.add(scanner.Text())
 			}
 			line := c.redact.Replace(scanner.Text())
 			tail.add(line)

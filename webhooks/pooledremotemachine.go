@@ -54,6 +54,10 @@ func (w *PooledRemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav
 		}
 		errs = append(errs, dup...)
 	}
+	if old.Spec.ClaimRef != nil && m.Spec.ClaimRef != nil && !sameHostExceptPinnedKeys(&old.Spec.Machine, &m.Spec.Machine) {
+		errs = append(errs, field.Invalid(field.NewPath("spec", "machine"), "(changed)", fmt.Sprintf(
+			"machine cannot change while the entry is claimed by RemoteMachine %s; delete that RemoteMachine first, or set maintenance: true to keep the entry from being claimed again", old.Spec.ClaimRef.Name)))
+	}
 	if !equality.Semantic.DeepEqual(old.Spec.ClaimRef, m.Spec.ClaimRef) {
 		req, err := admission.RequestFromContext(ctx)
 		if err != nil {
@@ -125,4 +129,15 @@ func (i *Identity) Get(ctx context.Context) (string, error) {
 	}
 	i.name = review.Status.UserInfo.Username
 	return i.name, nil
+}
+
+// sameHostExceptPinnedKeys says whether two machine specs are equal, allowing host keys to go from none to pinned
+// (CAPR pins the first key seen under AcceptNew).
+func sameHostExceptPinnedKeys(old, m *infrav1.PooledMachineSpec) bool {
+	if len(old.HostKeys) == 0 {
+		o, n := old.DeepCopy(), m.DeepCopy()
+		o.HostKeys, n.HostKeys = nil, nil
+		return equality.Semantic.DeepEqual(o, n)
+	}
+	return equality.Semantic.DeepEqual(old, m)
 }

@@ -3,20 +3,15 @@
 package webhooks
 
 import (
-	"context"
-
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/capr-project/cluster-api-provider-remote/pool"
 )
 
-// SetupWithManager registers every CAPR webhook with the manager's webhook server, and the field indexes they read.
-func SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
-	if err := pool.SetupIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
-		return err
-	}
+// SetupWithManager registers every CAPR webhook with the manager's webhook server. The claimer's reader needs the
+// field indexes of pool.SetupIndexes.
+func SetupWithManager(mgr ctrl.Manager, claimer *pool.Claimer) error {
 	guard := &EndpointGuard{APIReader: mgr.GetAPIReader(), Mapper: mgr.GetRESTMapper()}
-	claimer := &pool.Claimer{Reader: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Writer: mgr.GetClient()}
 	for _, w := range []interface{ SetupWebhookWithManager(ctrl.Manager) error }{
 		&RemoteMachine{Claimer: claimer, Guard: guard},
 		&PooledRemoteMachine{Reader: mgr.GetClient(), Identity: &Identity{Client: mgr.GetClient()}},

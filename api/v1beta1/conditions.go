@@ -37,6 +37,21 @@ const (
 	HostKeyMismatchReason = "HostKeyMismatch"
 	// UnsupportedBootstrapFormatReason: the bootstrap data cannot be run by CAPR (terminal).
 	UnsupportedBootstrapFormatReason = "UnsupportedBootstrapFormat"
+	// WaitingForSecretReason: the SSH key Secret or the bootstrap data Secret is missing or incomplete.
+	WaitingForSecretReason = "WaitingForSecret"
+	// HostKeyUnknownReason: hostKeyPolicy is Strict and no host key is pinned.
+	HostKeyUnknownReason = "HostKeyUnknown"
+	// AuthFailedReason: the host refused the SSH key; retried, as the key Secret may be fixed.
+	AuthFailedReason = "AuthFailed"
+	// SudoUnavailableReason: the user has no passwordless sudo; retried, as sudoers may be fixed.
+	SudoUnavailableReason = "SudoUnavailable"
+	// HostUnreachableReason: the host could not be reached or timed out; retried.
+	HostUnreachableReason = "HostUnreachable"
+	// HostAlreadyBootstrappedReason: the host carries another machine's bootstrap; retried, so a cleaned host is
+	// picked up.
+	HostAlreadyBootstrappedReason = "HostAlreadyBootstrapped"
+	// DeletingReason: the RemoteMachine is being deleted and its host cleaned.
+	DeletingReason = "Deleting"
 )
 
 // PooledRemoteMachine conditions.

@@ -50,7 +50,6 @@ type PooledMachineQuarantine struct {
 }
 
 // PooledRemoteMachineSpec is one host offered to RemoteMachines through a pool.
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.claimRef) || !has(self.claimRef) || self.machine == oldSelf.machine",fieldPath=".machine",messageExpression="'machine cannot change while the entry is claimed by RemoteMachine ' + oldSelf.claimRef.name + '; delete that RemoteMachine first, or set maintenance: true to keep the entry from being claimed again'"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.claimRef) || !has(self.claimRef) || self.pool == oldSelf.pool",fieldPath=".pool",messageExpression="'pool cannot change while the entry is claimed by RemoteMachine ' + oldSelf.claimRef.name"
 type PooledRemoteMachineSpec struct {
 	// pool is the name of the pool this entry belongs to; RemoteMachines name it in their spec.pool.

@@ -45,6 +45,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/pool"
 	"github.com/capr-project/cluster-api-provider-remote/webhooks"
 )
 
@@ -53,8 +54,8 @@ var CAPIWebhookResources = []string{"clusters", "machines", "machinesets", "mach
 
 // Options customise an Environment.
 type Options struct {
-	// Setup registers extra controllers or webhooks with the manager before it starts.
-	Setup func(mgr ctrl.Manager) error
+	// Setup registers extra controllers or webhooks with the environment's manager (e.Manager) before it starts.
+	Setup func(e *Environment) error
 	// ExtraCRDPaths are more CRD files or directories to install.
 	ExtraCRDPaths []string
 	// Quiet logs errors only.
@@ -69,6 +70,8 @@ type Environment struct {
 	Client client.Client
 	// Manager is the running manager serving the webhooks; Manager.GetClient() is its cached client.
 	Manager ctrl.Manager
+	// Claimer is the pool claimer the webhooks use; controllers under test share it.
+	Claimer *pool.Claimer
 	// Scheme knows every kind the environment serves.
 	Scheme *kruntime.Scheme
 	// Kubeconfig is the path of an administrator kubeconfig file, for bin/kubectl.
@@ -219,7 +222,11 @@ func (e *Environment) start(opts Options) error {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel, e.done = cancel, make(chan error, 1)
-	if err := webhooks.SetupWithManager(ctx, mgr); err != nil {
+	if err := pool.SetupIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	e.Claimer = pool.NewClaimer(mgr)
+	if err := webhooks.SetupWithManager(mgr, e.Claimer); err != nil {
 		return err
 	}
 	for _, w := range []interface{ SetupWebhookWithManager(ctrl.Manager) error }{
@@ -233,7 +240,7 @@ func (e *Environment) start(opts Options) error {
 		}
 	}
 	if opts.Setup != nil {
-		if err := opts.Setup(mgr); err != nil {
+		if err := opts.Setup(e); err != nil {
 			return err
 		}
 	}

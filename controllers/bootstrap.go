@@ -1,0 +1,225 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+
+	"al.essio.dev/pkg/shellescape"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/capr-project/cluster-api-provider-remote/sshrunner"
+	"github.com/capr-project/cluster-api-provider-remote/sshrunner/cloudinit"
+)
+
+// Files on the host. The sentinel is Cluster API's; the others are CAPR's own and removed by cleanup.
+const (
+	runDir       = "/run/cluster-api"
+	sentinelFile = runDir + "/bootstrap-success.complete"
+	markerFile   = runDir + "/capr-bootstrap.uid"
+	lockFile     = runDir + "/capr-bootstrap.lock"
+)
+
+// Exit codes of the bootstrap wrapper that mean something to CAPR.
+const (
+	exitForeignBootstrap = 97
+	exitStepFailed       = 98
+)
+
+// ErrHostAlreadyBootstrapped: the host carries another machine's bootstrap sentinel. Never retried.
+var ErrHostAlreadyBootstrapped = errors.New("host already bootstrapped by another machine")
+
+// bootstrapInput is what a bootstrap task needs; it is built by the reconciler and holds no Kubernetes client.
+type bootstrapInput struct {
+	UID        types.UID
+	Config     sshrunner.Config
+	Data       []byte
+	Format     string
+	WorkingDir string
+}
+
+// bootstrapResult is what a successful bootstrap reports.
+type bootstrapResult struct {
+	// NewHostKey is the key pinned on first use (AcceptNew), "" when a pinned key was used.
+	NewHostKey string
+	// Adopted is true when the host had already been bootstrapped for this RemoteMachine.
+	Adopted bool
+	// Hostname is the host's own name.
+	Hostname string
+}
+
+// runBootstrap runs bootstrap data on a host exactly once. The whole run happens inside one remote command holding
+// flock on the host's lock file: a second run (a restarted manager, another replica) waits for the first and then
+// finds the sentinel with this RemoteMachine's UID in the marker, and adopts the result instead of running again.
+func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstrapResult, error) {
+	res := &bootstrapResult{}
+	cfg := in.Config
+	cfg.OnNewHostKey = func(bastion bool, key string) {
+		if !bastion {
+			res.NewHostKey = key
+		}
+	}
+	host, err := dial(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer host.Close()
+
+	hostname, err := host.Output(ctx, "hostname -s 2>/dev/null || hostname")
+	if err != nil {
+		return nil, err
+	}
+	res.Hostname = strings.TrimSpace(hostname)
+	plan, err := cloudinit.Parse(in.Data, in.Format, cloudinit.Vars{Hostname: res.Hostname})
+	if err != nil {
+		return nil, err
+	}
+	workDir := in.WorkingDir
+	if workDir == "" {
+		workDir = "/tmp"
+	}
+	script := path.Join(workDir, fmt.Sprintf(".capr-bootstrap-%s-%s.sh", in.UID, randomSuffix()))
+	if err := host.Upload(ctx, script, []byte(planScript(plan)), 0o700, "", false); err != nil {
+		return nil, fmt.Errorf("uploading the bootstrap script: %w", err)
+	}
+	out, err := host.Output(ctx, wrapper(in.UID, script))
+	var cmdErr *sshrunner.CommandError
+	if errors.As(err, &cmdErr) {
+		switch cmdErr.ExitCode {
+		case exitForeignBootstrap:
+			return nil, fmt.Errorf("%w: %s exists and %s does not name this RemoteMachine; clean the host (kubeadm reset / k0s reset, remove %s) before using it",
+				ErrHostAlreadyBootstrapped, sentinelFile, markerFile, runDir)
+		case exitStepFailed:
+			return nil, fmt.Errorf("bootstrap step %s failed: %w", failedStep(cmdErr.Tail), err)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	res.Adopted = strings.Contains(out, "capr-adopted")
+	return res, nil
+}
+
+func randomSuffix() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// wrapper is the remote command around the bootstrap script. The run itself is detached from the SSH session (its
+// own session, output to a log file on the host) and holds flock on the host's lock file: if the connection drops
+// or the manager stops, it goes on to the end, and a later run waits for the lock and adopts the result. Inside the
+// lock it adopts a finished bootstrap of the same RemoteMachine, refuses another machine's, else records the UID,
+// runs the script and writes the sentinel. The SSH command follows the log and returns the run's exit status; when
+// it is cancelled (TERM) it stops the detached run too.
+func wrapper(uid types.UID, script string) string {
+	q := shellescape.Quote
+	inner := fmt.Sprintf(`s=%s; m=%s; f=%s; trap 'rm -f "$f"' EXIT
+if [ -f "$s" ]; then
+  if [ "$(cat "$m" 2>/dev/null)" = %s ]; then echo capr-adopted; exit 0; fi
+  echo "capr: $s exists for another machine" >&2; exit %d
+fi
+echo %s > "$m"
+sh "$f" || exit $?
+echo success > "$s"`, q(sentinelFile), q(markerFile), q(script), q(string(uid)), exitForeignBootstrap, q(string(uid)))
+	return fmt.Sprintf(`mkdir -p %[1]s
+log=$(mktemp %[1]s/capr-bootstrap-log.XXXXXX)
+setsid nohup flock %[2]s sh -c %[3]s > "$log" 2>&1 < /dev/null &
+bg=$!
+trap 'kill -TERM -- -$bg 2>/dev/null; exit 143' TERM INT
+tail -n +1 -f --pid=$bg "$log" &
+wait $bg; rc=$?
+wait; rm -f "$log"; exit $rc`, q(runDir), q(lockFile), q(inner))
+}
+
+const stepMarker = "capr-failed-step: "
+
+func failedStep(tail []string) string {
+	for i := len(tail) - 1; i >= 0; i-- {
+		if s, ok := strings.CutPrefix(tail[i], stepMarker); ok {
+			return s
+		}
+	}
+	return "(unknown)"
+}
+
+// planScript renders a plan as one shell script: files are written from base64 (atomically, via a temporary file
+// beside the target), commands run in order, and the first failing step stops the script and names itself.
+func planScript(plan *cloudinit.Plan) string {
+	q := shellescape.Quote
+	var b strings.Builder
+	b.WriteString("#!/bin/sh\n# Written by CAPR; removed when the bootstrap ends.\nfail() { echo \"" + stepMarker + "$1\" >&2; exit " + fmt.Sprint(exitStepFailed) + "; }\n")
+	for _, s := range plan.Steps {
+		fmt.Fprintf(&b, "# %s\n", s.Source)
+		if f := s.File; f != nil {
+			dir := path.Dir(f.Path)
+			enc := base64.StdEncoding.EncodeToString(f.Content)
+			target := q(f.Path)
+			if f.Append {
+				fmt.Fprintf(&b, "mkdir -p %s && base64 -d >> %s <<'CAPR_EOF' || fail %s\n%s\nCAPR_EOF\n", q(dir), target, q(s.Source), wrap(enc))
+				continue
+			}
+			fmt.Fprintf(&b, "mkdir -p %s && t=$(mktemp %s) && base64 -d > \"$t\" <<'CAPR_EOF' || fail %s\n%s\nCAPR_EOF\n",
+				q(dir), q(dir+"/.capr-write.XXXXXX"), q(s.Source), wrap(enc))
+			fmt.Fprintf(&b, "chmod %o \"$t\" && { chown %s \"$t\" 2>/dev/null || echo \"capr: owner %s does not exist yet, keeping root\" >&2; } && mv -f \"$t\" %s || fail %s\n",
+				f.Permissions, q(f.Owner), strings.ReplaceAll(f.Owner, "\"", ""), target, q(s.Source))
+			continue
+		}
+		if plan.Format == "shell" {
+			fmt.Fprintf(&b, "sh <<'CAPR_EOF' || fail %s\n%s\nCAPR_EOF\n", q(s.Source), strings.TrimRight(s.Command, "\n"))
+			continue
+		}
+		fmt.Fprintf(&b, "sh -c %s || fail %s\n", q(s.Command), q(s.Source))
+	}
+	return b.String()
+}
+
+func wrap(s string) string {
+	var b strings.Builder
+	for len(s) > 76 {
+		b.WriteString(s[:76] + "\n")
+		s = s[76:]
+	}
+	b.WriteString(s)
+	return b.String()
+}
+
+// cleanupInput is what a cleanup task needs.
+type cleanupInput struct {
+	Config   sshrunner.Config
+	Commands []string
+}
+
+// defaultCleanup returns the cleanup for a bootstrap config kind.
+func defaultCleanup(bootstrapKind string) []string {
+	switch {
+	case strings.HasPrefix(bootstrapKind, "K0s"):
+		return []string{"k0s stop || true", "k0s reset"}
+	case bootstrapKind == "KubeadmConfig":
+		return []string{"kubeadm reset -f"}
+	}
+	return []string{"if command -v kubeadm >/dev/null; then kubeadm reset -f; fi", "if command -v k0s >/dev/null; then k0s stop || true; k0s reset; fi"}
+}
+
+// runCleanup runs the cleanup commands, then removes the sentinel and CAPR's own files.
+func runCleanup(ctx context.Context, dial Dialer, in cleanupInput) error {
+	host, err := dial(ctx, in.Config)
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	var b strings.Builder
+	b.WriteString("set -e\n")
+	for _, c := range in.Commands {
+		b.WriteString(c + "\n")
+	}
+	fmt.Fprintf(&b, "rm -f %s %s\n", shellescape.Quote(sentinelFile), shellescape.Quote(markerFile))
+	// Under the bootstrap lock: a bootstrap still running on the host finishes before its cleanup starts.
+	q := shellescape.Quote
+	return host.Run(ctx, fmt.Sprintf("mkdir -p %s && flock %s sh -c %s && rm -f %s", q(runDir), q(lockFile), q(b.String()), q(lockFile)), nil)
+}

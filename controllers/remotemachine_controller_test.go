@@ -1,0 +1,350 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
+	"sigs.k8s.io/cluster-api/util/conditions"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+
+	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/controllers"
+	"github.com/capr-project/cluster-api-provider-remote/sshrunner"
+	"github.com/capr-project/cluster-api-provider-remote/sshrunner/sshdtest"
+	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
+)
+
+var (
+	env *testenv.Environment
+	// dials records every connection the controller opens, so a test can drop them as a crashed manager would.
+	dials = &dialRecorder{}
+)
+
+type dialRecorder struct {
+	mu    sync.Mutex
+	hosts []controllers.Host
+}
+
+func (d *dialRecorder) dial(ctx context.Context, cfg sshrunner.Config) (controllers.Host, error) {
+	h, err := controllers.DialSSH(ctx, cfg)
+	if err == nil {
+		d.mu.Lock()
+		d.hosts = append(d.hosts, h)
+		d.mu.Unlock()
+	}
+	return h, err
+}
+
+// dropAll closes every open connection without stopping the remote commands, like a manager that died.
+func (d *dialRecorder) dropAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, h := range d.hosts {
+		_ = h.Close()
+	}
+	d.hosts = nil
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(testenv.Run(m, testenv.Options{Setup: func(e *testenv.Environment) error {
+		mgr := e.Manager
+		return (&controllers.RemoteMachineReconciler{
+			Client:           mgr.GetClient(),
+			APIReader:        mgr.GetAPIReader(),
+			Recorder:         mgr.GetEventRecorder("remotemachine-controller"),
+			Tasks:            controllers.NewTaskRunner(4),
+			Dial:             dials.dial,
+			Claimer:          e.Claimer,
+			BootstrapTimeout: time.Minute,
+			CleanupTimeout:   3 * time.Second,
+			RetryInterval:    500 * time.Millisecond,
+		}).SetupWithManager(context.Background(), mgr, controller.Options{MaxConcurrentReconciles: 4})
+	}}, &env))
+}
+
+// fixture is a Cluster with provisioned infrastructure and a Machine waiting for a RemoteMachine.
+type fixture struct {
+	ns      string
+	cluster *clusterv1.Cluster
+	machine *clusterv1.Machine
+}
+
+func newFixture(t *testing.T, bootstrapData, format string) *fixture {
+	t.Helper()
+	g := NewWithT(t)
+	ctx := context.Background()
+	f := &fixture{ns: env.NewNamespace(t)}
+	f.cluster = &clusterv1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "c1"}}
+	f.cluster.Spec.InfrastructureRef = clusterv1.ContractVersionedObjectReference{APIGroup: infrav1.GroupVersion.Group, Kind: "RemoteCluster", Name: "c1"}
+	g.Expect(env.Client.Create(ctx, f.cluster)).To(Succeed())
+	f.cluster.Status.Initialization.InfrastructureProvisioned = ptr.To(true)
+	g.Expect(env.Client.Status().Update(ctx, f.cluster)).To(Succeed())
+
+	g.Expect(env.Client.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "m0-bootstrap"},
+		Data:       map[string][]byte{"value": []byte(bootstrapData), "format": []byte(format)},
+	})).To(Succeed())
+	f.machine = &clusterv1.Machine{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "m0", Labels: map[string]string{clusterv1.ClusterNameLabel: "c1"}}}
+	f.machine.Spec.ClusterName = "c1"
+	f.machine.Spec.Bootstrap.DataSecretName = ptr.To("m0-bootstrap")
+	f.machine.Spec.InfrastructureRef = clusterv1.ContractVersionedObjectReference{APIGroup: infrav1.GroupVersion.Group, Kind: "RemoteMachine", Name: "m0"}
+	g.Expect(env.Client.Create(ctx, f.machine)).To(Succeed())
+	return f
+}
+
+// keySecret stores a host's client key as the seed's sshKeyRef Secret.
+func (f *fixture) keySecret(t *testing.T, name string, h *sshdtest.Host) {
+	t.Helper()
+	NewWithT(t).Expect(env.Client.Create(context.Background(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name},
+		Data:       map[string][]byte{"value": h.ClientKeyPEM},
+	})).To(Succeed())
+}
+
+// remoteMachine returns a RemoteMachine owned by the fixture's Machine.
+func (f *fixture) remoteMachine() *infrav1.RemoteMachine {
+	rm := &infrav1.RemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "m0", Labels: map[string]string{clusterv1.ClusterNameLabel: "c1"}}}
+	rm.OwnerReferences = []metav1.OwnerReference{{APIVersion: clusterv1.GroupVersion.String(), Kind: "Machine", Name: f.machine.Name, UID: f.machine.UID}}
+	return rm
+}
+
+func get(g Gomega, rm *infrav1.RemoteMachine) *infrav1.RemoteMachine {
+	out := &infrav1.RemoteMachine{}
+	g.Expect(env.Client.Get(context.Background(), client.ObjectKeyFromObject(rm), out)).To(Succeed())
+	return out
+}
+
+func condition(rm *infrav1.RemoteMachine, t string) metav1.Condition {
+	if c := conditions.Get(rm, t); c != nil {
+		return *c
+	}
+	return metav1.Condition{}
+}
+
+const kubeadmStyle = `## template: jinja
+#cloud-config
+write_files:
+- path: /etc/capr-test/config.yaml
+  owner: nobody:nogroup
+  permissions: '0640'
+  content: |
+    nodeName: {{ ds.meta_data.local_hostname }}
+- path: /etc/capr-test/script.sh
+  permissions: '0755'
+  encoding: b64
+  content: ZWNobyBoZWxsbwo=
+runcmd:
+- echo one >> /run/capr-order
+- [sh, -c, "echo two >> /run/capr-order"]
+- 'echo three >> /run/capr-order && echo success > /run/cluster-api/bootstrap-success.complete'
+`
+
+// TestDirectMachineBootstrapsAndCleansUp is the reference document's direct RemoteMachine on a real sshd.
+func TestDirectMachineBootstrapsAndCleansUp(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t)
+	f := newFixture(t, kubeadmStyle, "cloud-config")
+	f.keySecret(t, "footloose-key", h)
+
+	rm := f.remoteMachine()
+	rm.Spec.Address, rm.Spec.Port, rm.Spec.User = h.Address, int32(h.Port), "root"
+	rm.Spec.SSHKeyRef = &infrav1.SecretReference{Name: "footloose-key"}
+	rm.Spec.CustomCleanUpCommands = []string{"echo cleaned > /run/capr-cleaned"}
+	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
+
+	g.Eventually(func(g Gomega) {
+		got := get(g, rm)
+		g.Expect(condition(got, infrav1.BootstrapSucceededCondition).Status).To(Equal(metav1.ConditionTrue), "%+v", got.Status.Conditions)
+	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
+	got := get(g, rm)
+	g.Expect(got.Spec.ProviderID).To(Equal(fmt.Sprintf("remote-machine://%s:%d", h.Address, h.Port)))
+	g.Expect(got.Status.Initialization.Provisioned).To(Equal(ptr.To(true)))
+	g.Expect(got.Status.Ready).To(BeTrue())
+	g.Expect(got.Status.Addresses).To(ContainElement(clusterv1.MachineAddress{Type: clusterv1.MachineInternalIP, Address: h.Address}))
+	g.Expect(got.Spec.HostKeys).To(Equal([]string{h.HostKey}), "AcceptNew pinned the host's key")
+	g.Expect(condition(got, infrav1.ReadyCondition).Status).To(Equal(metav1.ConditionTrue))
+	g.Expect(got.Finalizers).To(ContainElement(infrav1.RemoteMachineFinalizer))
+
+	hostname, _ := h.Exec("hostname -s")
+	out, err := h.Exec("stat -c '%a %U:%G' /etc/capr-test/config.yaml /etc/capr-test/script.sh; cat /etc/capr-test/config.yaml /etc/capr-test/script.sh /run/capr-order; cat /run/cluster-api/bootstrap-success.complete /run/cluster-api/capr-bootstrap.uid; ls -a /tmp | grep capr-bootstrap || true")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Expect(out).To(Equal("640 nobody:nogroup\n755 root:root\nnodeName: " + hostname + "echo hello\none\ntwo\nthree\nsuccess\n" + string(got.UID) + "\n"))
+
+	g.Expect(env.Client.Delete(ctx, got)).To(Succeed())
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(rm), &infrav1.RemoteMachine{}))
+	}, 30*time.Second, 200*time.Millisecond).Should(BeTrue())
+	out, _ = h.Exec("cat /run/capr-cleaned; ls /run/cluster-api")
+	g.Expect(out).To(Equal("cleaned\n"), "cleanup ran, and removed the sentinel and CAPR's files")
+}
+
+// TestPooledMachineBootstrapsAndIsReleased takes the host from a pool, pins its key on the entry, and returns it.
+func TestPooledMachineBootstrapsAndIsReleased(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t, sshdtest.User{Name: "capr", Sudo: true})
+	f := newFixture(t, "#!/bin/sh\nid -u > /run/capr-uid\n", "")
+	f.keySecret(t, "pool-key", h)
+	entry := &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "host-a"}}
+	entry.Spec.Pool = "default"
+	entry.Spec.FailureDomain = "rack-1"
+	entry.Spec.Machine.Address, entry.Spec.Machine.Port, entry.Spec.Machine.User = h.Address, int32(h.Port), "capr"
+	entry.Spec.Machine.UseSudo = true
+	entry.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: "pool-key"}
+	entry.Spec.Machine.CustomCleanUpCommands = []string{"rm -f /run/capr-uid"}
+	g.Expect(env.Client.Create(ctx, entry)).To(Succeed())
+	g.Eventually(func() error {
+		return env.Manager.GetClient().Get(ctx, client.ObjectKeyFromObject(entry), &infrav1.PooledRemoteMachine{})
+	}, 10*time.Second).Should(Succeed())
+
+	rm := f.remoteMachine()
+	rm.Spec.Pool = "default"
+	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
+	g.Expect(rm.Spec.Address).To(Equal(h.Address))
+
+	g.Eventually(func(g Gomega) {
+		g.Expect(ptr.Deref(get(g, rm).Status.Initialization.Provisioned, false)).To(BeTrue())
+	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
+	g.Expect(get(g, rm).Status.FailureDomain).To(Equal("rack-1"))
+	out, _ := h.Exec("cat /run/capr-uid")
+	g.Expect(out).To(Equal("0\n"), "ran as root through sudo")
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(entry), entry)).To(Succeed())
+	g.Expect(entry.Spec.Machine.HostKeys).To(Equal([]string{h.HostKey}), "the key seen first is pinned on the entry too")
+
+	g.Expect(env.Client.Delete(ctx, rm)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(entry), entry)).To(Succeed())
+		g.Expect(entry.Spec.ClaimRef).To(BeNil())
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+	g.Expect(entry.Spec.Quarantine).To(BeNil())
+	out, _ = h.Exec("ls /run/capr-uid 2>&1 || true")
+	g.Expect(out).To(ContainSubstring("No such file"))
+}
+
+// TestFailureReasons shows each failure as a condition with its reason.
+func TestFailureReasons(t *testing.T) {
+	for _, tc := range []struct {
+		name, data, format, reason, message string
+		mutate                              func(*infrav1.RemoteMachine, *sshdtest.Host)
+	}{
+		{name: "host key mismatch", data: "#!/bin/sh\ntrue\n", reason: infrav1.HostKeyMismatchReason, message: "not among the 1 pinned key(s)",
+			mutate: func(rm *infrav1.RemoteMachine, _ *sshdtest.Host) {
+				rm.Spec.HostKeys = []string{testenv.HostKey}
+			}},
+		{name: "ignition", data: `{"ignition":{}}`, format: "ignition", reason: infrav1.UnsupportedBootstrapFormatReason, message: "Ignition"},
+		{name: "unknown cloud-config key", data: "#cloud-config\npackages: [nginx]\n", reason: infrav1.UnsupportedBootstrapFormatReason, message: "key(s) packages are not supported"},
+		{name: "missing key secret", data: "#!/bin/sh\ntrue\n", reason: infrav1.WaitingForSecretReason, message: "does not exist",
+			mutate: func(rm *infrav1.RemoteMachine, _ *sshdtest.Host) { rm.Spec.SSHKeyRef.Name = "absent" }},
+		{name: "failing command", data: "#cloud-config\nruncmd:\n- 'true'\n- 'echo broken >&2; exit 7'\n", reason: infrav1.BootstrapFailedReason, message: "bootstrap step runcmd[1] failed"},
+		{name: "unreachable", data: "#!/bin/sh\ntrue\n", reason: infrav1.HostUnreachableReason, message: "host unreachable",
+			mutate: func(_ *infrav1.RemoteMachine, h *sshdtest.Host) { h.Stop() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			h := sshdtest.Start(t)
+			f := newFixture(t, tc.data, tc.format)
+			f.keySecret(t, "key", h)
+			rm := f.remoteMachine()
+			rm.Spec.Address, rm.Spec.Port = h.Address, int32(h.Port)
+			rm.Spec.SSHKeyRef = &infrav1.SecretReference{Name: "key"}
+			if tc.mutate != nil {
+				tc.mutate(rm, h)
+			}
+			g.Expect(env.Client.Create(context.Background(), rm)).To(Succeed())
+			g.Eventually(func(g Gomega) {
+				c := condition(get(g, rm), infrav1.BootstrapSucceededCondition)
+				g.Expect(c.Reason).To(Equal(tc.reason), c.Message)
+				g.Expect(c.Message).To(ContainSubstring(tc.message))
+				g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+			}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
+			got := get(g, rm)
+			g.Expect(got.Status.FailureReason).To(BeNil(), "failures are conditions, not v1beta1 terminal failures")
+			g.Expect(condition(got, infrav1.ReadyCondition).Reason).To(Equal(tc.reason))
+			// Deleting never hangs, whatever failed.
+			g.Expect(env.Client.Delete(context.Background(), got)).To(Succeed())
+			g.Eventually(func() bool {
+				return apierrors.IsNotFound(env.Client.Get(context.Background(), client.ObjectKeyFromObject(rm), &infrav1.RemoteMachine{}))
+			}, 30*time.Second, 200*time.Millisecond).Should(BeTrue())
+		})
+	}
+}
+
+// TestFailingCleanupQuarantines checks that a host whose cleanup keeps failing is quarantined, not returned dirty.
+func TestFailingCleanupQuarantines(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t)
+	f := newFixture(t, "#!/bin/sh\ntrue\n", "")
+	f.keySecret(t, "key", h)
+	entry := &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "dirty"}}
+	entry.Spec.Pool = "default"
+	entry.Spec.Machine.Address, entry.Spec.Machine.Port = h.Address, int32(h.Port)
+	entry.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: "key"}
+	entry.Spec.Machine.CustomCleanUpCommands = []string{"echo cannot clean >&2; exit 1"}
+	g.Expect(env.Client.Create(ctx, entry)).To(Succeed())
+	g.Eventually(func() error {
+		return env.Manager.GetClient().Get(ctx, client.ObjectKeyFromObject(entry), &infrav1.PooledRemoteMachine{})
+	}, 10*time.Second).Should(Succeed())
+	rm := f.remoteMachine()
+	rm.Spec.Pool = "default"
+	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(ptr.Deref(get(g, rm).Status.Initialization.Provisioned, false)).To(BeTrue())
+	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
+
+	g.Expect(env.Client.Delete(ctx, rm)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(entry), entry)).To(Succeed())
+		g.Expect(entry.Spec.Quarantine).NotTo(BeNil())
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+	g.Expect(entry.Spec.Quarantine.Reason).To(Equal(infrav1.CleanupFailedReason))
+	g.Expect(entry.Spec.Quarantine.Message).To(ContainSubstring("cannot clean"))
+	g.Expect(entry.Spec.ClaimRef).To(BeNil())
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(rm), &infrav1.RemoteMachine{}))
+	}, 30*time.Second, 200*time.Millisecond).Should(BeTrue())
+	// The quarantined entry is never claimed again.
+	next := testenv.NewPooledMachine(f.ns, "next", "default")
+	g.Expect(env.Client.Create(ctx, next)).To(MatchError(ContainSubstring("1 quarantined")))
+}
+
+// TestBootstrapRunsExactlyOnceAcrossAManagerCrash drops every SSH connection during a long runcmd, as a manager that
+// died would, and checks that the bootstrap ran exactly once and its result was adopted.
+func TestBootstrapRunsExactlyOnceAcrossAManagerCrash(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t)
+	f := newFixture(t, "#cloud-config\nruncmd:\n- echo run >> /run/capr-counter\n- touch /run/capr-started; sleep 3\n- echo finished\n", "")
+	f.keySecret(t, "key", h)
+	rm := f.remoteMachine()
+	rm.Spec.Address, rm.Spec.Port = h.Address, int32(h.Port)
+	rm.Spec.SSHKeyRef = &infrav1.SecretReference{Name: "key"}
+	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
+
+	g.Eventually(func() error {
+		_, err := h.Exec("test -f /run/capr-started")
+		return err
+	}, 30*time.Second, 50*time.Millisecond).Should(Succeed())
+	dials.dropAll()
+
+	g.Eventually(func(g Gomega) {
+		c := condition(get(g, rm), infrav1.BootstrapSucceededCondition)
+		g.Expect(c.Status).To(Equal(metav1.ConditionTrue), c.Message)
+	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
+	out, _ := h.Exec("cat /run/capr-counter")
+	g.Expect(strings.Count(out, "run")).To(Equal(1), "the bootstrap ran exactly once")
+	g.Expect(condition(get(g, rm), infrav1.BootstrapSucceededCondition).Message).To(ContainSubstring("adopted"))
+}
