@@ -57,8 +57,53 @@ func (d *dialRecorder) dropAll() {
 	d.hosts = nil
 }
 
+// secrets are the private keys and bootstrap data the tests handed to CAPR; logs collects every log line.
+var (
+	secretsMu sync.Mutex
+	secrets   []string
+	logs      = &syncBuffer{}
+)
+
+func remember(s string) {
+	secretsMu.Lock()
+	defer secretsMu.Unlock()
+	secrets = append(secrets, s)
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// leakedSecrets returns the secrets (or any of their long lines) found in the logs.
+func leakedSecrets() []string {
+	text := logs.String()
+	var leaked []string
+	for _, s := range secrets {
+		for _, line := range strings.Split(s, "\n") {
+			line = strings.TrimSpace(line)
+			if len(line) >= 24 && strings.Contains(text, line) {
+				leaked = append(leaked, line)
+			}
+		}
+	}
+	return leaked
+}
+
 func TestMain(m *testing.M) {
-	os.Exit(testenv.Run(m, testenv.Options{Setup: func(e *testenv.Environment) error {
+	code := testenv.Run(m, testenv.Options{LogTo: logs, Setup: func(e *testenv.Environment) error {
 		mgr := e.Manager
 		return (&controllers.RemoteMachineReconciler{
 			Client:           mgr.GetClient(),
@@ -71,7 +116,15 @@ func TestMain(m *testing.M) {
 			CleanupTimeout:   3 * time.Second,
 			RetryInterval:    500 * time.Millisecond,
 		}).SetupWithManager(context.Background(), mgr, controller.Options{MaxConcurrentReconciles: 4})
-	}}, &env))
+	}}, &env)
+	// A scan of the whole run's logs finds neither a private key nor bootstrap data.
+	if leaked := leakedSecrets(); len(leaked) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: %d secret line(s) appear in the logs, e.g. %q\n", len(leaked), leaked[0])
+		code = 1
+	} else if code == 0 {
+		fmt.Fprintf(os.Stderr, "Scanned %d bytes of logs for %d secrets: none found\n", len(logs.String()), len(secrets))
+	}
+	os.Exit(code)
 }
 
 // fixture is a Cluster with provisioned infrastructure and a Machine waiting for a RemoteMachine.
@@ -92,6 +145,7 @@ func newFixture(t *testing.T, bootstrapData, format string) *fixture {
 	f.cluster.Status.Initialization.InfrastructureProvisioned = ptr.To(true)
 	g.Expect(env.Client.Status().Update(ctx, f.cluster)).To(Succeed())
 
+	remember(bootstrapData)
 	g.Expect(env.Client.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "m0-bootstrap"},
 		Data:       map[string][]byte{"value": []byte(bootstrapData), "format": []byte(format)},
@@ -107,6 +161,7 @@ func newFixture(t *testing.T, bootstrapData, format string) *fixture {
 // keySecret stores a host's client key as the seed's sshKeyRef Secret.
 func (f *fixture) keySecret(t *testing.T, name string, h *sshdtest.Host) {
 	t.Helper()
+	remember(string(h.ClientKeyPEM))
 	NewWithT(t).Expect(env.Client.Create(context.Background(), &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name},
 		Data:       map[string][]byte{"value": h.ClientKeyPEM},
@@ -168,6 +223,8 @@ func TestDirectMachineBootstrapsAndCleansUp(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		got := get(g, rm)
 		g.Expect(condition(got, infrav1.BootstrapSucceededCondition).Status).To(Equal(metav1.ConditionTrue), "%+v", got.Status.Conditions)
+		g.Expect(got.Spec.ProviderID).NotTo(BeEmpty())
+		g.Expect(got.Status.Initialization.Provisioned).To(Equal(ptr.To(true)))
 	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
 	got := get(g, rm)
 	g.Expect(got.Spec.ProviderID).To(Equal(fmt.Sprintf("remote-machine://%s:%d", h.Address, h.Port)))
@@ -343,8 +400,8 @@ func TestBootstrapRunsExactlyOnceAcrossAManagerCrash(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		c := condition(get(g, rm), infrav1.BootstrapSucceededCondition)
 		g.Expect(c.Status).To(Equal(metav1.ConditionTrue), c.Message)
+		g.Expect(c.Message).To(ContainSubstring("adopted"))
 	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
 	out, _ := h.Exec("cat /run/capr-counter")
 	g.Expect(strings.Count(out, "run")).To(Equal(1), "the bootstrap ran exactly once")
-	g.Expect(condition(get(g, rm), infrav1.BootstrapSucceededCondition).Message).To(ContainSubstring("adopted"))
 }

@@ -8,6 +8,10 @@ import (
 	"github.com/capr-project/cluster-api-provider-remote/pool"
 )
 
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=selfsubjectreviews,verbs=create
+// +kubebuilder:rbac:groups=controlplane.cluster.x-k8s.io,resources=*,verbs=get
+// +kubebuilder:rbac:groups=infrastructure.cluster.x-k8s.io,resources=remoteclusters;remotemachinetemplates;remoteclustertemplates,verbs=get;list;watch
+
 // SetupWithManager registers every CAPR webhook with the manager's webhook server. The claimer's reader needs the
 // field indexes of pool.SetupIndexes.
 func SetupWithManager(mgr ctrl.Manager, claimer *pool.Claimer) error {

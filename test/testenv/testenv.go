@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -60,6 +61,8 @@ type Options struct {
 	ExtraCRDPaths []string
 	// Quiet logs errors only.
 	Quiet bool
+	// LogTo also receives the manager's logs (for scanning them for secrets).
+	LogTo io.Writer
 }
 
 // Environment is a running management plane.
@@ -135,7 +138,11 @@ func ModuleDir(module string) (string, error) {
 
 // Start starts kube-apiserver and etcd, installs the CRDs and webhooks, and starts a manager serving the webhooks.
 func Start(opts Options) (*Environment, error) {
-	logOpts := []zap.Opts{zap.WriteTo(os.Stderr)}
+	var out io.Writer = os.Stderr
+	if opts.LogTo != nil {
+		out = io.MultiWriter(os.Stderr, opts.LogTo)
+	}
+	logOpts := []zap.Opts{zap.WriteTo(out)}
 	if opts.Quiet {
 		logOpts = append(logOpts, zap.Level(zapcore.ErrorLevel))
 	}
