@@ -17,6 +17,7 @@ import (
 	logsv1 "k8s.io/component-base/logs/api/v1"
 	"k8s.io/klog/v2"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
+	"sigs.k8s.io/cluster-api/controllers/clustercache"
 	"sigs.k8s.io/cluster-api/util/flags"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -176,6 +177,15 @@ func run(o *options) error {
 		return err
 	}
 	claimer := pool.NewClaimer(mgr)
+	clusterCache, err := clustercache.SetupWithManager(ctx, mgr, clustercache.Options{
+		// Kubeconfig Secrets are read directly: no Secret informer.
+		SecretClient:     mgr.GetAPIReader(),
+		WatchFilterValue: o.watchFilter,
+		Client:           clustercache.ClientOptions{UserAgent: "capr-manager", Cache: clustercache.ClientCacheOptions{}},
+	}, controller.Options{MaxConcurrentReconciles: 10})
+	if err != nil {
+		return fmt.Errorf("setting up the workload cluster cache: %w", err)
+	}
 	if err := (&controllers.RemoteMachineReconciler{
 		Client:           mgr.GetClient(),
 		APIReader:        mgr.GetAPIReader(),
@@ -186,6 +196,7 @@ func run(o *options) error {
 		WatchFilterValue: o.watchFilter,
 		BootstrapTimeout: o.bootstrapTimeout,
 		CleanupTimeout:   o.cleanupTimeout,
+		ClusterCache:     clusterCache,
 	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: o.remoteMachineConcurrency}); err != nil {
 		return fmt.Errorf("setting up the RemoteMachine controller: %w", err)
 	}

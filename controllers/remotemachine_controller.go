@@ -19,6 +19,7 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
+	"sigs.k8s.io/cluster-api/controllers/clustercache"
 	"sigs.k8s.io/cluster-api/util"
 	"sigs.k8s.io/cluster-api/util/conditions"
 	"sigs.k8s.io/cluster-api/util/patch"
@@ -42,6 +43,7 @@ import (
 // +kubebuilder:rbac:groups=cluster.x-k8s.io,resources=machines;clusters,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=cluster.x-k8s.io,resources=clusters/status,verbs=get
 
 // SkipCleanupAnnotation on a RemoteMachine skips the host cleanup when it is deleted; the pool entry is released.
 const SkipCleanupAnnotation = "infrastructure.cluster.x-k8s.io/skip-cleanup"
@@ -63,6 +65,8 @@ type RemoteMachineReconciler struct {
 	CleanupTimeout   time.Duration
 	// RetryInterval is the wait before a failed bootstrap or cleanup is tried again.
 	RetryInterval time.Duration
+	// ClusterCache reaches workload clusters, to set the providerID of the Node; nil skips that.
+	ClusterCache clustercache.ClusterCache
 
 	// retries maps a RemoteMachine's UID to the retry gate of its last failed bootstrap.
 	retries sync.Map
@@ -178,7 +182,7 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 		if !conditions.IsTrue(rm, infrav1.BootstrapSucceededCondition) {
 			setBootstrapCondition(rm, metav1.ConditionTrue, infrav1.BootstrapSucceededReason, "Bootstrap succeeded on "+hostPort(rm))
 		}
-		return ctrl.Result{}, nil
+		return r.reconcileNodeProviderID(ctx, rm, machine, cluster)
 	}
 	switch {
 	case machine == nil:
@@ -295,7 +299,8 @@ func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *inf
 	setBootstrapCondition(rm, metav1.ConditionTrue, infrav1.BootstrapSucceededReason, msg)
 	r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, infrav1.BootstrapSucceededReason, "Bootstrap", msg)
 	log.Info("Bootstrap succeeded", "providerID", rm.Spec.ProviderID, "adopted", out.Adopted)
-	return ctrl.Result{}, nil
+	// Look for the Node once the kubelet had time to register it.
+	return ctrl.Result{RequeueAfter: time.Second}, nil
 }
 
 // pinPoolEntryHostKey records a key pinned on first use on the pool entry too, so the next claim of the host

@@ -15,9 +15,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
+	"sigs.k8s.io/cluster-api/controllers/clustercache"
 	"sigs.k8s.io/cluster-api/util/conditions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/controllers"
@@ -105,7 +107,12 @@ func leakedSecrets() []string {
 func TestMain(m *testing.M) {
 	code := testenv.Run(m, testenv.Options{LogTo: logs, Setup: func(e *testenv.Environment) error {
 		mgr := e.Manager
+		cc, err := clustercache.SetupWithManager(context.Background(), mgr, clustercache.Options{SecretClient: mgr.GetAPIReader(), Client: clustercache.ClientOptions{UserAgent: "capr-test"}}, controller.Options{})
+		if err != nil {
+			return err
+		}
 		return (&controllers.RemoteMachineReconciler{
+			ClusterCache:     cc,
 			Client:           mgr.GetClient(),
 			APIReader:        mgr.GetAPIReader(),
 			Recorder:         mgr.GetEventRecorder("remotemachine-controller"),
@@ -136,9 +143,18 @@ type fixture struct {
 
 func newFixture(t *testing.T, bootstrapData, format string) *fixture {
 	t.Helper()
+	return newFixtureWith(t, bootstrapData, format, nil)
+}
+
+// newFixtureWith runs before(namespace) before the Cluster exists (e.g. to store its kubeconfig Secret).
+func newFixtureWith(t *testing.T, bootstrapData, format string, before func(ns string)) *fixture {
+	t.Helper()
 	g := NewWithT(t)
 	ctx := context.Background()
 	f := &fixture{ns: env.NewNamespace(t)}
+	if before != nil {
+		before(f.ns)
+	}
 	f.cluster = &clusterv1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "c1"}}
 	f.cluster.Spec.InfrastructureRef = clusterv1.ContractVersionedObjectReference{APIGroup: infrav1.GroupVersion.Group, Kind: "RemoteCluster", Name: "c1"}
 	g.Expect(env.Client.Create(ctx, f.cluster)).To(Succeed())
@@ -404,4 +420,49 @@ func TestBootstrapRunsExactlyOnceAcrossAManagerCrash(t *testing.T) {
 	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
 	out, _ := h.Exec("cat /run/capr-counter")
 	g.Expect(strings.Count(out, "run")).To(Equal(1), "the bootstrap ran exactly once")
+}
+
+// TestNodeProviderIDIsSet bootstraps a host of a workload cluster (a second kube-apiserver) whose Node the kubelet
+// registered without a providerID, and checks that CAPR sets it through the kubeconfig Secret.
+func TestNodeProviderIDIsSet(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	workload := &envtest.Environment{BinaryAssetsDirectory: testenv.BinDir()}
+	wcfg, err := workload.Start()
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = workload.Stop() }()
+	user, err := workload.AddUser(envtest.User{Name: "workload-admin", Groups: []string{"system:masters"}}, nil)
+	g.Expect(err).NotTo(HaveOccurred())
+	kubeconfig, err := user.KubeConfig()
+	g.Expect(err).NotTo(HaveOccurred())
+	wc, err := client.New(wcfg, client.Options{})
+	g.Expect(err).NotTo(HaveOccurred())
+
+	h := sshdtest.Start(t)
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker-1"}}
+	g.Expect(wc.Create(ctx, node)).To(Succeed())
+	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: h.Address}}
+	g.Expect(wc.Status().Update(ctx, node)).To(Succeed())
+	other := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker-2"}}
+	g.Expect(wc.Create(ctx, other)).To(Succeed())
+
+	f := newFixtureWith(t, "#!/bin/sh\ntrue\n", "", func(ns string) {
+		g.Expect(env.Client.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "c1-kubeconfig", Labels: map[string]string{clusterv1.ClusterNameLabel: "c1"}},
+			Data:       map[string][]byte{"value": kubeconfig},
+			Type:       clusterv1.ClusterSecretType,
+		})).To(Succeed())
+	})
+	f.keySecret(t, "key", h)
+	rm := f.remoteMachine()
+	rm.Spec.Address, rm.Spec.Port = h.Address, int32(h.Port)
+	rm.Spec.SSHKeyRef = &infrav1.SecretReference{Name: "key"}
+	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
+
+	g.Eventually(func(g Gomega) {
+		g.Expect(wc.Get(ctx, client.ObjectKeyFromObject(node), node)).To(Succeed())
+		g.Expect(node.Spec.ProviderID).To(Equal(fmt.Sprintf("remote-machine://%s:%d", h.Address, h.Port)))
+	}, 90*time.Second, 500*time.Millisecond).Should(Succeed())
+	g.Expect(wc.Get(ctx, client.ObjectKeyFromObject(other), other)).To(Succeed())
+	g.Expect(other.Spec.ProviderID).To(BeEmpty(), "only the host's own Node")
 }
