@@ -77,6 +77,7 @@ test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) ## Build the binaries the tests
 .PHONY: bench
 bench: test-tools ## Run the benchmarks (real kube-apiserver and etcd) and print ratios against same-run baselines.
 	go run ./test/bench
+	go test ./controllers -run "^$$" -bench P2 -benchtime 1x
 
 .PHONY: quickstart
 quickstart: ## Run the provider on a local embedded management plane (not available yet).

@@ -1,10 +1,9 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"path"
@@ -70,11 +69,14 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	}
 	defer host.Close()
 
-	hostname, err := host.Output(ctx, "hostname -s 2>/dev/null || hostname")
-	if err != nil {
-		return nil, err
+	// Only jinja templates need the host name before the plan is made; otherwise the run reports it.
+	if bytes.HasPrefix(in.Data, []byte("## template: jinja")) {
+		hostname, err := host.Output(ctx, "hostname -s 2>/dev/null || hostname", nil)
+		if err != nil {
+			return nil, err
+		}
+		res.Hostname = strings.TrimSpace(hostname)
 	}
-	res.Hostname = strings.TrimSpace(hostname)
 	plan, err := cloudinit.Parse(in.Data, in.Format, cloudinit.Vars{Hostname: res.Hostname})
 	if err != nil {
 		return nil, err
@@ -83,11 +85,8 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	if workDir == "" {
 		workDir = "/tmp"
 	}
-	script := path.Join(workDir, fmt.Sprintf(".capr-bootstrap-%s-%s.sh", in.UID, randomSuffix()))
-	if err := host.Upload(ctx, script, []byte(planScript(plan)), 0o700, "", false); err != nil {
-		return nil, fmt.Errorf("uploading the bootstrap script: %w", err)
-	}
-	out, err := host.Output(ctx, wrapper(in.UID, script))
+	// One SSH session: the script arrives on stdin and the wrapper stores, runs and removes it.
+	out, err := host.Output(ctx, wrapper(in.UID, workDir), strings.NewReader(planScript(plan)))
 	var cmdErr *sshrunner.CommandError
 	if errors.As(err, &cmdErr) {
 		switch cmdErr.ExitCode {
@@ -101,40 +100,46 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	if err != nil {
 		return nil, err
 	}
+	for _, line := range strings.Split(out, "\n") {
+		if h, ok := strings.CutPrefix(line, hostnameMarker); ok && res.Hostname == "" {
+			res.Hostname = strings.TrimSpace(h)
+		}
+	}
 	res.Adopted = strings.Contains(out, "capr-adopted")
 	return res, nil
 }
 
-func randomSuffix() string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
 
-// wrapper is the remote command around the bootstrap script. The run itself is detached from the SSH session (its
-// own session, output to a log file on the host) and holds flock on the host's lock file: if the connection drops
-// or the manager stops, it goes on to the end, and a later run waits for the lock and adopts the result. Inside the
-// lock it adopts a finished bootstrap of the same RemoteMachine, refuses another machine's, else records the UID,
-// runs the script and writes the sentinel. The SSH command follows the log and returns the run's exit status; when
-// it is cancelled (TERM) it stops the detached run too.
-func wrapper(uid types.UID, script string) string {
+const hostnameMarker = "capr-hostname="
+
+// wrapper is the remote command around the bootstrap script, which it reads from stdin into a private file in
+// workDir. The run itself is detached from the SSH session (its own session, output to a log file on the host) and
+// holds flock on the host's lock file: if the connection drops or the manager stops, it goes on to the end, and a
+// later run waits for the lock and adopts the result. Inside the lock it adopts a finished bootstrap of the same
+// RemoteMachine, refuses another machine's, else records the UID, runs the script and writes the sentinel; the
+// script file is removed either way. The SSH command follows the log and returns the run's exit status; cancelled
+// (TERM), it stops the detached run too.
+func wrapper(uid types.UID, workDir string) string {
 	q := shellescape.Quote
-	inner := fmt.Sprintf(`s=%s; m=%s; f=%s; trap 'rm -f "$f"' EXIT
+	inner := fmt.Sprintf(`s=%s; m=%s; f=$1; trap 'rm -f "$f"' EXIT
 if [ -f "$s" ]; then
   if [ "$(cat "$m" 2>/dev/null)" = %s ]; then echo capr-adopted; exit 0; fi
   echo "capr: $s exists for another machine" >&2; exit %d
 fi
 echo %s > "$m"
 sh "$f" || exit $?
-echo success > "$s"`, q(sentinelFile), q(markerFile), q(script), q(string(uid)), exitForeignBootstrap, q(string(uid)))
-	return fmt.Sprintf(`mkdir -p %[1]s
+echo success > "$s"`, q(sentinelFile), q(markerFile), q(string(uid)), exitForeignBootstrap, q(string(uid)))
+	return fmt.Sprintf(`set -e; mkdir -p %[1]s %[4]s
+f=$(mktemp %[4]s/.capr-bootstrap-%[5]s.XXXXXX); cat > "$f"
+echo %[6]s"$(hostname -s 2>/dev/null || hostname)"
 log=$(mktemp %[1]s/capr-bootstrap-log.XXXXXX)
-setsid nohup flock %[2]s sh -c %[3]s > "$log" 2>&1 < /dev/null &
+set +e
+setsid nohup flock %[2]s sh -c %[3]s sh "$f" > "$log" 2>&1 < /dev/null &
 bg=$!
 trap 'kill -TERM -- -$bg 2>/dev/null; exit 143' TERM INT
-tail -n +1 -f --pid=$bg "$log" &
+tail -s 0.05 -n +1 -f --pid=$bg "$log" &
 wait $bg; rc=$?
-wait; rm -f "$log"; exit $rc`, q(runDir), q(lockFile), q(inner))
+wait; rm -f "$log"; exit $rc`, q(runDir), q(lockFile), q(inner), q(workDir), string(uid), hostnameMarker)
 }
 
 const stepMarker = "capr-failed-step: "

@@ -19,7 +19,7 @@ import (
 // Host is what the controllers need of a connection to a machine. The real one is an *sshrunner.Client.
 type Host interface {
 	Run(ctx context.Context, script string, stdin io.Reader) error
-	Output(ctx context.Context, script string) (string, error)
+	Output(ctx context.Context, script string, stdin io.Reader) (string, error)
 	Upload(ctx context.Context, path string, data []byte, mode uint32, owner string, appendTo bool) error
 	Close() error
 }

@@ -336,10 +336,10 @@ func (c *Client) Run(ctx context.Context, script string, stdin io.Reader) error 
 	return c.run(ctx, script, stdin, nil)
 }
 
-// Output runs a shell script like Run and returns its standard output (up to 64 KiB).
-func (c *Client) Output(ctx context.Context, script string) (string, error) {
+// Output runs a shell script like Run, with stdin (may be nil), and returns its standard output (up to 64 KiB).
+func (c *Client) Output(ctx context.Context, script string, stdin io.Reader) (string, error) {
 	var out limitedBuffer
-	err := c.run(ctx, script, nil, &out)
+	err := c.run(ctx, script, stdin, &out)
 	return out.String(), err
 }
 

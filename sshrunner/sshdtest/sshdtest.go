@@ -17,11 +17,19 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 )
+
+// T is the part of T the hosts use; a benchmark program can provide its own.
+type T interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	TempDir() string
+	Cleanup(func())
+}
 
 // User is an account on a host.
 type User struct {
@@ -44,13 +52,13 @@ type Host struct {
 	// Dir holds the host's files: etc/ (mounted over /etc inside the host), the sshd config and keys.
 	Dir string
 
-	t     testing.TB
+	t     T
 	cmd   *exec.Cmd
 	users []User
 }
 
 // Start starts a host with the given extra users.
-func Start(t testing.TB, users ...User) *Host {
+func Start(t T, users ...User) *Host {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("sshdtest needs root, to run sshd in its own mount namespace")
@@ -72,7 +80,7 @@ func Start(t testing.TB, users ...User) *Host {
 }
 
 // newKey returns a new ed25519 private key as OpenSSH PEM and as a signer.
-func newKey(t testing.TB) ([]byte, ssh.Signer) {
+func newKey(t T) ([]byte, ssh.Signer) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +97,7 @@ func newKey(t testing.TB) ([]byte, ssh.Signer) {
 }
 
 // freeAddress picks a random 127.0.0.x address and a port free on it.
-func freeAddress(t testing.TB) (string, int) {
+func freeAddress(t T) (string, int) {
 	for range 50 {
 		n, _ := rand.Int(rand.Reader, big.NewInt(250))
 		addr := fmt.Sprintf("127.0.0.%d", n.Int64()+3)
@@ -214,7 +222,7 @@ func (h *Host) Exec(command string) (string, error) {
 // Endpoint returns "address:port".
 func (h *Host) Endpoint() string { return net.JoinHostPort(h.Address, strconv.Itoa(h.Port)) }
 
-func must(t testing.TB, err error) {
+func must(t T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
