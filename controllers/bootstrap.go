@@ -109,7 +109,6 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	return res, nil
 }
 
-
 const hostnameMarker = "capr-hostname="
 
 // wrapper is the remote command around the bootstrap script, which it reads from stdin into a private file in
