@@ -63,30 +63,13 @@ func (d *dialRecorder) dropAll() {
 var (
 	secretsMu sync.Mutex
 	secrets   []string
-	logs      = &syncBuffer{}
+	logs      = &testenv.SyncBuffer{}
 )
 
 func remember(s string) {
 	secretsMu.Lock()
 	defer secretsMu.Unlock()
 	secrets = append(secrets, s)
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // leakedSecrets returns the secrets (or any of their long lines) found in the logs.
@@ -278,10 +261,7 @@ func TestPooledMachineBootstrapsAndIsReleased(t *testing.T) {
 	entry.Spec.Machine.UseSudo = true
 	entry.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: "pool-key"}
 	entry.Spec.Machine.CustomCleanUpCommands = []string{"rm -f /run/capr-uid"}
-	g.Expect(env.Client.Create(ctx, entry)).To(Succeed())
-	g.Eventually(func() error {
-		return env.Manager.GetClient().Get(ctx, client.ObjectKeyFromObject(entry), &infrav1.PooledRemoteMachine{})
-	}, 10*time.Second).Should(Succeed())
+	env.CreateEntryAndWait(g, entry)
 
 	rm := f.remoteMachine()
 	rm.Spec.Pool = "default"
@@ -367,10 +347,7 @@ func TestFailingCleanupQuarantines(t *testing.T) {
 	entry.Spec.Machine.Address, entry.Spec.Machine.Port = h.Address, int32(h.Port)
 	entry.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: "key"}
 	entry.Spec.Machine.CustomCleanUpCommands = []string{"echo cannot clean >&2; exit 1"}
-	g.Expect(env.Client.Create(ctx, entry)).To(Succeed())
-	g.Eventually(func() error {
-		return env.Manager.GetClient().Get(ctx, client.ObjectKeyFromObject(entry), &infrav1.PooledRemoteMachine{})
-	}, 10*time.Second).Should(Succeed())
+	env.CreateEntryAndWait(g, entry)
 	rm := f.remoteMachine()
 	rm.Spec.Pool = "default"
 	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())

@@ -81,14 +81,7 @@ func TestConcurrentClaimsNeverShareAnEntry(t *testing.T) {
 	env.CreatePool(t, ns, "other", 20, nil)
 
 	errs := env.CreateConcurrently(ns, "default", 200)
-	var rejected int
-	for _, err := range errs {
-		if err != nil {
-			g.Expect(err).To(MatchError(ContainSubstring(`no free PooledRemoteMachine in pool "default" (150 in pool: 150 claimed)`)))
-			rejected++
-		}
-	}
-	g.Expect(rejected).To(Equal(50))
+	testenv.ExpectRejections(g, errs, 50, `no free PooledRemoteMachine in pool "default" (150 in pool: 150 claimed)`)
 	env.AssertOneToOneClaims(g, ns, 150)
 	others := &infrav1.PooledRemoteMachineList{}
 	g.Expect(env.Client.List(context.Background(), others, client.InNamespace(ns))).To(Succeed())

@@ -34,7 +34,7 @@ func startManager(t *testing.T, bin string) (webhookAddr string) {
 		"--webhook-port", strconv.Itoa(webhook),
 		"--webhook-cert-dir", env.WebhookCertDir)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	g.Expect(cmd.Start()).To(Succeed())
 	t.Cleanup(func() {
@@ -165,14 +165,7 @@ func TestTwoManagersNeverClaimAnEntryTwice(t *testing.T) {
 	}, 30*time.Second, 200*time.Millisecond).Should(BeNumerically(">", 0))
 
 	errs := env.CreateConcurrently(ns, "default", 200)
-	rejected := 0
-	for _, err := range errs {
-		if err != nil {
-			g.Expect(err).To(MatchError(ContainSubstring(`no free PooledRemoteMachine in pool "default" (150 in pool: 150 claimed)`)))
-			rejected++
-		}
-	}
-	g.Expect(rejected).To(Equal(50))
+	testenv.ExpectRejections(g, errs, 50, `no free PooledRemoteMachine in pool "default" (150 in pool: 150 claimed)`)
 	env.AssertOneToOneClaims(g, ns, 150)
 	g.Expect(proxy.served[0].Load()).To(BeNumerically(">", 0), "the first manager served webhook calls")
 	g.Expect(proxy.served[1].Load()).To(BeNumerically(">", 0), "the second manager served webhook calls")

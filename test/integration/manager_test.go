@@ -8,13 +8,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
+
+	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
 
 func buildManager(t *testing.T) string {
@@ -63,7 +63,7 @@ func TestManagerBinary(t *testing.T) {
 		"--webhook-cert-dir", env.WebhookCertDir,
 		"--leader-elect", "--leader-elect-namespace", "default")
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	g.Expect(cmd.Start()).To(Succeed())
 	exited := make(chan error, 1)
@@ -87,22 +87,4 @@ func TestManagerBinary(t *testing.T) {
 	var exitErr error
 	g.Eventually(exited, 30*time.Second).Should(Receive(&exitErr))
 	g.Expect(exitErr).NotTo(HaveOccurred(), logs.String())
-}
-
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -99,3 +99,24 @@ func (e *Environment) AssertOneToOneClaims(g Gomega, ns string, want int) {
 	}
 	g.Expect(claimed).To(Equal(want))
 }
+
+// CreateEntryAndWait creates a pool entry and waits until the manager's cache holds it.
+func (e *Environment) CreateEntryAndWait(g Gomega, entry *infrav1.PooledRemoteMachine) {
+	ctx := context.Background()
+	g.Expect(e.Client.Create(ctx, entry)).To(Succeed())
+	g.Eventually(func() error {
+		return e.Manager.GetClient().Get(ctx, client.ObjectKeyFromObject(entry), &infrav1.PooledRemoteMachine{})
+	}, 10*time.Second).Should(Succeed())
+}
+
+// ExpectRejections checks that exactly want of errs are errors, each containing message, and the rest nil.
+func ExpectRejections(g Gomega, errs []error, want int, message string) {
+	rejected := 0
+	for _, err := range errs {
+		if err != nil {
+			g.Expect(err).To(MatchError(ContainSubstring(message)))
+			rejected++
+		}
+	}
+	g.Expect(rejected).To(Equal(want))
+}
