@@ -28,6 +28,7 @@ import (
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/controllers"
+	"github.com/capr-project/cluster-api-provider-remote/metrics"
 	"github.com/capr-project/cluster-api-provider-remote/pool"
 	"github.com/capr-project/cluster-api-provider-remote/webhooks"
 )
@@ -57,6 +58,7 @@ type options struct {
 	bootstrapConcurrency     int
 	bootstrapTimeout         time.Duration
 	cleanupTimeout           time.Duration
+	orphanClaimGrace         time.Duration
 	manager                  flags.ManagerOptions
 	logs                     *logsv1.LoggingConfiguration
 }
@@ -86,6 +88,8 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 		"Longest one bootstrap (or one cleanup) may run on a host before it is stopped and retried.")
 	fs.DurationVar(&o.cleanupTimeout, "cleanup-timeout", 10*time.Minute,
 		"How long after a RemoteMachine's deletion a failing cleanup is retried before its pool entry is quarantined.")
+	fs.DurationVar(&o.orphanClaimGrace, "orphan-claim-grace", 2*time.Minute,
+		"How long a pool entry's claim may wait for its RemoteMachine to be stored (it may be refused later in admission) before the entry is released.")
 	flags.AddManagerOptions(fs, &o.manager)
 	o.logs = logs.NewOptions()
 	logsv1.AddFlags(o.logs, fs)
@@ -200,6 +204,22 @@ func run(o *options) error {
 	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: o.remoteMachineConcurrency}); err != nil {
 		return fmt.Errorf("setting up the RemoteMachine controller: %w", err)
 	}
+	if err := (&controllers.PooledRemoteMachineReconciler{
+		Client:            mgr.GetClient(),
+		APIReader:         mgr.GetAPIReader(),
+		Recorder:          mgr.GetEventRecorder("pooledremotemachine-controller"),
+		Claimer:           claimer,
+		OrphanGracePeriod: o.orphanClaimGrace,
+	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: 4}); err != nil {
+		return fmt.Errorf("setting up the PooledRemoteMachine controller: %w", err)
+	}
+	if err := (&controllers.RemoteClusterReconciler{
+		Client:           mgr.GetClient(),
+		WatchFilterValue: o.watchFilter,
+	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: 4}); err != nil {
+		return fmt.Errorf("setting up the RemoteCluster controller: %w", err)
+	}
+	metrics.Register(mgr.GetClient())
 	if o.webhookPort != 0 {
 		if err := webhooks.SetupWithManager(mgr, claimer); err != nil {
 			return fmt.Errorf("setting up webhooks: %w", err)

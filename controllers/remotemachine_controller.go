@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/metrics"
 	"github.com/capr-project/cluster-api-provider-remote/pool"
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner/cloudinit"
@@ -232,7 +233,11 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 	r.Tasks.Start(ctx, key, "bootstrap", rm, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		return runBootstrap(ctx, r.Dial, in)
+		start := time.Now()
+		res, err := runBootstrap(ctx, r.Dial, in)
+		metrics.BootstrapDuration.Observe(time.Since(start).Seconds())
+		countSSHError(err)
+		return res, err
 	})
 	setBootstrapCondition(rm, metav1.ConditionFalse, infrav1.BootstrappingReason, "Running the bootstrap data on "+hostPort(rm))
 	return ctrl.Result{}, nil
@@ -343,6 +348,16 @@ func bootstrapFailureReason(err error) (string, bool) {
 	return infrav1.BootstrapFailedReason, false
 }
 
+// countSSHError counts an SSH failure by reason in capr_ssh_errors_total.
+func countSSHError(err error) {
+	if err == nil {
+		return
+	}
+	if reason := sshrunner.Reason(err); reason != "Error" {
+		metrics.SSHErrorsTotal.WithLabelValues(reason).Inc()
+	}
+}
+
 // hostPort returns "address:port", IPv6 in brackets.
 func hostPort(rm *infrav1.RemoteMachine) string {
 	return net.JoinHostPort(rm.Spec.Address, strconv.Itoa(int(rm.Spec.Port)))
@@ -426,7 +441,9 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 	r.Tasks.Start(ctx, key, "cleanup", rm, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		return nil, runCleanup(ctx, r.Dial, cleanupInput{Config: cfg, Commands: commands})
+		err := runCleanup(ctx, r.Dial, cleanupInput{Config: cfg, Commands: commands})
+		countSSHError(err)
+		return nil, err
 	})
 	return ctrl.Result{}, nil
 }

@@ -94,6 +94,15 @@ func TestMain(m *testing.M) {
 		if err != nil {
 			return err
 		}
+		if err := (&controllers.PooledRemoteMachineReconciler{
+			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("pooledremotemachine-controller"),
+			Claimer: e.Claimer, OrphanGracePeriod: 2 * time.Second,
+		}).SetupWithManager(context.Background(), mgr, controller.Options{}); err != nil {
+			return err
+		}
+		if err := (&controllers.RemoteClusterReconciler{Client: mgr.GetClient()}).SetupWithManager(context.Background(), mgr, controller.Options{}); err != nil {
+			return err
+		}
 		return (&controllers.RemoteMachineReconciler{
 			ClusterCache:     cc,
 			Client:           mgr.GetClient(),

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/metrics"
 )
 
 // Field indexes on PooledRemoteMachine.
@@ -359,6 +360,7 @@ func (c *Claimer) Pick(ctx context.Context, req Request) (*infrav1.PooledRemoteM
 		}
 		return false, nil
 	})
+	metrics.ClaimsTotal.WithLabelValues("dry-run").Inc()
 	if err != nil || picked != nil {
 		return picked, err
 	}
@@ -376,9 +378,15 @@ func (c *Claimer) Claim(ctx context.Context, req Request) (*infrav1.PooledRemote
 		claimed, err = c.claimFirst(ctx, req, candidates)
 		return claimed != nil, err
 	})
-	if err != nil || claimed != nil {
-		return claimed, err
+	switch {
+	case err != nil:
+		metrics.ClaimsTotal.WithLabelValues("error").Inc()
+		return nil, err
+	case claimed != nil:
+		metrics.ClaimsTotal.WithLabelValues("claimed").Inc()
+		return claimed, nil
 	}
+	metrics.ClaimsTotal.WithLabelValues("exhausted").Inc()
 	return nil, exhausted(req, inPool)
 }
 

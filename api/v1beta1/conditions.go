@@ -14,6 +14,8 @@ const (
 	ReadyCondition = "Ready"
 	// PausedCondition is True while the object or its Cluster is paused.
 	PausedCondition = "Paused"
+	// ReadyReason: the object is ready.
+	ReadyReason = "Ready"
 )
 
 // RemoteMachine conditions.
@@ -60,6 +62,10 @@ const (
 	ClaimedCondition = "Claimed"
 	// ReachableCondition reports the last SSH probe of the host.
 	ReachableCondition = "Reachable"
+	// ClaimedReason: a RemoteMachine holds the entry.
+	ClaimedReason = "Claimed"
+	// NotClaimedReason: no RemoteMachine holds the entry.
+	NotClaimedReason = "NotClaimed"
 	// QuarantinedReason: cleanup of the host failed and a person must check it.
 	QuarantinedReason = "Quarantined"
 	// CleanupFailedReason: the cleanup commands failed on the host.

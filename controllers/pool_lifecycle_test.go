@@ -1,0 +1,146 @@
+package controllers_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
+	"sigs.k8s.io/cluster-api/util/conditions"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
+)
+
+// refuseLabelled installs a validating admission policy, evaluated after CAPR's claim webhook, that refuses
+// RemoteMachines labelled refuse=true.
+func refuseLabelled(t *testing.T) {
+	t.Helper()
+	g := NewWithT(t)
+	ctx := context.Background()
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "refuse-labelled-remotemachines"},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{infrav1.GroupVersion.Group}, APIVersions: []string{"*"}, Resources: []string{"remotemachines"}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: "!has(object.metadata.labels) || !('refuse' in object.metadata.labels)",
+				Message:    "refused by the test's policy",
+			}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "refuse-labelled-remotemachines"},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+		},
+	}
+	g.Expect(env.Client.Create(ctx, policy)).To(Succeed())
+	g.Expect(env.Client.Create(ctx, binding)).To(Succeed())
+	t.Cleanup(func() {
+		_ = env.Client.Delete(ctx, binding)
+		_ = env.Client.Delete(ctx, policy)
+	})
+}
+
+// TestOrphanClaimIsReleased: the claim webhook claims an entry, then a later validating admission refuses the
+// create; the PooledRemoteMachine controller releases the orphan claim after the grace period.
+func TestOrphanClaimIsReleased(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := env.NewNamespace(t)
+	refuseLabelled(t)
+	env.CreatePool(t, ns, "default", 1, nil)
+	entry := &infrav1.PooledRemoteMachine{}
+	key := client.ObjectKey{Namespace: ns, Name: "default-000"}
+
+	m := testenv.NewPooledMachine(ns, "refused", "default")
+	m.Labels = map[string]string{"refuse": "true"}
+	g.Eventually(func() error { return env.Client.Create(ctx, m.DeepCopy()) }, 10*time.Second, 200*time.Millisecond).
+		Should(MatchError(ContainSubstring("refused by the test's policy")))
+	g.Expect(env.Client.Get(ctx, key, entry)).To(Succeed())
+	g.Expect(entry.Spec.ClaimRef).NotTo(BeNil(), "the claim webhook ran before the refusal")
+	g.Expect(entry.Spec.ClaimRef.Name).To(Equal("refused"))
+
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, key, entry)).To(Succeed())
+		g.Expect(entry.Spec.ClaimRef).To(BeNil())
+		g.Expect(entry.Status.Phase).To(Equal(infrav1.PooledRemoteMachinePhaseAvailable))
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+
+	// The released entry serves the next RemoteMachine; its claim is bound to the RemoteMachine's UID.
+	next := testenv.NewPooledMachine(ns, "next", "default")
+	g.Eventually(func() error { return env.Client.Create(ctx, next) }, 10*time.Second, 200*time.Millisecond).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, key, entry)).To(Succeed())
+		g.Expect(entry.Spec.ClaimRef).NotTo(BeNil())
+		g.Expect(entry.Spec.ClaimRef.UID).To(Equal(next.UID))
+		g.Expect(entry.Status.Phase).To(Equal(infrav1.PooledRemoteMachinePhaseClaimed))
+		g.Expect(entry.Status.Reserved).To(BeTrue())
+		g.Expect(entry.Status.MachineRef).To(Equal(&infrav1.RemoteMachineReference{Name: "next", Namespace: ns}))
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+}
+
+// TestPoolPhasesInKubectl shows the phases in `kubectl get pooledremotemachines`.
+func TestPoolPhasesInKubectl(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := env.NewNamespace(t)
+	env.CreatePool(t, ns, "default", 3, func(i int, p *infrav1.PooledRemoteMachine) {
+		switch i {
+		case 1:
+			p.Spec.Maintenance = true
+		case 2:
+			p.Spec.Quarantine = &infrav1.PooledMachineQuarantine{Reason: infrav1.CleanupFailedReason}
+		}
+	})
+	g.Expect(env.Client.Create(ctx, testenv.NewPooledMachine(ns, "holder", "default"))).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		out, errOut, err := env.Kubectl(ctx, "", "get", "pooledremotemachines", "-n", ns, "--no-headers", "-o", "custom-columns=NAME:.metadata.name,PHASE:.status.phase")
+		g.Expect(err).NotTo(HaveOccurred(), errOut)
+		g.Expect(out).To(MatchRegexp(`default-000\s+Claimed`))
+		g.Expect(out).To(MatchRegexp(`default-001\s+Maintenance`))
+		g.Expect(out).To(MatchRegexp(`default-002\s+Quarantined`))
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+	out, _, err := env.Kubectl(ctx, "", "get", "prm", "-n", ns)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(out).To(MatchRegexp(`NAME\s+POOL\s+ADDRESS\s+PHASE\s+MACHINE\s+AGE`))
+	g.Expect(out).To(MatchRegexp(`default-000\s+default\s+10\.0\.0\.1\s+Claimed\s+holder`))
+
+	// A quarantined entry returns to service when a person removes spec.quarantine.
+	_, errOut, err := env.Kubectl(ctx, "", "patch", "prm", "default-002", "-n", ns, "--type=json", "-p", `[{"op":"remove","path":"/spec/quarantine"}]`)
+	g.Expect(err).NotTo(HaveOccurred(), errOut)
+	g.Eventually(func(g Gomega) {
+		entry := &infrav1.PooledRemoteMachine{}
+		g.Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "default-002"}, entry)).To(Succeed())
+		g.Expect(entry.Status.Phase).To(Equal(infrav1.PooledRemoteMachinePhaseAvailable))
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+}
+
+// TestRemoteClusterIsProvisioned checks the RemoteCluster's status in both contract shapes' fields.
+func TestRemoteClusterIsProvisioned(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := env.NewNamespace(t)
+	rc := &infrav1.RemoteCluster{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rc"}}
+	rc.Spec.FailureDomains = []clusterv1.FailureDomain{{Name: "rack-a", ControlPlane: ptr.To(true)}, {Name: "rack-b"}}
+	g.Expect(env.Client.Create(ctx, rc)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(rc), rc)).To(Succeed())
+		g.Expect(rc.Status.Initialization.Provisioned).To(Equal(ptr.To(true)))
+		g.Expect(rc.Status.Ready).To(BeTrue())
+		g.Expect(rc.Status.FailureDomains).To(Equal(rc.Spec.FailureDomains))
+		g.Expect(conditions.IsTrue(rc, infrav1.ReadyCondition)).To(BeTrue())
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+}

@@ -1,0 +1,160 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/cluster-api/util/conditions"
+	"sigs.k8s.io/cluster-api/util/patch"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/pool"
+)
+
+// +kubebuilder:rbac:groups=infrastructure.cluster.x-k8s.io,resources=pooledremotemachines/status,verbs=get;update;patch
+
+// PooledRemoteMachineReconciler reports each pool entry's phase, binds a claim to its RemoteMachine's UID, and
+// releases claims whose RemoteMachine was never stored (refused later in admission, or lost).
+type PooledRemoteMachineReconciler struct {
+	Client client.Client
+	// APIReader checks a claim's RemoteMachine without trusting a cache that may lag.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Claimer   *pool.Claimer
+	// OrphanGracePeriod is how long a claim may wait for its RemoteMachine to be stored (default 2m).
+	OrphanGracePeriod time.Duration
+}
+
+// SetupWithManager registers the controller; the pool indexes must be registered (pool.SetupIndexes).
+func (r *PooledRemoteMachineReconciler) SetupWithManager(_ context.Context, mgr ctrl.Manager, options controller.Options) error {
+	if r.OrphanGracePeriod == 0 {
+		r.OrphanGracePeriod = 2 * time.Minute
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&infrav1.PooledRemoteMachine{}).
+		WithOptions(options).
+		Watches(&infrav1.RemoteMachine{}, handler.EnqueueRequestsFromMapFunc(r.entriesOfMachine)).
+		Complete(r)
+}
+
+// entriesOfMachine maps a RemoteMachine to the entry it holds and the entries claimed in its name.
+func (r *PooledRemoteMachineReconciler) entriesOfMachine(ctx context.Context, o client.Object) []reconcile.Request {
+	rm, ok := o.(*infrav1.RemoteMachine)
+	if !ok {
+		return nil
+	}
+	var reqs []reconcile.Request
+	if ref := rm.Spec.PooledRemoteMachineRef; ref != nil {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKey{Namespace: rm.Namespace, Name: ref.Name}})
+	}
+	list := &infrav1.PooledRemoteMachineList{}
+	if err := r.Client.List(ctx, list, client.InNamespace(rm.Namespace), client.MatchingFields{pool.IndexClaim: rm.Name}); err == nil {
+		for _, e := range list.Items {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&e)})
+		}
+	}
+	return reqs
+}
+
+// Reconcile checks the claim, then reports phase, reserved, machineRef and the Claimed condition.
+func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+	log := ctrl.LoggerFrom(ctx)
+	entry := &infrav1.PooledRemoteMachine{}
+	if err := r.Client.Get(ctx, req.NamespacedName, entry); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	var holder *infrav1.RemoteMachine
+	var requeue time.Duration
+	if claim := entry.Spec.ClaimRef; claim != nil {
+		log = log.WithValues("RemoteMachine", klog.KRef(entry.Namespace, claim.Name))
+		rm := &infrav1.RemoteMachine{}
+		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: entry.Namespace, Name: claim.Name}, rm)
+		switch {
+		case apierrors.IsNotFound(err):
+			age := time.Duration(0)
+			if claim.ClaimedAt != nil {
+				age = time.Since(claim.ClaimedAt.Time)
+			}
+			if age < r.OrphanGracePeriod {
+				requeue = r.OrphanGracePeriod - age
+				break
+			}
+			return r.releaseOrphan(ctx, entry, "RemoteMachine "+claim.Name+" was never stored")
+		case err != nil:
+			return ctrl.Result{}, err
+		case claim.UID != "" && claim.UID != rm.UID:
+			return r.releaseOrphan(ctx, entry, "RemoteMachine "+claim.Name+" was replaced by another object of the same name")
+		case rm.Spec.PooledRemoteMachineRef == nil || rm.Spec.PooledRemoteMachineRef.Name != entry.Name:
+			return r.releaseOrphan(ctx, entry, "RemoteMachine "+claim.Name+" holds another host")
+		case claim.UID == "":
+			orig := entry.DeepCopy()
+			entry.Spec.ClaimRef.UID = rm.UID
+			if err := r.Client.Patch(ctx, entry, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+				return ctrl.Result{}, err
+			}
+			log.V(2).Info("Bound the claim to its RemoteMachine", "uid", rm.UID)
+			holder = rm
+		default:
+			holder = rm
+		}
+	}
+
+	helper, err := patch.NewHelper(entry, r.Client)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	defer func() {
+		if err := helper.Patch(ctx, entry, patch.WithOwnedConditions{Conditions: []string{infrav1.ClaimedCondition}}); err != nil {
+			retErr = kerrors.NewAggregate([]error{retErr, err})
+		}
+	}()
+	entry.Status.Phase = phaseOf(entry, holder)
+	entry.Status.Reserved = entry.Spec.ClaimRef != nil
+	entry.Status.MachineRef = nil
+	entry.Status.ObservedGeneration = entry.Generation
+	if claim := entry.Spec.ClaimRef; claim != nil {
+		entry.Status.MachineRef = &infrav1.RemoteMachineReference{Name: claim.Name, Namespace: entry.Namespace}
+		conditions.Set(entry, metav1.Condition{Type: infrav1.ClaimedCondition, Status: metav1.ConditionTrue, Reason: infrav1.ClaimedReason, Message: "Held by RemoteMachine " + claim.Name})
+	} else {
+		conditions.Set(entry, metav1.Condition{Type: infrav1.ClaimedCondition, Status: metav1.ConditionFalse, Reason: infrav1.NotClaimedReason})
+	}
+	return ctrl.Result{RequeueAfter: requeue}, nil
+}
+
+// phaseOf derives an entry's phase from its spec, its holder and the last probe.
+func phaseOf(entry *infrav1.PooledRemoteMachine, holder *infrav1.RemoteMachine) infrav1.PooledRemoteMachinePhase {
+	switch {
+	case entry.Spec.Quarantine != nil:
+		return infrav1.PooledRemoteMachinePhaseQuarantined
+	case entry.Spec.ClaimRef != nil && holder != nil && !holder.DeletionTimestamp.IsZero():
+		return infrav1.PooledRemoteMachinePhaseCleaning
+	case entry.Spec.ClaimRef != nil:
+		return infrav1.PooledRemoteMachinePhaseClaimed
+	case entry.Spec.Maintenance:
+		return infrav1.PooledRemoteMachinePhaseMaintenance
+	case conditions.IsFalse(entry, infrav1.ReachableCondition):
+		return infrav1.PooledRemoteMachinePhaseUnreachable
+	}
+	return infrav1.PooledRemoteMachinePhaseAvailable
+}
+
+func (r *PooledRemoteMachineReconciler) releaseOrphan(ctx context.Context, entry *infrav1.PooledRemoteMachine, why string) (ctrl.Result, error) {
+	name := entry.Spec.ClaimRef.Name
+	if err := r.Claimer.Release(ctx, entry.Namespace, entry.Name, name); err != nil {
+		return ctrl.Result{}, err
+	}
+	ctrl.LoggerFrom(ctx).Info("Released an orphan claim", "reason", why)
+	r.Recorder.Eventf(entry, nil, corev1.EventTypeNormal, "OrphanClaimReleased", "Release", "Released the claim of %s: %s", name, why)
+	return ctrl.Result{RequeueAfter: time.Second}, nil
+}
