@@ -33,6 +33,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	clusterv1beta1 "sigs.k8s.io/cluster-api/api/core/v1beta1" //nolint:staticcheck // the v1beta1 documents users apply are converted through it
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	coreadmission "sigs.k8s.io/cluster-api/core/webhooks/admission"
@@ -79,6 +81,9 @@ type Environment struct {
 	Scheme *kruntime.Scheme
 	// Kubeconfig is the path of an administrator kubeconfig file, for bin/kubectl.
 	Kubeconfig string
+	// ManagerKubeconfig is a kubeconfig with the in-process manager's own identity, for a manager process whose
+	// writes CAPR's in-process webhooks must accept as CAPR's.
+	ManagerKubeconfig string
 	// RootDir is the repository root; BinDir holds the tool binaries.
 	RootDir, BinDir string
 	// WebhookCertDir, WebhookHost and WebhookPort are where the webhook server serves; a test may start another
@@ -209,6 +214,9 @@ func (e *Environment) start(opts Options) error {
 	if e.Kubeconfig, err = e.writeKubeconfig(); err != nil {
 		return err
 	}
+	if e.ManagerKubeconfig, err = writeConfig(e.Config); err != nil {
+		return err
+	}
 	if e.kubectlCache, err = os.MkdirTemp("", "capr-kubectl-cache-"); err != nil {
 		return err
 	}
@@ -280,6 +288,7 @@ func (e *Environment) Stop() error {
 	}
 	_ = os.RemoveAll(e.kubectlCache)
 	_ = os.Remove(e.Kubeconfig)
+	_ = os.Remove(e.ManagerKubeconfig)
 	return e.env.Stop()
 }
 
@@ -406,4 +415,24 @@ func capiWebhookConfigurations(path string) ([]*admissionv1.MutatingWebhookConfi
 		return nil, nil, fmt.Errorf("no webhook configurations in %s", path)
 	}
 	return mutating, validating, nil
+}
+
+// writeConfig writes a rest.Config (certificate authentication) as a kubeconfig file.
+func writeConfig(cfg *rest.Config) (string, error) {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["manager"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
+	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "manager"}
+	kc.CurrentContext = "envtest"
+	data, err := clientcmd.Write(*kc)
+	if err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp("", "capr-manager-kubeconfig-*")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	_, err = f.Write(data)
+	return f.Name(), err
 }

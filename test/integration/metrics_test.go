@@ -1,0 +1,63 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+
+	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
+)
+
+// TestPoolGaugeFollowsClaims scrapes the manager's metrics endpoint while RemoteMachines claim and release entries.
+func TestPoolGaugeFollowsClaims(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := env.NewNamespace(t)
+	bin := buildManager(t)
+	health, metricsPort := freePort(t), freePort(t)
+	cmd := exec.Command(bin, "--namespace", ns, "--webhook-port", "0", "--insecure-diagnostics",
+		"--health-addr", fmt.Sprintf("127.0.0.1:%d", health), "--diagnostics-address", fmt.Sprintf("127.0.0.1:%d", metricsPort))
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.ManagerKubeconfig)
+	logs := &testenv.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	g.Expect(cmd.Start()).To(Succeed())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	scrape := func() string {
+		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(metricsPort) + "/metrics")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	gauge := func(phase string) string {
+		return fmt.Sprintf(`capr_pool_machines{namespace=%q,phase=%q,pool="default"}`, ns, phase)
+	}
+
+	env.CreatePool(t, ns, "default", 3, nil)
+	g.Eventually(scrape, 60*time.Second, 200*time.Millisecond).Should(ContainSubstring(gauge("Available")+" 3"), func() string { return logs.String() })
+
+	first := testenv.NewPooledMachine(ns, "first", "default")
+	g.Expect(env.Client.Create(ctx, first)).To(Succeed())
+	g.Expect(env.Client.Create(ctx, testenv.NewPooledMachine(ns, "second", "default"))).To(Succeed())
+	g.Eventually(scrape, 30*time.Second, 200*time.Millisecond).Should(And(
+		ContainSubstring(gauge("Claimed")+" 2"), ContainSubstring(gauge("Available")+" 1")))
+
+	// Deleting a RemoteMachine that never bootstrapped releases its entry at once.
+	g.Expect(env.Client.Delete(ctx, first)).To(Succeed())
+	g.Eventually(scrape, 30*time.Second, 200*time.Millisecond).Should(And(
+		ContainSubstring(gauge("Claimed")+" 1"), ContainSubstring(gauge("Available")+" 2")))
+	g.Expect(scrape()).To(ContainSubstring("capr_bootstrap_duration_seconds"))
+}
