@@ -104,6 +104,7 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 				return ctrl.Result{}, err
 			}
 			log.V(2).Info("Bound the claim to its RemoteMachine", "uid", rm.UID)
+			r.Recorder.Eventf(entry, rm, corev1.EventTypeNormal, infrav1.ClaimedReason, "Claim", "Claimed by RemoteMachine %s", rm.Name)
 			holder = rm
 		default:
 			holder = rm
