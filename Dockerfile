@@ -5,6 +5,10 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY main.go ./
 COPY api/ api/
+COPY controllers/ controllers/
+COPY metrics/ metrics/
+COPY pool/ pool/
+COPY sshrunner/ sshrunner/
 COPY webhooks/ webhooks/
 ARG TARGETOS=linux
 ARG TARGETARCH=amd64

@@ -452,3 +452,58 @@ func TestNodeProviderIDIsSet(t *testing.T) {
 	g.Expect(wc.Get(ctx, client.ObjectKeyFromObject(other), other)).To(Succeed())
 	g.Expect(other.Spec.ProviderID).To(BeEmpty(), "only the host's own Node")
 }
+
+// TestWaitsPauseAndSkipCleanup checks the waiting reasons, the pause, and the annotation that skips cleanup.
+func TestWaitsPauseAndSkipCleanup(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t)
+	f := newFixture(t, "#!/bin/sh\ntouch /run/capr-ran\n", "")
+	f.keySecret(t, "key", h)
+	waitFor := func(rm *infrav1.RemoteMachine, reason string) {
+		g.Eventually(func(g Gomega) {
+			g.Expect(condition(get(g, rm), infrav1.BootstrapSucceededCondition).Reason).To(Equal(reason))
+		}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+	}
+
+	// Without an owner Machine.
+	orphan := f.remoteMachine()
+	orphan.Name, orphan.OwnerReferences = "orphan", nil
+	orphan.Spec.Address, orphan.Spec.Port, orphan.Spec.SSHKeyRef = h.Address, int32(h.Port), &infrav1.SecretReference{Name: "key"}
+	g.Expect(env.Client.Create(ctx, orphan)).To(Succeed())
+	waitFor(orphan, infrav1.WaitingForMachineReason)
+
+	// Paused Cluster: Paused condition, nothing runs.
+	f.cluster.Spec.Paused = ptr.To(true)
+	g.Expect(env.Client.Update(ctx, f.cluster)).To(Succeed())
+	rm := f.remoteMachine()
+	rm.Spec.Address, rm.Spec.Port, rm.Spec.SSHKeyRef = h.Address, int32(h.Port), &infrav1.SecretReference{Name: "key"}
+	rm.Annotations = map[string]string{controllers.SkipCleanupAnnotation: ""}
+	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(condition(get(g, rm), infrav1.PausedCondition).Status).To(Equal(metav1.ConditionTrue))
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+	_, err := h.Exec("test -f /run/capr-ran")
+	g.Expect(err).To(HaveOccurred(), "nothing ran while paused")
+
+	// Without bootstrap data yet.
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(f.machine), f.machine)).To(Succeed())
+	f.machine.Spec.Bootstrap.DataSecretName = nil
+	f.machine.Spec.Bootstrap.ConfigRef = clusterv1.ContractVersionedObjectReference{APIGroup: "bootstrap.cluster.x-k8s.io", Kind: "KubeadmConfig", Name: "m0"}
+	g.Expect(env.Client.Update(ctx, f.machine)).To(Succeed())
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(f.cluster), f.cluster)).To(Succeed())
+	f.cluster.Spec.Paused = nil
+	g.Expect(env.Client.Update(ctx, f.cluster)).To(Succeed())
+	waitFor(rm, infrav1.WaitingForBootstrapDataReason)
+
+	// With it: bootstrap runs; with the skip annotation, deletion does not clean the host.
+	f.machine.Spec.Bootstrap.DataSecretName = ptr.To("m0-bootstrap")
+	g.Expect(env.Client.Update(ctx, f.machine)).To(Succeed())
+	waitFor(rm, infrav1.BootstrapSucceededReason)
+	g.Expect(env.Client.Delete(ctx, rm)).To(Succeed())
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(rm), &infrav1.RemoteMachine{}))
+	}, 30*time.Second, 200*time.Millisecond).Should(BeTrue())
+	out, _ := h.Exec("ls /run/cluster-api")
+	g.Expect(out).To(ContainSubstring("bootstrap-success.complete"), "cleanup was skipped")
+}
