@@ -44,8 +44,9 @@ type bootstrapInput struct {
 
 // bootstrapResult is what a successful bootstrap reports.
 type bootstrapResult struct {
-	// NewHostKey is the key pinned on first use (AcceptNew), "" when a pinned key was used.
-	NewHostKey string
+	// NewHostKey and NewBastionKey are the keys to pin on first use (AcceptNew), "" when pinned keys were used.
+	NewHostKey    string
+	NewBastionKey string
 	// Adopted is true when the host had already been bootstrapped for this RemoteMachine.
 	Adopted bool
 	// Hostname is the host's own name.
@@ -59,7 +60,9 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	res := &bootstrapResult{}
 	cfg := in.Config
 	cfg.OnNewHostKey = func(bastion bool, key string) {
-		if !bastion {
+		if bastion {
+			res.NewBastionKey = key
+		} else {
 			res.NewHostKey = key
 		}
 	}
@@ -120,7 +123,7 @@ const hostnameMarker = "capr-hostname="
 // (TERM), it stops the detached run too.
 func wrapper(uid types.UID, workDir string) string {
 	q := shellescape.Quote
-	inner := fmt.Sprintf(`s=%s; m=%s; f=$1; trap 'rm -f "$f"' EXIT
+	inner := fmt.Sprintf(`s=%s; m=%s; f=$1; trap 'rm -f "$f"' EXIT; trap 'rm -f "$f"; exit 143' HUP INT TERM
 if [ -f "$s" ]; then
   if [ "$(cat "$m" 2>/dev/null)" = %s ]; then echo capr-adopted; exit 0; fi
   echo "capr: $s exists for another machine" >&2; exit %d
@@ -133,12 +136,12 @@ f=$(mktemp %[4]s/.capr-bootstrap-%[5]s.XXXXXX); cat > "$f"
 echo %[6]s"$(hostname -s 2>/dev/null || hostname)"
 log=$(mktemp %[1]s/capr-bootstrap-log.XXXXXX)
 set +e
-setsid nohup flock %[2]s sh -c %[3]s sh "$f" > "$log" 2>&1 < /dev/null &
+setsid nohup flock -o %[2]s sh -c %[3]s sh "$f" > "$log" 2>&1 < /dev/null &
 bg=$!
-trap 'kill -TERM -- -$bg 2>/dev/null; exit 143' TERM INT
+trap 'kill -TERM -- -$bg 2>/dev/null; rm -f "$f" "$log"; exit 143' TERM INT HUP
 tail -s 0.05 -n +1 -f --pid=$bg "$log" &
 wait $bg; rc=$?
-wait; rm -f "$log"; exit $rc`, q(runDir), q(lockFile), q(inner), q(workDir), string(uid), hostnameMarker)
+wait; rm -f "$log" "$f"; exit $rc`, q(runDir), q(lockFile), q(inner), q(workDir), string(uid), hostnameMarker)
 }
 
 const stepMarker = "capr-failed-step: "
@@ -170,15 +173,17 @@ func planScript(plan *cloudinit.Plan) string {
 			}
 			fmt.Fprintf(&b, "mkdir -p %s && t=$(mktemp %s) && base64 -d > \"$t\" <<'CAPR_EOF' || fail %s\n%s\nCAPR_EOF\n",
 				q(dir), q(dir+"/.capr-write.XXXXXX"), q(s.Source), wrap(enc))
-			fmt.Fprintf(&b, "chmod %o \"$t\" && { chown %s \"$t\" 2>/dev/null || echo \"capr: owner %s does not exist yet, keeping root\" >&2; } && mv -f \"$t\" %s || fail %s\n",
-				f.Permissions, q(f.Owner), strings.ReplaceAll(f.Owner, "\"", ""), target, q(s.Source))
+			fmt.Fprintf(&b, "chmod %o \"$t\" && { chown %s \"$t\" 2>/dev/null || echo %s >&2; } && mv -f \"$t\" %s || fail %s\n",
+				f.Permissions, q(f.Owner), q("capr: owner "+f.Owner+" does not exist yet, keeping root"), target, q(s.Source))
 			continue
 		}
 		if plan.Format == "shell" {
-			fmt.Fprintf(&b, "sh <<'CAPR_EOF' || fail %s\n%s\nCAPR_EOF\n", q(s.Source), strings.TrimRight(s.Command, "\n"))
+			// Run as its own file, so its #! line chooses the interpreter and it cannot read the rest of this one.
+			fmt.Fprintf(&b, "t=$(mktemp) && base64 -d > \"$t\" <<'CAPR_EOF' && chmod 700 \"$t\" || fail %s\n%s\nCAPR_EOF\n", q(s.Source), wrap(base64.StdEncoding.EncodeToString([]byte(s.Command))))
+			fmt.Fprintf(&b, "\"$t\" < /dev/null; rc=$?; rm -f \"$t\"; [ $rc -eq 0 ] || fail %s\n", q(s.Source))
 			continue
 		}
-		fmt.Fprintf(&b, "sh -c %s || fail %s\n", q(s.Command), q(s.Source))
+		fmt.Fprintf(&b, "sh -c %s < /dev/null || fail %s\n", q(s.Command), q(s.Source))
 	}
 	return b.String()
 }
@@ -195,8 +200,10 @@ func wrap(s string) string {
 
 // cleanupInput is what a cleanup task needs.
 type cleanupInput struct {
-	Config   sshrunner.Config
-	Commands []string
+	UID        types.UID
+	Config     sshrunner.Config
+	Commands   []string
+	WorkingDir string
 }
 
 // defaultCleanup returns the cleanup for a bootstrap config kind.
@@ -210,20 +217,26 @@ func defaultCleanup(bootstrapKind string) []string {
 	return []string{"if command -v kubeadm >/dev/null; then kubeadm reset -f; fi", "if command -v k0s >/dev/null; then k0s stop || true; k0s reset; fi"}
 }
 
-// runCleanup runs the cleanup commands, then removes the sentinel and CAPR's own files.
+// runCleanup runs the cleanup commands, then removes the sentinel and CAPR's own files. It runs under the
+// bootstrap lock (a bootstrap still running finishes first) and only when the host's marker names this
+// RemoteMachine: a host bootstrapped for another machine, or never touched, is left as it is.
 func runCleanup(ctx context.Context, dial Dialer, in cleanupInput) error {
 	host, err := dial(ctx, in.Config)
 	if err != nil {
 		return err
 	}
 	defer host.Close()
+	q := shellescape.Quote
+	workDir := in.WorkingDir
+	if workDir == "" {
+		workDir = "/tmp"
+	}
 	var b strings.Builder
+	fmt.Fprintf(&b, "if [ \"$(cat %s 2>/dev/null)\" != %s ]; then echo 'capr: the host holds no bootstrap of this machine; nothing to clean'; exit 0; fi\n", q(markerFile), q(string(in.UID)))
 	b.WriteString("set -e\n")
 	for _, c := range in.Commands {
 		b.WriteString(c + "\n")
 	}
-	fmt.Fprintf(&b, "rm -f %s %s\n", shellescape.Quote(sentinelFile), shellescape.Quote(markerFile))
-	// Under the bootstrap lock: a bootstrap still running on the host finishes before its cleanup starts.
-	q := shellescape.Quote
-	return host.Run(ctx, fmt.Sprintf("mkdir -p %s && flock %s sh -c %s && rm -f %s", q(runDir), q(lockFile), q(b.String()), q(lockFile)), nil)
+	fmt.Fprintf(&b, "rm -f %s %s %s/.capr-bootstrap-%s.* %s/capr-bootstrap-log.*\n", q(sentinelFile), q(markerFile), q(workDir), string(in.UID), q(runDir))
+	return host.Run(ctx, fmt.Sprintf("mkdir -p %s && flock -o %s sh -c %s && rm -f %s", q(runDir), q(lockFile), q(b.String()), q(lockFile)), nil)
 }

@@ -36,7 +36,8 @@ func DialSSH(ctx context.Context, cfg sshrunner.Config) (Host, error) {
 	return c, nil
 }
 
-// ErrMissingSecret marks a Secret that a host's connection needs and that does not exist (or lacks its key).
+// ErrMissingSecret marks a Secret that a host's connection needs and that does not exist, lacks its key, or holds
+// a key that cannot be used.
 var ErrMissingSecret = fmt.Errorf("secret missing")
 
 // hostConfig builds the SSH configuration of a host, reading its key Secrets directly from the apiserver (never
@@ -87,7 +88,7 @@ func readKey(ctx context.Context, reader client.Reader, namespace string, ref *i
 	}
 	signer, err := sshrunner.ParsePrivateKey(key, s.Data["passphrase"])
 	if err != nil {
-		return nil, nil, fmt.Errorf("sshKeyRef %s/%s: %w", namespace, ref.Name, err)
+		return nil, nil, fmt.Errorf("%w: Secret %s/%s: %w", ErrMissingSecret, namespace, ref.Name, err)
 	}
 	secrets := []string{string(key)}
 	if p := s.Data["passphrase"]; len(p) > 0 {

@@ -93,11 +93,11 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 			return r.releaseOrphan(ctx, entry, "RemoteMachine "+claim.Name+" was never stored")
 		case err != nil:
 			return ctrl.Result{}, err
-		case claim.UID != "" && claim.UID != rm.UID:
-			return r.releaseOrphan(ctx, entry, "RemoteMachine "+claim.Name+" was replaced by another object of the same name")
 		case rm.Spec.PooledRemoteMachineRef == nil || rm.Spec.PooledRemoteMachineRef.Name != entry.Name:
 			return r.releaseOrphan(ctx, entry, "RemoteMachine "+claim.Name+" holds another host")
-		case claim.UID == "":
+		case claim.UID != rm.UID:
+			// Not bound yet, or the RemoteMachine was recreated with its reference to this entry (clusterctl move
+			// gives objects new UIDs): bind the claim to the RemoteMachine that holds the entry.
 			orig := entry.DeepCopy()
 			entry.Spec.ClaimRef.UID = rm.UID
 			if err := r.Client.Patch(ctx, entry, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {

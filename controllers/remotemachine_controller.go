@@ -270,9 +270,10 @@ func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *inf
 	log := ctrl.LoggerFrom(ctx)
 	if res.Err != nil {
 		reason, terminal := bootstrapFailureReason(res.Err)
-		log.Info("Bootstrap failed", "reason", reason, "error", res.Err.Error())
-		setBootstrapCondition(rm, metav1.ConditionFalse, reason, res.Err.Error())
-		r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, reason, "Bootstrap", "Bootstrap on %s failed: %s", hostPort(rm), res.Err.Error())
+		msg := sshrunner.Truncate(res.Err.Error(), 4096)
+		log.Info("Bootstrap failed", "reason", reason, "error", msg)
+		setBootstrapCondition(rm, metav1.ConditionFalse, reason, msg)
+		r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, reason, "Bootstrap", "Bootstrap on %s failed: %s", hostPort(rm), sshrunner.Truncate(msg, 900))
 		r.retries.Store(string(rm.UID), retryGate{notBefore: time.Now().Add(r.RetryInterval), generation: rm.Generation, terminal: terminal})
 		if terminal {
 			return ctrl.Result{}, nil
@@ -281,6 +282,9 @@ func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *inf
 	}
 	r.retries.Delete(string(rm.UID))
 	out := res.Value.(*bootstrapResult)
+	if b := rm.Spec.Bastion; b != nil && out.NewBastionKey != "" && len(b.HostKeys) == 0 {
+		b.HostKeys = []string{out.NewBastionKey}
+	}
 	if out.NewHostKey != "" && len(rm.Spec.HostKeys) == 0 {
 		rm.Spec.HostKeys = []string{out.NewHostKey}
 		if err := r.pinPoolEntryHostKey(ctx, rm, out.NewHostKey); err != nil {
@@ -319,7 +323,7 @@ func (r *RemoteMachineReconciler) pinPoolEntryHostKey(ctx context.Context, rm *i
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: rm.Namespace, Name: ref.Name}, entry); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if len(entry.Spec.Machine.HostKeys) > 0 {
+	if len(entry.Spec.Machine.HostKeys) > 0 || entry.Spec.ClaimRef == nil || entry.Spec.ClaimRef.Name != rm.Name {
 		return nil
 	}
 	orig := entry.DeepCopy()
@@ -397,14 +401,15 @@ func needsCleanup(rm *infrav1.RemoteMachine) bool {
 func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	key := string(rm.UID)
-	if r.Tasks.Running(key, "bootstrap") {
+	wasRunning := r.Tasks.Running(key, "bootstrap")
+	if wasRunning {
 		log.Info("Cancelling bootstrap of a deleted RemoteMachine")
 		r.Tasks.Cancel(key, "bootstrap")
 	}
 	r.Tasks.Take(key, "bootstrap")
 	r.retries.Delete(key)
 	_, skip := rm.Annotations[SkipCleanupAnnotation]
-	if skip || !needsCleanup(rm) {
+	if skip || (!wasRunning && !needsCleanup(rm)) {
 		return r.finishDelete(ctx, rm, nil)
 	}
 	if res, ok := r.Tasks.Take(key, "cleanup"); ok {
@@ -413,7 +418,7 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 			r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, "CleanupSucceeded", "Cleanup", "Cleaned %s", hostPort(rm))
 			return r.finishDelete(ctx, rm, nil)
 		}
-		conditions.Set(rm, metav1.Condition{Type: infrav1.ReadyCondition, Status: metav1.ConditionFalse, Reason: infrav1.CleanupFailedReason, Message: res.Err.Error()})
+		conditions.Set(rm, metav1.Condition{Type: infrav1.ReadyCondition, Status: metav1.ConditionFalse, Reason: infrav1.CleanupFailedReason, Message: sshrunner.Truncate(res.Err.Error(), 4096)})
 		if time.Since(rm.DeletionTimestamp.Time) < r.CleanupTimeout {
 			log.Info("Cleanup failed, retrying", "error", res.Err.Error())
 			return ctrl.Result{RequeueAfter: r.RetryInterval}, nil
@@ -425,8 +430,12 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 	}
 	cfg, _, err := hostConfig(ctx, r.APIReader, rm.Namespace, &rm.Spec.RemoteHost, log)
 	if err != nil {
-		// Without a key the host cannot be cleaned: never hang, never hand it out dirty.
-		return r.finishDelete(ctx, rm, err)
+		// Without a usable key the host cannot be cleaned: never hang, never hand it out dirty. Other errors
+		// (the apiserver briefly unavailable) are retried.
+		if errors.Is(err, ErrMissingSecret) || time.Since(rm.DeletionTimestamp.Time) > r.CleanupTimeout {
+			return r.finishDelete(ctx, rm, err)
+		}
+		return ctrl.Result{}, err
 	}
 	commands := rm.Spec.CustomCleanUpCommands
 	if len(commands) == 0 {
@@ -437,11 +446,12 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 		commands = defaultCleanup(kind)
 	}
 	log.Info("Running cleanup", "address", rm.Spec.Address)
-	timeout := r.BootstrapTimeout
+	timeout := r.CleanupTimeout
+	in := cleanupInput{UID: rm.UID, Config: cfg, Commands: commands, WorkingDir: rm.Spec.WorkingDir}
 	r.Tasks.Start(ctx, key, "cleanup", rm, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		err := runCleanup(ctx, r.Dial, cleanupInput{Config: cfg, Commands: commands})
+		err := runCleanup(ctx, r.Dial, in)
 		countSSHError(err)
 		return nil, err
 	})
@@ -461,7 +471,7 @@ func (r *RemoteMachineReconciler) finishDelete(ctx context.Context, rm *infrav1.
 			r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, "Released", "Release", "Returned PooledRemoteMachine %s to pool %q", ref.Name, rm.Spec.Pool)
 		}
 	} else if cleanupErr != nil {
-		r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, infrav1.CleanupFailedReason, "Cleanup", "The host %s was not cleaned: %s", hostPort(rm), cleanupErr.Error())
+		r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, infrav1.CleanupFailedReason, "Cleanup", "The host %s was not cleaned: %s", hostPort(rm), sshrunner.Truncate(cleanupErr.Error(), 900))
 	}
 	controllerutil.RemoveFinalizer(rm, infrav1.RemoteMachineFinalizer)
 	return ctrl.Result{}, nil
@@ -474,10 +484,13 @@ func (r *RemoteMachineReconciler) quarantine(ctx context.Context, rm *infrav1.Re
 	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: rm.Namespace, Name: ref.Name}, entry); err != nil {
 		return client.IgnoreNotFound(err)
 	}
+	if entry.Spec.ClaimRef == nil || entry.Spec.ClaimRef.Name != rm.Name {
+		return nil // not this machine's to quarantine
+	}
 	orig := entry.DeepCopy()
 	entry.Spec.Quarantine = &infrav1.PooledMachineQuarantine{
 		Reason:  infrav1.CleanupFailedReason,
-		Message: fmt.Sprintf("Cleaning the host after RemoteMachine %s failed: %s. Check the host, then remove spec.quarantine to return it to the pool.", rm.Name, cause.Error()),
+		Message: sshrunner.Truncate(fmt.Sprintf("Cleaning the host after RemoteMachine %s failed: %s. Check the host, then remove spec.quarantine to return it to the pool.", rm.Name, sshrunner.Truncate(cause.Error(), 4000)), 10000),
 		Since:   &metav1.Time{Time: time.Now()},
 	}
 	if entry.Spec.ClaimRef != nil && entry.Spec.ClaimRef.Name == rm.Name {

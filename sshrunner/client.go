@@ -149,6 +149,9 @@ func (c *Client) handshake(ctx context.Context, conn net.Conn, ep Endpoint, bast
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
+	// A tunnelled connection (through a bastion) ignores SetDeadline: the context bounds the handshake instead.
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	if conn == nil {
 		var err error
 		dialer := net.Dialer{Deadline: deadline}
@@ -185,7 +188,7 @@ func (c *Client) handshake(ctx context.Context, conn net.Conn, ep Endpoint, bast
 	close(done)
 	if err != nil {
 		_ = conn.Close()
-		if ctx.Err() != nil && !errors.Is(err, ErrHostKeyMismatch) {
+		if ctx.Err() != nil && !errors.Is(err, ErrHostKeyMismatch) && !errors.Is(err, ErrHostKeyUnknown) {
 			return nil, classifyDial(addr, ctx.Err())
 		}
 		return nil, classifyDial(addr, err)
@@ -389,7 +392,7 @@ func (c *Client) run(ctx context.Context, script string, stdin io.Reader, stdout
 				stdoutCapture.add(scanner.Text())
 			}
 			line := c.redact.Replace(scanner.Text())
-			tail.add(line)
+			tail.add(Truncate(line, 512))
 			c.cfg.Log.V(4).Info("Remote output", "stream", stream, "line", line)
 		}
 	}

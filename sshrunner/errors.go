@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"unicode/utf8"
 )
 
 // Errors a caller can branch on with errors.Is.
@@ -42,7 +43,19 @@ func (e *CommandError) Error() string {
 	if len(e.Tail) > 0 {
 		msg += ": " + strings.Join(e.Tail, " | ")
 	}
-	return msg
+	return Truncate(msg, 4096)
+}
+
+// Truncate cuts s to at most n bytes (on a rune boundary), marking the cut.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // Is makes errors.Is(err, ErrCommandFailed) true.

@@ -225,6 +225,11 @@ func TestClaimedFieldsAreImmutable(t *testing.T) {
 	g.Expect(bare.Spec.Address).To(Equal(m.Spec.Address))
 	g.Expect(bare.Spec.Port).To(Equal(int32(2222)))
 
+	// Naming a pool entry by hand is refused: only a claim sets the reference.
+	sneaky := testenv.NewPooledMachine(ns, "sneaky", "default")
+	sneaky.Spec.PooledRemoteMachineRef = &infrav1.PooledRemoteMachineReference{Name: m.Spec.PooledRemoteMachineRef.Name}
+	g.Expect(env.Client.Create(ctx, sneaky)).To(MatchError(ContainSubstring("spec.pooledRemoteMachineRef: Forbidden: is set by CAPR")))
+
 	// Pinned host keys cannot be dropped on a direct machine either.
 	direct := &infrav1.RemoteMachine{}
 	direct.Namespace, direct.Name = ns, "direct"

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apiserver/pkg/storage/names"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
@@ -57,7 +58,20 @@ func (w *RemoteMachine) Default(ctx context.Context, m *infrav1.RemoteMachine) e
 
 // claim takes a pool entry for a RemoteMachine that names a pool or selector and no address.
 func (w *RemoteMachine) claim(ctx context.Context, req admission.Request, m *infrav1.RemoteMachine) error {
-	if m.Spec.Address != "" || m.Spec.PooledRemoteMachineRef != nil || (m.Spec.Pool == "" && m.Spec.Selector == nil) {
+	if ref := m.Spec.PooledRemoteMachineRef; ref != nil {
+		// Only an entry claimed for this very name may be named (clusterctl move recreates claimed machines).
+		entry := &infrav1.PooledRemoteMachine{}
+		err := w.Claimer.APIReader.Get(ctx, client.ObjectKey{Namespace: req.Namespace, Name: ref.Name}, entry)
+		if err != nil && !apierrors.IsNotFound(err) {
+			return apierrors.NewInternalError(err)
+		}
+		if err != nil || m.Name == "" || entry.Spec.ClaimRef == nil || entry.Spec.ClaimRef.Name != m.Name {
+			return apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Forbidden(field.NewPath("spec", "pooledRemoteMachineRef"),
+				"is set by CAPR when it claims a pool entry for this RemoteMachine; remove it and set spec.pool (or spec.selector) instead")})
+		}
+		return nil
+	}
+	if m.Spec.Address != "" || (m.Spec.Pool == "" && m.Spec.Selector == nil) {
 		return nil
 	}
 	if m.Namespace == "" {
@@ -124,6 +138,9 @@ func (w *RemoteMachine) ValidateCreate(ctx context.Context, m *infrav1.RemoteMac
 func (w *RemoteMachine) ValidateUpdate(_ context.Context, old, m *infrav1.RemoteMachine) (admission.Warnings, error) {
 	spec := field.NewPath("spec")
 	errs := validateRemoteMachineSpec(spec, &m.Spec)
+	if old.Spec.PooledRemoteMachineRef == nil && m.Spec.PooledRemoteMachineRef != nil {
+		errs = append(errs, field.Forbidden(spec.Child("pooledRemoteMachineRef"), "is set by CAPR when it claims a pool entry at creation; it cannot be added later"))
+	}
 	if len(old.Spec.HostKeys) > 0 && len(m.Spec.HostKeys) == 0 {
 		errs = append(errs, field.Forbidden(spec.Child("hostKeys"),
 			"pinned host keys cannot be removed, or the next connection would trust any key; replace them with the host's new keys instead"))
