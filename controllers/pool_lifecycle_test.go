@@ -52,6 +52,12 @@ func refuseLabelled(t *testing.T) {
 		_ = env.Client.Delete(ctx, binding)
 		_ = env.Client.Delete(ctx, policy)
 	})
+	// The apiserver enforces a new policy after a moment: wait with dry-run creates of a direct machine.
+	probe := &infrav1.RemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "policy-probe", Labels: map[string]string{"refuse": "true"}}}
+	probe.Spec.Address, probe.Spec.SSHKeyRef = "192.0.2.1", &infrav1.SecretReference{Name: "k"}
+	g.Eventually(func() error {
+		return env.Client.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+	}, 30*time.Second, 200*time.Millisecond).Should(MatchError(ContainSubstring("refused by the test's policy")))
 }
 
 // TestOrphanClaimIsReleased: the claim webhook claims an entry, then a later validating admission refuses the
@@ -67,8 +73,7 @@ func TestOrphanClaimIsReleased(t *testing.T) {
 
 	m := testenv.NewPooledMachine(ns, "refused", "default")
 	m.Labels = map[string]string{"refuse": "true"}
-	g.Eventually(func() error { return env.Client.Create(ctx, m.DeepCopy()) }, 10*time.Second, 200*time.Millisecond).
-		Should(MatchError(ContainSubstring("refused by the test's policy")))
+	g.Expect(env.Client.Create(ctx, m)).To(MatchError(ContainSubstring("refused by the test's policy")))
 	g.Expect(env.Client.Get(ctx, key, entry)).To(Succeed())
 	g.Expect(entry.Spec.ClaimRef).NotTo(BeNil(), "the claim webhook ran before the refusal")
 	g.Expect(entry.Spec.ClaimRef.Name).To(Equal("refused"))

@@ -23,19 +23,29 @@ import (
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
 
-// startManager runs the manager binary serving webhooks on its own port and waits until it is ready.
-func startManager(t *testing.T, bin string) (webhookAddr string) {
+// managerProcess is a running manager binary.
+type managerProcess struct {
+	webhookAddr, metricsAddr string
+	logs                     *testenv.SyncBuffer
+}
+
+// runManager runs the manager binary with kubeconfig and extra flags on free ports, and waits until it is ready.
+func runManager(t *testing.T, bin, kubeconfig string, extra ...string) *managerProcess {
 	t.Helper()
 	g := NewWithT(t)
 	health, metrics, webhook := freePort(t), freePort(t), freePort(t)
-	cmd := exec.Command(bin,
+	p := &managerProcess{
+		webhookAddr: fmt.Sprintf("127.0.0.1:%d", webhook),
+		metricsAddr: fmt.Sprintf("127.0.0.1:%d", metrics),
+		logs:        &testenv.SyncBuffer{},
+	}
+	cmd := exec.Command(bin, append([]string{
 		"--health-addr", fmt.Sprintf("127.0.0.1:%d", health),
-		"--diagnostics-address", fmt.Sprintf("127.0.0.1:%d", metrics),
+		"--diagnostics-address", p.metricsAddr,
 		"--webhook-port", strconv.Itoa(webhook),
-		"--webhook-cert-dir", env.WebhookCertDir)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
-	logs := &testenv.SyncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
+		"--webhook-cert-dir", env.WebhookCertDir}, extra...)...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	g.Expect(cmd.Start()).To(Succeed())
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
@@ -48,8 +58,8 @@ func startManager(t *testing.T, bin string) (webhookAddr string) {
 		}
 		defer resp.Body.Close()
 		return resp.StatusCode
-	}, 60*time.Second, 100*time.Millisecond).Should(Equal(http.StatusOK), func() string { return logs.String() })
-	return fmt.Sprintf("127.0.0.1:%d", webhook)
+	}, 60*time.Second, 100*time.Millisecond).Should(Equal(http.StatusOK), func() string { return p.logs.String() })
+	return p
 }
 
 // roundRobinProxy forwards each TCP connection to the next backend in turn and counts connections per backend.
@@ -153,7 +163,7 @@ func TestTwoManagersNeverClaimAnEntryTwice(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	bin := buildManager(t)
-	proxy := startProxy(t, startManager(t, bin), startManager(t, bin))
+	proxy := startProxy(t, runManager(t, bin, env.Kubeconfig).webhookAddr, runManager(t, bin, env.Kubeconfig).webhookAddr)
 	pointWebhooksAt(t, proxy.listener.Addr().String())
 
 	ns := env.NewNamespace(t)

@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"strconv"
 	"testing"
 	"time"
 
@@ -22,19 +19,9 @@ func TestPoolGaugeFollowsClaims(t *testing.T) {
 	ctx := context.Background()
 	ns := env.NewNamespace(t)
 	bin := buildManager(t)
-	health, metricsPort := freePort(t), freePort(t)
-	cmd := exec.Command(bin, "--namespace", ns, "--webhook-port", "0", "--insecure-diagnostics",
-		"--health-addr", fmt.Sprintf("127.0.0.1:%d", health), "--diagnostics-address", fmt.Sprintf("127.0.0.1:%d", metricsPort))
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.ManagerKubeconfig)
-	logs := &testenv.SyncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	g.Expect(cmd.Start()).To(Succeed())
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
+	manager := runManager(t, bin, env.ManagerKubeconfig, "--namespace", ns, "--insecure-diagnostics")
 	scrape := func() string {
-		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(metricsPort) + "/metrics")
+		resp, err := http.Get("http://" + manager.metricsAddr + "/metrics")
 		if err != nil {
 			return ""
 		}
@@ -47,7 +34,7 @@ func TestPoolGaugeFollowsClaims(t *testing.T) {
 	}
 
 	env.CreatePool(t, ns, "default", 3, nil)
-	g.Eventually(scrape, 60*time.Second, 200*time.Millisecond).Should(ContainSubstring(gauge("Available")+" 3"), func() string { return logs.String() })
+	g.Eventually(scrape, 60*time.Second, 200*time.Millisecond).Should(ContainSubstring(gauge("Available")+" 3"), func() string { return manager.logs.String() })
 
 	first := testenv.NewPooledMachine(ns, "first", "default")
 	g.Expect(env.Client.Create(ctx, first)).To(Succeed())
