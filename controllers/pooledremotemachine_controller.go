@@ -7,7 +7,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/cluster-api/util/conditions"
@@ -115,11 +114,7 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	defer func() {
-		if err := helper.Patch(ctx, entry, patch.WithOwnedConditions{Conditions: []string{infrav1.ClaimedCondition}}); err != nil {
-			retErr = kerrors.NewAggregate([]error{retErr, err})
-		}
-	}()
+	defer patchOnExit(ctx, helper, entry, &retErr, infrav1.ClaimedCondition)
 	entry.Status.Phase = phaseOf(entry, holder)
 	entry.Status.Reserved = entry.Spec.ClaimRef != nil
 	entry.Status.MachineRef = nil

@@ -138,11 +138,7 @@ func (r *RemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	defer func() {
 		setReadyCondition(rm)
-		if err := helper.Patch(ctx, rm, patch.WithOwnedConditions{Conditions: []string{
-			infrav1.ReadyCondition, infrav1.BootstrapSucceededCondition, infrav1.PausedCondition,
-		}}); err != nil {
-			retErr = kerrors.NewAggregate([]error{retErr, err})
-		}
+		patchOnExit(ctx, helper, rm, &retErr, infrav1.ReadyCondition, infrav1.BootstrapSucceededCondition, infrav1.PausedCondition)
 	}()
 
 	if !rm.DeletionTimestamp.IsZero() {
@@ -152,6 +148,14 @@ func (r *RemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, nil
 	}
 	return r.reconcileNormal(ctx, rm, machine, cluster)
+}
+
+// patchOnExit patches obj through its helper, owning the given conditions, and adds a failure to *retErr. It is
+// deferred by every reconciler.
+func patchOnExit(ctx context.Context, helper *patch.Helper, obj client.Object, retErr *error, owned ...string) {
+	if err := helper.Patch(ctx, obj, patch.WithOwnedConditions{Conditions: owned}); err != nil {
+		*retErr = kerrors.NewAggregate([]error{*retErr, err})
+	}
 }
 
 func setBootstrapCondition(rm *infrav1.RemoteMachine, status metav1.ConditionStatus, reason, message string) {

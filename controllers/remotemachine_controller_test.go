@@ -183,6 +183,13 @@ func (f *fixture) remoteMachine() *infrav1.RemoteMachine {
 	return rm
 }
 
+// waitGone waits until the object is deleted (its finalizer removed).
+func waitGone(g Gomega, obj client.Object) {
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(env.Client.Get(context.Background(), client.ObjectKeyFromObject(obj), obj.DeepCopyObject().(client.Object)))
+	}, 30*time.Second, 200*time.Millisecond).Should(BeTrue())
+}
+
 func get(g Gomega, rm *infrav1.RemoteMachine) *infrav1.RemoteMachine {
 	out := &infrav1.RemoteMachine{}
 	g.Expect(env.Client.Get(context.Background(), client.ObjectKeyFromObject(rm), out)).To(Succeed())
@@ -249,9 +256,7 @@ func TestDirectMachineBootstrapsAndCleansUp(t *testing.T) {
 	g.Expect(out).To(Equal("640 nobody:nogroup\n755 root:root\nnodeName: " + hostname + "echo hello\none\ntwo\nthree\nsuccess\n" + string(got.UID) + "\n"))
 
 	g.Expect(env.Client.Delete(ctx, got)).To(Succeed())
-	g.Eventually(func() bool {
-		return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(rm), &infrav1.RemoteMachine{}))
-	}, 30*time.Second, 200*time.Millisecond).Should(BeTrue())
+	waitGone(g, rm)
 	out, _ = h.Exec("cat /run/capr-cleaned; ls /run/cluster-api")
 	g.Expect(out).To(Equal("cleaned\n"), "cleanup ran, and removed the sentinel and CAPR's files")
 }
@@ -337,9 +342,7 @@ func TestFailureReasons(t *testing.T) {
 			g.Expect(condition(got, infrav1.ReadyCondition).Reason).To(Equal(tc.reason))
 			// Deleting never hangs, whatever failed.
 			g.Expect(env.Client.Delete(context.Background(), got)).To(Succeed())
-			g.Eventually(func() bool {
-				return apierrors.IsNotFound(env.Client.Get(context.Background(), client.ObjectKeyFromObject(rm), &infrav1.RemoteMachine{}))
-			}, 30*time.Second, 200*time.Millisecond).Should(BeTrue())
+			waitGone(g, rm)
 		})
 	}
 }
@@ -372,9 +375,7 @@ func TestFailingCleanupQuarantines(t *testing.T) {
 	g.Expect(entry.Spec.Quarantine.Reason).To(Equal(infrav1.CleanupFailedReason))
 	g.Expect(entry.Spec.Quarantine.Message).To(ContainSubstring("cannot clean"))
 	g.Expect(entry.Spec.ClaimRef).To(BeNil())
-	g.Eventually(func() bool {
-		return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(rm), &infrav1.RemoteMachine{}))
-	}, 30*time.Second, 200*time.Millisecond).Should(BeTrue())
+	waitGone(g, rm)
 	// The quarantined entry is never claimed again.
 	next := testenv.NewPooledMachine(f.ns, "next", "default")
 	g.Expect(env.Client.Create(ctx, next)).To(MatchError(ContainSubstring("1 quarantined")))
@@ -501,9 +502,7 @@ func TestWaitsPauseAndSkipCleanup(t *testing.T) {
 	g.Expect(env.Client.Update(ctx, f.machine)).To(Succeed())
 	waitFor(rm, infrav1.BootstrapSucceededReason)
 	g.Expect(env.Client.Delete(ctx, rm)).To(Succeed())
-	g.Eventually(func() bool {
-		return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(rm), &infrav1.RemoteMachine{}))
-	}, 30*time.Second, 200*time.Millisecond).Should(BeTrue())
+	waitGone(g, rm)
 	out, _ := h.Exec("ls /run/cluster-api")
 	g.Expect(out).To(ContainSubstring("bootstrap-success.complete"), "cleanup was skipped")
 }
