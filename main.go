@@ -59,6 +59,7 @@ type options struct {
 	bootstrapTimeout         time.Duration
 	cleanupTimeout           time.Duration
 	orphanClaimGrace         time.Duration
+	poolProbeInterval        time.Duration
 	manager                  flags.ManagerOptions
 	logs                     *logsv1.LoggingConfiguration
 }
@@ -90,6 +91,8 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 		"How long after a RemoteMachine's deletion a failing cleanup is retried before its pool entry is quarantined.")
 	fs.DurationVar(&o.orphanClaimGrace, "orphan-claim-grace", 2*time.Minute,
 		"How long a pool entry's claim may wait for its RemoteMachine to be stored (it may be refused later in admission) before the entry is released.")
+	fs.DurationVar(&o.poolProbeInterval, "pool-probe-interval", 0,
+		"How often each free PooledRemoteMachine's host is checked over SSH (reachability, login, host key) before it is offered. 0 turns the probe off.")
 	flags.AddManagerOptions(fs, &o.manager)
 	o.logs = logs.NewOptions()
 	logsv1.AddFlags(o.logs, fs)
@@ -210,6 +213,8 @@ func run(o *options) error {
 		Recorder:          mgr.GetEventRecorder("pooledremotemachine-controller"),
 		Claimer:           claimer,
 		OrphanGracePeriod: o.orphanClaimGrace,
+		ProbeInterval:     o.poolProbeInterval,
+		Dial:              controllers.DialSSH,
 	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: 4}); err != nil {
 		return fmt.Errorf("setting up the PooledRemoteMachine controller: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
@@ -14,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/sshrunner/sshdtest"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
 
@@ -148,4 +150,64 @@ func TestRemoteClusterIsProvisioned(t *testing.T) {
 		g.Expect(rc.Status.FailureDomains).To(Equal(rc.Spec.FailureDomains))
 		g.Expect(conditions.IsTrue(rc, infrav1.ReadyCondition)).To(BeTrue())
 	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+}
+
+// TestPoolProbe checks free entries over SSH: a reachable host's key is pinned, a stopped sshd makes the entry
+// Unreachable and skipped by the next claim, and a changed host key under Strict is reported, not quarantined.
+func TestPoolProbe(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := env.NewNamespace(t)
+	a, b := sshdtest.Start(t), sshdtest.Start(t)
+	for _, h := range []struct {
+		name string
+		host *sshdtest.Host
+	}{{"key-a", a}, {"key-b", b}} {
+		g.Expect(env.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: h.name}, Data: map[string][]byte{"value": h.host.ClientKeyPEM}})).To(Succeed())
+	}
+	entry := func(name string, h *sshdtest.Host, key string) *infrav1.PooledRemoteMachine {
+		e := &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"capr-test-probe": "true"}}}
+		e.Spec.Pool = "probed"
+		e.Spec.Machine.Address, e.Spec.Machine.Port = h.Address, int32(h.Port)
+		e.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: key}
+		return e
+	}
+	ea := entry("a", a, "key-a")
+	eb := entry("b", b, "key-b")
+	eb.Spec.Machine.HostKeyPolicy, eb.Spec.Machine.HostKeys = infrav1.HostKeyPolicyStrict, []string{b.HostKey}
+	g.Expect(env.Client.Create(ctx, ea)).To(Succeed())
+	g.Expect(env.Client.Create(ctx, eb)).To(Succeed())
+
+	reachable := func(e *infrav1.PooledRemoteMachine) func(g Gomega) *metav1.Condition {
+		return func(g Gomega) *metav1.Condition {
+			got := &infrav1.PooledRemoteMachine{}
+			g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(e), got)).To(Succeed())
+			c := conditions.Get(got, infrav1.ReachableCondition)
+			g.Expect(c).NotTo(BeNil())
+			return c
+		}
+	}
+	g.Eventually(reachable(ea), 30*time.Second, 200*time.Millisecond).Should(HaveField("Status", metav1.ConditionTrue))
+	g.Eventually(reachable(eb), 30*time.Second, 200*time.Millisecond).Should(HaveField("Status", metav1.ConditionTrue))
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(ea), ea)).To(Succeed())
+	g.Expect(ea.Spec.Machine.HostKeys).To(Equal([]string{a.HostKey}), "AcceptNew pinned the key the probe saw")
+
+	// A stopped sshd: Unreachable, and skipped by the next claim.
+	a.Stop()
+	g.Eventually(reachable(ea), 30*time.Second, 200*time.Millisecond).Should(HaveField("Reason", "Unreachable"))
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(ea), ea)).To(Succeed())
+		g.Expect(ea.Status.Phase).To(Equal(infrav1.PooledRemoteMachinePhaseUnreachable))
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+
+	// A new host key under Strict: reported, not quarantined.
+	b.RotateHostKey()
+	b.Restart()
+	g.Eventually(reachable(eb), 30*time.Second, 200*time.Millisecond).Should(HaveField("Reason", "HostKeyMismatch"))
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(eb), eb)).To(Succeed())
+	g.Expect(eb.Spec.Quarantine).To(BeNil())
+
+	// Neither is offered now.
+	err := env.Client.Create(ctx, testenv.NewPooledMachine(ns, "wants-one", "probed"))
+	g.Expect(err).To(MatchError(ContainSubstring(`(2 in pool: 2 unreachable)`)))
 }

@@ -2,11 +2,14 @@ package controllers
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/cluster-api/util/conditions"
@@ -19,6 +22,7 @@ import (
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/pool"
+	"github.com/capr-project/cluster-api-provider-remote/sshrunner"
 )
 
 // +kubebuilder:rbac:groups=infrastructure.cluster.x-k8s.io,resources=pooledremotemachines/status,verbs=get;update;patch
@@ -33,6 +37,13 @@ type PooledRemoteMachineReconciler struct {
 	Claimer   *pool.Claimer
 	// OrphanGracePeriod is how long a claim may wait for its RemoteMachine to be stored (default 2m).
 	OrphanGracePeriod time.Duration
+	// ProbeInterval, when not zero, is how often a free entry's host is checked over SSH (reachability, login,
+	// host key) before it is offered; ProbeSelector limits the probe to matching entries (nil: all). Dial connects.
+	ProbeInterval time.Duration
+	ProbeSelector labels.Selector
+	Dial          Dialer
+
+	lastProbe sync.Map // entry UID → time of its last probe
 }
 
 // SetupWithManager registers the controller; the pool indexes must be registered (pool.SetupIndexes).
@@ -114,7 +125,13 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	defer patchOnExit(ctx, helper, entry, &retErr, infrav1.ClaimedCondition)
+	defer patchOnExit(ctx, helper, entry, &retErr, infrav1.ClaimedCondition, infrav1.ReachableCondition)
+	if r.probeDue(entry) {
+		r.probe(ctx, entry)
+	}
+	if r.ProbeInterval > 0 && (requeue == 0 || requeue > r.ProbeInterval) {
+		requeue = r.ProbeInterval
+	}
 	entry.Status.Phase = phaseOf(entry, holder)
 	entry.Status.Reserved = entry.Spec.ClaimRef != nil
 	entry.Status.MachineRef = nil
@@ -153,4 +170,63 @@ func (r *PooledRemoteMachineReconciler) releaseOrphan(ctx context.Context, entry
 	ctrl.LoggerFrom(ctx).Info("Released an orphan claim", "reason", why)
 	r.Recorder.Eventf(entry, nil, corev1.EventTypeNormal, "OrphanClaimReleased", "Release", "Released the claim of %s: %s", name, why)
 	return ctrl.Result{RequeueAfter: time.Second}, nil
+}
+
+// probeDue says whether a free entry's host should be checked now.
+func (r *PooledRemoteMachineReconciler) probeDue(entry *infrav1.PooledRemoteMachine) bool {
+	if r.ProbeInterval == 0 || entry.Spec.ClaimRef != nil || entry.Spec.Quarantine != nil || entry.Spec.Maintenance ||
+		(r.ProbeSelector != nil && !r.ProbeSelector.Matches(labels.Set(entry.Labels))) {
+		return false
+	}
+	last, ok := r.lastProbe.Load(entry.UID)
+	return !ok || time.Since(last.(time.Time)) >= r.ProbeInterval
+}
+
+// probe logs in to the host and runs `true`, and records the result in the Reachable condition. Under AcceptNew
+// it pins the first key seen; a changed key is reported (condition and event), never quarantined.
+func (r *PooledRemoteMachineReconciler) probe(ctx context.Context, entry *infrav1.PooledRemoteMachine) {
+	r.lastProbe.Store(entry.UID, time.Now())
+	log := ctrl.LoggerFrom(ctx)
+	cfg, _, err := hostConfig(ctx, r.APIReader, entry.Namespace, &entry.Spec.Machine.RemoteHost, log)
+	var newKey string
+	if err == nil {
+		cfg.OnNewHostKey = func(bastion bool, key string) {
+			if !bastion {
+				newKey = key
+			}
+		}
+		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		var host Host
+		if host, err = r.Dial(ctx, cfg); err == nil {
+			err = host.Run(ctx, "true", nil)
+			_ = host.Close()
+		}
+	}
+	countSSHError(err)
+	if err != nil {
+		reason := sshrunner.Reason(err)
+		if errors.Is(err, ErrMissingSecret) {
+			reason = infrav1.WaitingForSecretReason
+		}
+		msg := sshrunner.Truncate(err.Error(), 4096)
+		if !conditions.IsFalse(entry, infrav1.ReachableCondition) || conditions.GetReason(entry, infrav1.ReachableCondition) != reason {
+			eventType := corev1.EventTypeNormal
+			if errors.Is(err, sshrunner.ErrHostKeyMismatch) {
+				eventType = corev1.EventTypeWarning
+			}
+			r.Recorder.Eventf(entry, nil, eventType, reason, "Probe", "Host probe failed: %s", sshrunner.Truncate(msg, 900))
+		}
+		conditions.Set(entry, metav1.Condition{Type: infrav1.ReachableCondition, Status: metav1.ConditionFalse, Reason: reason, Message: msg})
+		return
+	}
+	if newKey != "" && len(entry.Spec.Machine.HostKeys) == 0 {
+		orig := entry.DeepCopy()
+		entry.Spec.Machine.HostKeys = []string{newKey}
+		if err := r.Client.Patch(ctx, entry, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+			log.Info("Could not pin the probed host key; the next probe tries again", "error", err.Error())
+			r.lastProbe.Delete(entry.UID)
+		}
+	}
+	conditions.Set(entry, metav1.Condition{Type: infrav1.ReachableCondition, Status: metav1.ConditionTrue, Reason: infrav1.ReachableReason})
 }

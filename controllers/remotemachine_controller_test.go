@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/cluster-api/controllers/clustercache"
@@ -97,6 +98,8 @@ func TestMain(m *testing.M) {
 		if err := (&controllers.PooledRemoteMachineReconciler{
 			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("pooledremotemachine-controller"),
 			Claimer: e.Claimer, OrphanGracePeriod: 2 * time.Second,
+			// Only entries of the probe test point at real sshd hosts; the others' addresses must never be dialled.
+			ProbeInterval: time.Second, ProbeSelector: labels.SelectorFromSet(labels.Set{"capr-test-probe": "true"}), Dial: dials.dial,
 		}).SetupWithManager(context.Background(), mgr, controller.Options{}); err != nil {
 			return err
 		}

@@ -62,6 +62,8 @@ const (
 	ClaimedCondition = "Claimed"
 	// ReachableCondition reports the last SSH probe of the host.
 	ReachableCondition = "Reachable"
+	// ReachableReason: the last probe logged in to the host with a matching host key.
+	ReachableReason = "Reachable"
 	// ClaimedReason: a RemoteMachine holds the entry.
 	ClaimedReason = "Claimed"
 	// NotClaimedReason: no RemoteMachine holds the entry.
