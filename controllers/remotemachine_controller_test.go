@@ -186,6 +186,24 @@ func (f *fixture) remoteMachine() *infrav1.RemoteMachine {
 	return rm
 }
 
+// hostEntry returns a pool entry of pool "default" for an sshd host, logging in with the key Secret and cleaning
+// with the given command.
+func (f *fixture) hostEntry(name string, h *sshdtest.Host, key, cleanup string) *infrav1.PooledRemoteMachine {
+	entry := &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name}}
+	entry.Spec.Pool = "default"
+	entry.Spec.Machine.Address, entry.Spec.Machine.Port = h.Address, int32(h.Port)
+	entry.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: key}
+	entry.Spec.Machine.CustomCleanUpCommands = []string{cleanup}
+	return entry
+}
+
+// waitProvisioned waits until the RemoteMachine's bootstrap succeeded.
+func waitProvisioned(g Gomega, rm *infrav1.RemoteMachine) {
+	g.Eventually(func(g Gomega) {
+		g.Expect(ptr.Deref(get(g, rm).Status.Initialization.Provisioned, false)).To(BeTrue())
+	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
+}
+
 // waitGone waits until the object is deleted (its finalizer removed).
 func waitGone(g Gomega, obj client.Object) {
 	g.Eventually(func() bool {
@@ -271,13 +289,9 @@ func TestPooledMachineBootstrapsAndIsReleased(t *testing.T) {
 	h := sshdtest.Start(t, sshdtest.User{Name: "capr", Sudo: true})
 	f := newFixture(t, "#!/bin/sh\nid -u > /run/capr-uid\n", "")
 	f.keySecret(t, "pool-key", h)
-	entry := &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "host-a"}}
-	entry.Spec.Pool = "default"
+	entry := f.hostEntry("host-a", h, "pool-key", "rm -f /run/capr-uid")
 	entry.Spec.FailureDomain = "rack-1"
-	entry.Spec.Machine.Address, entry.Spec.Machine.Port, entry.Spec.Machine.User = h.Address, int32(h.Port), "capr"
-	entry.Spec.Machine.UseSudo = true
-	entry.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: "pool-key"}
-	entry.Spec.Machine.CustomCleanUpCommands = []string{"rm -f /run/capr-uid"}
+	entry.Spec.Machine.User, entry.Spec.Machine.UseSudo = "capr", true
 	env.CreateEntryAndWait(g, entry)
 
 	rm := f.remoteMachine()
@@ -285,9 +299,7 @@ func TestPooledMachineBootstrapsAndIsReleased(t *testing.T) {
 	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
 	g.Expect(rm.Spec.Address).To(Equal(h.Address))
 
-	g.Eventually(func(g Gomega) {
-		g.Expect(ptr.Deref(get(g, rm).Status.Initialization.Provisioned, false)).To(BeTrue())
-	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
+	waitProvisioned(g, rm)
 	g.Expect(get(g, rm).Status.FailureDomain).To(Equal("rack-1"))
 	out, _ := h.Exec("cat /run/capr-uid")
 	g.Expect(out).To(Equal("0\n"), "ran as root through sudo")
@@ -357,18 +369,12 @@ func TestFailingCleanupQuarantines(t *testing.T) {
 	h := sshdtest.Start(t)
 	f := newFixture(t, "#!/bin/sh\ntrue\n", "")
 	f.keySecret(t, "key", h)
-	entry := &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "dirty"}}
-	entry.Spec.Pool = "default"
-	entry.Spec.Machine.Address, entry.Spec.Machine.Port = h.Address, int32(h.Port)
-	entry.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: "key"}
-	entry.Spec.Machine.CustomCleanUpCommands = []string{"echo cannot clean >&2; exit 1"}
+	entry := f.hostEntry("dirty", h, "key", "echo cannot clean >&2; exit 1")
 	env.CreateEntryAndWait(g, entry)
 	rm := f.remoteMachine()
 	rm.Spec.Pool = "default"
 	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
-	g.Eventually(func(g Gomega) {
-		g.Expect(ptr.Deref(get(g, rm).Status.Initialization.Provisioned, false)).To(BeTrue())
-	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
+	waitProvisioned(g, rm)
 
 	g.Expect(env.Client.Delete(ctx, rm)).To(Succeed())
 	g.Eventually(func(g Gomega) {
