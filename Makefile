@@ -11,11 +11,15 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 K8S_VERSION := v1.36.3
 # kube-apiserver and kubectl built from source report v0.0.0 unless the version is stamped in.
 K8S_LDFLAGS := $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,-X $(p).gitVersion=$(K8S_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=36)
+CAPI_VERSION := v1.14.2
+CAPI_LDFLAGS := -X sigs.k8s.io/cluster-api/version.gitVersion=$(CAPI_VERSION) -X sigs.k8s.io/cluster-api/version.gitMajor=1 -X sigs.k8s.io/cluster-api/version.gitMinor=14
 
 CONTROLLER_GEN := $(BIN)/controller-gen
 KUBE_APISERVER := $(BIN)/kube-apiserver
 ETCD := $(BIN)/etcd
 KUBECTL := $(BIN)/kubectl
+CAPI_MANAGER := $(BIN)/capi-manager
+CLUSTERCTL := $(BIN)/clusterctl
 GOLANGCI_LINT := $(BIN)/golangci-lint
 
 export KUBEBUILDER_ASSETS := $(BIN)
@@ -72,7 +76,7 @@ test: test-tools verify-generate vet ## Run every test: unit, and integration on
 	go test ./... -count=1 -timeout 20m
 
 .PHONY: test-tools
-test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) ## Build the binaries the tests run (reused from bin/).
+test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(CAPI_MANAGER) $(CLUSTERCTL) ## Build the binaries the tests run (reused from bin/).
 
 .PHONY: bench
 bench: test-tools ## Run the benchmarks (real kube-apiserver and etcd) and print ratios against same-run baselines.
@@ -96,6 +100,12 @@ $(KUBE_APISERVER): $(TOOLS_MOD)
 
 $(KUBECTL): $(TOOLS_MOD)
 	$(GO_TOOLS) build -ldflags "$(K8S_LDFLAGS)" -o $@ k8s.io/kubernetes/cmd/kubectl
+
+$(CAPI_MANAGER): $(TOOLS_MOD)
+	$(GO_TOOLS) build -ldflags "$(CAPI_LDFLAGS)" -o $@ sigs.k8s.io/cluster-api/core
+
+$(CLUSTERCTL): $(TOOLS_MOD)
+	$(GO_TOOLS) build -ldflags "$(CAPI_LDFLAGS)" -o $@ sigs.k8s.io/cluster-api/cmd/clusterctl
 
 $(GOLANGCI_LINT):
 	GOBIN=$(BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)

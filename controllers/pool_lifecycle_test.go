@@ -9,7 +9,9 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	clusterv1beta1 "sigs.k8s.io/cluster-api/api/core/v1beta1"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/cluster-api/util/conditions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -148,7 +150,20 @@ func TestRemoteClusterIsProvisioned(t *testing.T) {
 		g.Expect(rc.Status.Initialization.Provisioned).To(Equal(ptr.To(true)))
 		g.Expect(rc.Status.Ready).To(BeTrue())
 		g.Expect(rc.Status.FailureDomains).To(Equal(rc.Spec.FailureDomains))
+		g.Expect(rc.Status.Deprecated).NotTo(BeNil())
+		g.Expect(rc.Status.Deprecated.V1Beta1).NotTo(BeNil())
+		g.Expect(rc.Status.Deprecated.V1Beta1.FailureDomains).To(Equal(map[string]clusterv1beta1.FailureDomainSpec{
+			"rack-a": {ControlPlane: true}, "rack-b": {},
+		}))
 		g.Expect(conditions.IsTrue(rc, infrav1.ReadyCondition)).To(BeTrue())
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+
+	// Removing the failure domains removes them from both shapes.
+	g.Expect(env.Client.Patch(ctx, rc, client.RawPatch(types.JSONPatchType, []byte(`[{"op":"remove","path":"/spec/failureDomains"}]`)))).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(rc), rc)).To(Succeed())
+		g.Expect(rc.Status.FailureDomains).To(BeEmpty())
+		g.Expect(rc.Status.Deprecated).To(BeNil())
 	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
 }
 

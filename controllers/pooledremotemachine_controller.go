@@ -43,7 +43,8 @@ type PooledRemoteMachineReconciler struct {
 	ProbeSelector labels.Selector
 	Dial          Dialer
 
-	lastProbe sync.Map // entry UID → time of its last probe
+	lastProbe  sync.Map // entry UID → time of its last probe
+	moveLabels moveLabeller
 }
 
 // SetupWithManager registers the controller; the pool indexes must be registered (pool.SetupIndexes).
@@ -84,6 +85,9 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 	if err := r.Client.Get(ctx, req.NamespacedName, entry); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	if err := r.moveLabels.ensure(ctx, r.Client, entry.Namespace, &entry.Spec.Machine.RemoteHost); err != nil {
+		return ctrl.Result{}, err
+	}
 	var holder *infrav1.RemoteMachine
 	var requeue time.Duration
 	if claim := entry.Spec.ClaimRef; claim != nil {
@@ -92,10 +96,13 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: entry.Namespace, Name: claim.Name}, rm)
 		switch {
 		case apierrors.IsNotFound(err):
-			age := time.Duration(0)
-			if claim.ClaimedAt != nil {
-				age = time.Since(claim.ClaimedAt.Time)
+			// The grace counts from the claim, or from the entry's creation in this cluster if later: clusterctl move
+			// recreates a claimed entry well after its claim, and its RemoteMachine a moment after it.
+			since := entry.CreationTimestamp.Time
+			if claim.ClaimedAt != nil && claim.ClaimedAt.After(since) {
+				since = claim.ClaimedAt.Time
 			}
+			age := time.Since(since)
 			if age < r.OrphanGracePeriod {
 				requeue = r.OrphanGracePeriod - age
 				break

@@ -6,6 +6,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
+	clusterv1beta1 "sigs.k8s.io/cluster-api/api/core/v1beta1"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/cluster-api/util"
 	"sigs.k8s.io/cluster-api/util/conditions"
@@ -68,9 +69,22 @@ func (r *RemoteClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	// Existing hosts need no infrastructure: the endpoint, when set, was validated at admission; when the
 	// control plane runs on RemoteMachines, admission also made sure one is set here or on the Cluster.
 	rc.Status.FailureDomains = rc.Spec.FailureDomains
+	rc.Status.Deprecated = v1beta1FailureDomains(rc.Spec.FailureDomains)
 	rc.Status.Initialization.Provisioned = ptr.To(true)
 	rc.Status.Ready = true
 	rc.Status.ObservedGeneration = rc.Generation
 	conditions.Set(rc, metav1.Condition{Type: infrav1.ReadyCondition, Status: metav1.ConditionTrue, Reason: infrav1.ReadyReason})
 	return ctrl.Result{}, nil
+}
+
+// v1beta1FailureDomains returns failure domains in the v1beta1 contract's map shape, or nil when there are none.
+func v1beta1FailureDomains(domains []clusterv1.FailureDomain) *infrav1.RemoteClusterDeprecatedStatus {
+	if len(domains) == 0 {
+		return nil
+	}
+	m := make(map[string]clusterv1beta1.FailureDomainSpec, len(domains))
+	for _, d := range domains {
+		m[d.Name] = clusterv1beta1.FailureDomainSpec{ControlPlane: ptr.Deref(d.ControlPlane, false), Attributes: d.Attributes}
+	}
+	return &infrav1.RemoteClusterDeprecatedStatus{V1Beta1: &infrav1.RemoteClusterV1Beta1DeprecatedStatus{FailureDomains: m}}
 }

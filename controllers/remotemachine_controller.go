@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
@@ -49,6 +50,20 @@ import (
 // SkipCleanupAnnotation on a RemoteMachine skips the host cleanup when it is deleted; the pool entry is released.
 const SkipCleanupAnnotation = "infrastructure.cluster.x-k8s.io/skip-cleanup"
 
+// BootstrapUIDAnnotation records, on a bootstrapped RemoteMachine, the UID its host's marker names. CAPR sets it
+// when the bootstrap succeeds. clusterctl move recreates the RemoteMachine with a new UID and without its status but
+// keeps this annotation, so the copy knows the host is its own: it is reported provisioned without running the
+// bootstrap again, and its deletion cleans the host.
+const BootstrapUIDAnnotation = "infrastructure.cluster.x-k8s.io/bootstrap-uid"
+
+// hostMarker is the identity the host's marker holds for rm: the UID of the RemoteMachine that bootstrapped it.
+func hostMarker(rm *infrav1.RemoteMachine) types.UID {
+	if uid := rm.Annotations[BootstrapUIDAnnotation]; uid != "" {
+		return types.UID(uid)
+	}
+	return rm.UID
+}
+
 // RemoteMachineReconciler bootstraps RemoteMachines' hosts and cleans them on deletion.
 type RemoteMachineReconciler struct {
 	Client client.Client
@@ -70,7 +85,8 @@ type RemoteMachineReconciler struct {
 	ClusterCache clustercache.ClusterCache
 
 	// retries maps a RemoteMachine's UID to the retry gate of its last failed bootstrap.
-	retries sync.Map
+	retries    sync.Map
+	moveLabels moveLabeller
 }
 
 // retryGate holds back a failed bootstrap: until a time, or (terminal failures) until the spec changes.
@@ -182,6 +198,12 @@ func setReadyCondition(rm *infrav1.RemoteMachine) {
 func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine, cluster *clusterv1.Cluster) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	key := string(rm.UID)
+	if err := r.moveLabels.ensure(ctx, r.Client, rm.Namespace, &rm.Spec.RemoteHost); err != nil {
+		return ctrl.Result{}, err
+	}
+	if !ptr.Deref(rm.Status.Initialization.Provisioned, false) && rm.Spec.ProviderID != "" && rm.Annotations[BootstrapUIDAnnotation] != "" {
+		r.restoreProvisioned(ctx, rm)
+	}
 	if ptr.Deref(rm.Status.Initialization.Provisioned, false) {
 		r.Tasks.Take(key, "bootstrap") // a late result of a run that adopted this one's
 		if !conditions.IsTrue(rm, infrav1.BootstrapSucceededCondition) {
@@ -266,7 +288,7 @@ func (r *RemoteMachineReconciler) bootstrapInput(ctx context.Context, rm *infrav
 		return bootstrapInput{}, err
 	}
 	cfg.Secrets = append(cfg.Secrets, string(value))
-	return bootstrapInput{UID: rm.UID, Config: cfg, Data: value, Format: string(data.Data["format"]), WorkingDir: rm.Spec.WorkingDir}, nil
+	return bootstrapInput{UID: hostMarker(rm), Config: cfg, Data: value, Format: string(data.Data["format"]), WorkingDir: rm.Spec.WorkingDir}, nil
 }
 
 // bootstrapFinished records a bootstrap's outcome.
@@ -296,15 +318,12 @@ func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *inf
 		}
 	}
 	rm.Spec.ProviderID = "remote-machine://" + hostPort(rm)
-	rm.Status.Addresses = machineAddresses(rm.Spec.Address, out.Hostname)
-	rm.Status.Initialization.Provisioned = ptr.To(true)
-	rm.Status.Ready = true
-	if ref := rm.Spec.PooledRemoteMachineRef; ref != nil {
-		entry := &infrav1.PooledRemoteMachine{}
-		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: rm.Namespace, Name: ref.Name}, entry); err == nil {
-			rm.Status.FailureDomain = entry.Spec.FailureDomain
-		}
+	if rm.Annotations == nil {
+		rm.Annotations = map[string]string{}
 	}
+	rm.Annotations[BootstrapUIDAnnotation] = string(hostMarker(rm))
+	rm.Status.Addresses = machineAddresses(rm.Spec.Address, out.Hostname)
+	r.setProvisioned(ctx, rm)
 	msg := "Bootstrap succeeded on " + hostPort(rm)
 	if out.Adopted {
 		msg = "The host had already been bootstrapped for this RemoteMachine; adopted the result"
@@ -314,6 +333,30 @@ func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *inf
 	log.Info("Bootstrap succeeded", "providerID", rm.Spec.ProviderID, "adopted", out.Adopted)
 	// Look for the Node once the kubelet had time to register it.
 	return ctrl.Result{RequeueAfter: time.Second}, nil
+}
+
+// setProvisioned reports the host provisioned, with the failure domain of its pool entry.
+func (r *RemoteMachineReconciler) setProvisioned(ctx context.Context, rm *infrav1.RemoteMachine) {
+	rm.Status.Initialization.Provisioned = ptr.To(true)
+	rm.Status.Ready = true
+	if ref := rm.Spec.PooledRemoteMachineRef; ref != nil {
+		entry := &infrav1.PooledRemoteMachine{}
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: rm.Namespace, Name: ref.Name}, entry); err == nil {
+			rm.Status.FailureDomain = entry.Spec.FailureDomain
+		}
+	}
+}
+
+// restoreProvisioned rebuilds the status of a RemoteMachine whose host CAPR bootstrapped before clusterctl move
+// recreated it (spec.providerID and the bootstrap-uid annotation survive a move; status does not).
+func (r *RemoteMachineReconciler) restoreProvisioned(ctx context.Context, rm *infrav1.RemoteMachine) {
+	if len(rm.Status.Addresses) == 0 {
+		rm.Status.Addresses = machineAddresses(rm.Spec.Address, "")
+	}
+	r.setProvisioned(ctx, rm)
+	msg := "Bootstrap succeeded on " + hostPort(rm) + " before this RemoteMachine was moved; restored its status"
+	setBootstrapCondition(rm, metav1.ConditionTrue, infrav1.BootstrapSucceededReason, msg)
+	ctrl.LoggerFrom(ctx).Info("Restored the status of a moved RemoteMachine", "providerID", rm.Spec.ProviderID)
 }
 
 // pinPoolEntryHostKey records a key pinned on first use on the pool entry too, so the next claim of the host
@@ -412,6 +455,12 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 	}
 	r.Tasks.Take(key, "bootstrap")
 	r.retries.Delete(key)
+	if deletedForMove(rm) {
+		// clusterctl move has copied the RemoteMachine to another management cluster: the copy holds the host.
+		log.Info("Deleted by clusterctl move; the host is left to the moved copy")
+		controllerutil.RemoveFinalizer(rm, infrav1.RemoteMachineFinalizer)
+		return ctrl.Result{}, nil
+	}
 	_, skip := rm.Annotations[SkipCleanupAnnotation]
 	if skip || (!wasRunning && !needsCleanup(rm)) {
 		return r.finishDelete(ctx, rm, nil)
@@ -451,7 +500,7 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 	}
 	log.Info("Running cleanup", "address", rm.Spec.Address)
 	timeout := r.CleanupTimeout
-	in := cleanupInput{UID: rm.UID, Config: cfg, Commands: commands, WorkingDir: rm.Spec.WorkingDir}
+	in := cleanupInput{UID: hostMarker(rm), Config: cfg, Commands: commands, WorkingDir: rm.Spec.WorkingDir}
 	r.Tasks.Start(ctx, key, "cleanup", rm, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()

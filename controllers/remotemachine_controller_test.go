@@ -89,36 +89,7 @@ func leakedSecrets() []string {
 }
 
 func TestMain(m *testing.M) {
-	code := testenv.Run(m, testenv.Options{LogTo: logs, Setup: func(e *testenv.Environment) error {
-		mgr := e.Manager
-		cc, err := clustercache.SetupWithManager(context.Background(), mgr, clustercache.Options{SecretClient: mgr.GetAPIReader(), Client: clustercache.ClientOptions{UserAgent: "capr-test"}}, controller.Options{})
-		if err != nil {
-			return err
-		}
-		if err := (&controllers.PooledRemoteMachineReconciler{
-			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("pooledremotemachine-controller"),
-			Claimer: e.Claimer, OrphanGracePeriod: 2 * time.Second,
-			// Only entries of the probe test point at real sshd hosts; the others' addresses must never be dialled.
-			ProbeInterval: time.Second, ProbeSelector: labels.SelectorFromSet(labels.Set{"capr-test-probe": "true"}), Dial: dials.dial,
-		}).SetupWithManager(context.Background(), mgr, controller.Options{}); err != nil {
-			return err
-		}
-		if err := (&controllers.RemoteClusterReconciler{Client: mgr.GetClient()}).SetupWithManager(context.Background(), mgr, controller.Options{}); err != nil {
-			return err
-		}
-		return (&controllers.RemoteMachineReconciler{
-			ClusterCache:     cc,
-			Client:           mgr.GetClient(),
-			APIReader:        mgr.GetAPIReader(),
-			Recorder:         mgr.GetEventRecorder("remotemachine-controller"),
-			Tasks:            controllers.NewTaskRunner(4),
-			Dial:             dials.dial,
-			Claimer:          e.Claimer,
-			BootstrapTimeout: time.Minute,
-			CleanupTimeout:   3 * time.Second,
-			RetryInterval:    500 * time.Millisecond,
-		}).SetupWithManager(context.Background(), mgr, controller.Options{MaxConcurrentReconciles: 4})
-	}}, &env)
+	code := testenv.Run(m, testenv.Options{LogTo: logs, Setup: func(e *testenv.Environment) error { return setupReconcilers(e, false) }}, &env)
 	// A scan of the whole run's logs finds neither a private key nor bootstrap data.
 	if leaked := leakedSecrets(); len(leaked) > 0 {
 		fmt.Fprintf(os.Stderr, "FAIL: %d secret line(s) appear in the logs, e.g. %q\n", len(leaked), leaked[0])
@@ -127,6 +98,42 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "Scanned %d bytes of logs for %d secrets: none found\n", len(logs.String()), len(secrets))
 	}
 	os.Exit(code)
+}
+
+// setupReconcilers registers CAPR's reconcilers with the environment's manager. A second environment in the same
+// process (a second management cluster) needs skipNames, as controller names must otherwise be unique.
+func setupReconcilers(e *testenv.Environment, skipNames bool) error {
+	mgr := e.Manager
+	opts := func(n int) controller.Options {
+		return controller.Options{MaxConcurrentReconciles: n, SkipNameValidation: ptr.To(skipNames)}
+	}
+	cc, err := clustercache.SetupWithManager(context.Background(), mgr, clustercache.Options{SecretClient: mgr.GetAPIReader(), Client: clustercache.ClientOptions{UserAgent: "capr-test"}}, opts(1))
+	if err != nil {
+		return err
+	}
+	if err := (&controllers.PooledRemoteMachineReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("pooledremotemachine-controller"),
+		Claimer: e.Claimer, OrphanGracePeriod: 2 * time.Second,
+		// Only entries of the probe test point at real sshd hosts; the others' addresses must never be dialled.
+		ProbeInterval: time.Second, ProbeSelector: labels.SelectorFromSet(labels.Set{"capr-test-probe": "true"}), Dial: dials.dial,
+	}).SetupWithManager(context.Background(), mgr, opts(1)); err != nil {
+		return err
+	}
+	if err := (&controllers.RemoteClusterReconciler{Client: mgr.GetClient()}).SetupWithManager(context.Background(), mgr, opts(1)); err != nil {
+		return err
+	}
+	return (&controllers.RemoteMachineReconciler{
+		ClusterCache:     cc,
+		Client:           mgr.GetClient(),
+		APIReader:        mgr.GetAPIReader(),
+		Recorder:         mgr.GetEventRecorder("remotemachine-controller"),
+		Tasks:            controllers.NewTaskRunner(4),
+		Dial:             dials.dial,
+		Claimer:          e.Claimer,
+		BootstrapTimeout: time.Minute,
+		CleanupTimeout:   3 * time.Second,
+		RetryInterval:    500 * time.Millisecond,
+	}).SetupWithManager(context.Background(), mgr, opts(4))
 }
 
 // fixture is a Cluster with provisioned infrastructure and a Machine waiting for a RemoteMachine.

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	clusterctlv1 "sigs.k8s.io/cluster-api/cmd/clusterctl/api/v1alpha3"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -75,9 +76,10 @@ func (w *PooledRemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav
 	return nil, invalid("PooledRemoteMachine", m.Name, errs)
 }
 
-// ValidateDelete refuses to delete an entry while a RemoteMachine holds it.
+// ValidateDelete refuses to delete an entry while a RemoteMachine holds it, unless clusterctl move deletes it
+// after copying it (and its claim) to another management cluster.
 func (w *PooledRemoteMachine) ValidateDelete(_ context.Context, m *infrav1.PooledRemoteMachine) (admission.Warnings, error) {
-	if m.Spec.ClaimRef == nil {
+	if _, moved := m.Annotations[clusterctlv1.DeleteForMoveAnnotation]; m.Spec.ClaimRef == nil || moved {
 		return nil, nil
 	}
 	return nil, apierrors.NewForbidden(infrav1.GroupVersion.WithResource("pooledremotemachines").GroupResource(), m.Name,

@@ -2,6 +2,7 @@ package v1beta1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clusterv1beta1 "sigs.k8s.io/cluster-api/api/core/v1beta1"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 )
 
@@ -68,6 +69,26 @@ type RemoteClusterStatus struct {
 	// observedGeneration is the generation the status was last computed for.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// deprecated holds status fields in the shapes of older Cluster API contracts.
+	// +optional
+	Deprecated *RemoteClusterDeprecatedStatus `json:"deprecated,omitempty"`
+}
+
+// RemoteClusterDeprecatedStatus holds status fields in the shapes of older Cluster API contracts.
+type RemoteClusterDeprecatedStatus struct {
+	// v1beta1 holds status fields in the shapes of the Cluster API v1beta1 contract.
+	// +optional
+	V1Beta1 *RemoteClusterV1Beta1DeprecatedStatus `json:"v1beta1,omitempty"`
+}
+
+// RemoteClusterV1Beta1DeprecatedStatus holds status fields in the shapes of the Cluster API v1beta1 contract.
+type RemoteClusterV1Beta1DeprecatedStatus struct {
+	// failureDomains are status.failureDomains as a map from name to domain, the v1beta1 contract's shape,
+	// for tools written against it.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=100
+	FailureDomains map[string]clusterv1beta1.FailureDomainSpec `json:"failureDomains,omitempty"`
 }
 
 // +kubebuilder:object:root=true

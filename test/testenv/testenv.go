@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -54,6 +56,8 @@ import (
 
 // CAPIWebhookResources are the Cluster API kinds whose admission webhooks the environment serves.
 var CAPIWebhookResources = []string{"clusters", "machines", "machinesets", "machinedeployments"}
+
+var setAPIVersionGetter sync.Once
 
 // Options customise an Environment.
 type Options struct {
@@ -232,8 +236,12 @@ func (e *Environment) start(opts Options) error {
 		return err
 	}
 	e.Manager = mgr
-	capiconversion.SetAPIVersionGetter(func(ctx context.Context, gk schema.GroupKind) (string, error) {
-		return ContractAPIVersion(ctx, mgr.GetAPIReader(), gk)
+	// The getter is global to the process; the first environment's answers for a second one too (a test's second
+	// management cluster), as both have the same CRDs, and it outlives the second one.
+	setAPIVersionGetter.Do(func() {
+		capiconversion.SetAPIVersionGetter(func(ctx context.Context, gk schema.GroupKind) (string, error) {
+			return ContractAPIVersion(ctx, mgr.GetAPIReader(), gk)
+		})
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel, e.done = cancel, make(chan error, 1)
@@ -435,4 +443,20 @@ func writeConfig(cfg *rest.Config) (string, error) {
 	defer f.Close()
 	_, err = f.Write(data)
 	return f.Name(), err
+}
+
+// LabelCRDsAsClusterctlInstalled labels every CRD as `clusterctl init` labels the components it installs; clusterctl
+// move only discovers kinds whose CRD carries the label.
+func (e *Environment) LabelCRDsAsClusterctlInstalled(ctx context.Context) error {
+	crds := &apiextensionsv1.CustomResourceDefinitionList{}
+	if err := e.Client.List(ctx, crds); err != nil {
+		return err
+	}
+	for i := range crds.Items {
+		patch := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"clusterctl.cluster.x-k8s.io":""}}}`))
+		if err := e.Client.Patch(ctx, &crds.Items[i], patch); err != nil {
+			return err
+		}
+	}
+	return nil
 }

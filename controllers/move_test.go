@@ -1,0 +1,138 @@
+package controllers_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
+	clusterctlv1 "sigs.k8s.io/cluster-api/cmd/clusterctl/api/v1alpha3"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/controllers"
+	"github.com/capr-project/cluster-api-provider-remote/sshrunner/sshdtest"
+	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
+)
+
+// TestClusterctlMove moves a namespace holding a bootstrapped pooled RemoteMachine to a second management cluster
+// with Cluster API v1.14.2's clusterctl (bin/clusterctl). The pool entries, their claim and their key Secrets
+// arrive; the source's deletion neither cleans the host nor is refused by the claimed entry's delete guard; the
+// moved RemoteMachine is provisioned without a second bootstrap, its claim is re-bound to its new UID, and deleting
+// it cleans the host.
+func TestClusterctlMove(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t)
+	f := newFixture(t, "#!/bin/sh\necho run >> /run/capr-runs\n", "")
+	f.keySecret(t, "pool-key", h)
+	f.keySecret(t, "spare-key", h)
+	entry := f.hostEntry("host-a", h, "pool-key", "echo cleaned > /run/capr-cleaned")
+	entry.Spec.FailureDomain = "rack-1"
+	env.CreateEntryAndWait(g, entry)
+	// A free entry of another pool (never dialled: nothing claims it) with its own key Secret.
+	spare := testenv.NewEntry(f.ns, "spare", 0)
+	spare.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: "spare-key"}
+	env.CreateEntryAndWait(g, spare)
+
+	rm := f.remoteMachine()
+	rm.Spec.Pool = "default"
+	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
+	waitProvisioned(g, rm)
+	src := get(g, rm)
+	g.Expect(src.Annotations).To(HaveKeyWithValue(controllers.BootstrapUIDAnnotation, string(src.UID)))
+	for _, name := range []string{"pool-key", "spare-key"} {
+		g.Eventually(func(g Gomega) {
+			s := &corev1.Secret{}
+			g.Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: name}, s)).To(Succeed())
+			g.Expect(s.Labels).To(HaveKey(clusterctlv1.ClusterctlMoveLabel), "Secret %s is labelled for clusterctl move", name)
+		}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+	}
+
+	// What clusterctl checks before a move: the objects hang off the Cluster, whose control plane is initialized,
+	// and every Machine has a Node.
+	owned := func(obj client.Object, owner client.Object, kind string) {
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)).To(Succeed())
+		obj.SetOwnerReferences(append(obj.GetOwnerReferences(), metav1.OwnerReference{APIVersion: clusterv1.GroupVersion.String(), Kind: kind, Name: owner.GetName(), UID: owner.GetUID()}))
+		g.Expect(env.Client.Update(ctx, obj)).To(Succeed())
+	}
+	owned(f.machine, f.cluster, "Cluster")
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(f.cluster), f.cluster)).To(Succeed())
+	f.cluster.Status.Conditions = append(f.cluster.Status.Conditions, metav1.Condition{Type: clusterv1.ClusterControlPlaneInitializedCondition, Status: metav1.ConditionTrue, Reason: "Initialized", LastTransitionTime: metav1.Now()})
+	g.Expect(env.Client.Status().Update(ctx, f.cluster)).To(Succeed())
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(f.machine), f.machine)).To(Succeed())
+	f.machine.Status.NodeRef = clusterv1.MachineNodeReference{Name: "node-0"}
+	g.Expect(env.Client.Status().Update(ctx, f.machine)).To(Succeed())
+
+	dst, err := testenv.Start(testenv.Options{LogTo: logs, Setup: func(e *testenv.Environment) error { return setupReconcilers(e, true) }})
+	g.Expect(err).NotTo(HaveOccurred())
+	defer func() { _ = dst.Stop() }()
+	g.Expect(env.LabelCRDsAsClusterctlInstalled(ctx)).To(Succeed())
+	g.Expect(dst.LabelCRDsAsClusterctlInstalled(ctx)).To(Succeed())
+
+	cmd := exec.CommandContext(ctx, filepath.Join(env.BinDir, "clusterctl"), "move",
+		"--kubeconfig", env.Kubeconfig, "--to-kubeconfig", dst.Kubeconfig, "--namespace", f.ns, "-v", "2")
+	cmd.Env = append(os.Environ(), "CLUSTERCTL_DISABLE_VERSIONCHECK=true", "HOME="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	g.Expect(err).NotTo(HaveOccurred(), "clusterctl move:\n%s", out)
+	t.Logf("clusterctl move:\n%s", out)
+
+	// The source holds nothing more, and its deletion left the host alone.
+	rms, entries := &infrav1.RemoteMachineList{}, &infrav1.PooledRemoteMachineList{}
+	g.Expect(env.Client.List(ctx, rms, client.InNamespace(f.ns))).To(Succeed())
+	g.Expect(env.Client.List(ctx, entries, client.InNamespace(f.ns))).To(Succeed())
+	g.Expect(rms.Items).To(BeEmpty())
+	g.Expect(entries.Items).To(BeEmpty())
+	for _, name := range []string{"pool-key", "spare-key"} {
+		g.Expect(apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: name}, &corev1.Secret{}))).To(BeTrue(), "Secret %s moved", name)
+	}
+	hostState, _ := h.Exec("cat /run/capr-runs; ls /run/capr-cleaned /run/cluster-api/bootstrap-success.complete 2>&1")
+	g.Expect(hostState).To(MatchRegexp(`^run\n.*/run/capr-cleaned.*No such file.*\n/run/cluster-api/bootstrap-success.complete\n$`),
+		"deleting the source neither cleaned the host nor ran the bootstrap again")
+
+	// The target has the key Secrets, the entries with their claim, and a provisioned RemoteMachine.
+	for _, name := range []string{"pool-key", "spare-key"} {
+		s := &corev1.Secret{}
+		g.Expect(dst.Client.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: name}, s)).To(Succeed())
+		g.Expect(s.Data["value"]).To(Equal(h.ClientKeyPEM))
+	}
+	moved := &infrav1.RemoteMachine{}
+	movedEntry := &infrav1.PooledRemoteMachine{}
+	g.Eventually(func(g Gomega) {
+		g.Expect(dst.Client.Get(ctx, client.ObjectKeyFromObject(rm), moved)).To(Succeed())
+		g.Expect(moved.UID).NotTo(Equal(src.UID))
+		g.Expect(moved.Spec.ProviderID).To(Equal(src.Spec.ProviderID))
+		g.Expect(moved.Spec.HostKeys).To(Equal([]string{h.HostKey}))
+		g.Expect(moved.Status.Initialization.Provisioned).To(Equal(ptr.To(true)))
+		g.Expect(moved.Status.FailureDomain).To(Equal("rack-1"))
+		g.Expect(condition(moved, infrav1.BootstrapSucceededCondition).Message).To(ContainSubstring("before this RemoteMachine was moved"))
+		g.Expect(dst.Client.Get(ctx, client.ObjectKeyFromObject(entry), movedEntry)).To(Succeed())
+		g.Expect(movedEntry.Spec.ClaimRef).NotTo(BeNil())
+		g.Expect(movedEntry.Spec.ClaimRef.Name).To(Equal(rm.Name))
+		g.Expect(movedEntry.Spec.ClaimRef.UID).To(Equal(moved.UID), "the claim is re-bound to the moved RemoteMachine")
+		g.Expect(movedEntry.Status.Phase).To(Equal(infrav1.PooledRemoteMachinePhaseClaimed))
+	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
+	g.Expect(dst.Client.Get(ctx, client.ObjectKeyFromObject(spare), spare)).To(Succeed())
+	g.Expect(spare.Spec.ClaimRef).To(BeNil())
+	hostState, _ = h.Exec("cat /run/capr-runs")
+	g.Expect(hostState).To(Equal("run\n"), "the moved RemoteMachine did not bootstrap the host again")
+
+	// Deleting the moved RemoteMachine cleans the host (its marker names the machine that bootstrapped it) and
+	// returns the entry to the target's pool.
+	g.Expect(dst.Client.Delete(ctx, moved)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(dst.Client.Get(ctx, client.ObjectKeyFromObject(entry), movedEntry)).To(Succeed())
+		g.Expect(movedEntry.Spec.ClaimRef).To(BeNil())
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+	g.Expect(movedEntry.Spec.Quarantine).To(BeNil())
+	hostState, _ = h.Exec("cat /run/capr-cleaned; ls /run/cluster-api")
+	g.Expect(hostState).To(Equal("cleaned\n"), "cleanup ran and removed the sentinel and marker")
+}
