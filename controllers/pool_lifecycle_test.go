@@ -11,7 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
-	clusterv1beta1 "sigs.k8s.io/cluster-api/api/core/v1beta1"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/cluster-api/util/conditions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -152,7 +151,7 @@ func TestRemoteClusterIsProvisioned(t *testing.T) {
 		g.Expect(rc.Status.FailureDomains).To(Equal(rc.Spec.FailureDomains))
 		g.Expect(rc.Status.Deprecated).NotTo(BeNil())
 		g.Expect(rc.Status.Deprecated.V1Beta1).NotTo(BeNil())
-		g.Expect(rc.Status.Deprecated.V1Beta1.FailureDomains).To(Equal(map[string]clusterv1beta1.FailureDomainSpec{
+		g.Expect(rc.Status.Deprecated.V1Beta1.FailureDomains).To(Equal(map[string]infrav1.V1Beta1FailureDomain{
 			"rack-a": {ControlPlane: true}, "rack-b": {},
 		}))
 		g.Expect(conditions.IsTrue(rc, infrav1.ReadyCondition)).To(BeTrue())

@@ -6,7 +6,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
-	clusterv1beta1 "sigs.k8s.io/cluster-api/api/core/v1beta1"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/cluster-api/util"
 	"sigs.k8s.io/cluster-api/util/conditions"
@@ -82,9 +81,9 @@ func v1beta1FailureDomains(domains []clusterv1.FailureDomain) *infrav1.RemoteClu
 	if len(domains) == 0 {
 		return nil
 	}
-	m := make(map[string]clusterv1beta1.FailureDomainSpec, len(domains))
+	m := make(map[string]infrav1.V1Beta1FailureDomain, len(domains))
 	for _, d := range domains {
-		m[d.Name] = clusterv1beta1.FailureDomainSpec{ControlPlane: ptr.Deref(d.ControlPlane, false), Attributes: d.Attributes}
+		m[d.Name] = infrav1.V1Beta1FailureDomain{ControlPlane: ptr.Deref(d.ControlPlane, false), Attributes: d.Attributes}
 	}
 	return &infrav1.RemoteClusterDeprecatedStatus{V1Beta1: &infrav1.RemoteClusterV1Beta1DeprecatedStatus{FailureDomains: m}}
 }

@@ -201,7 +201,9 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 	if err := r.moveLabels.ensure(ctx, r.Client, rm.Namespace, &rm.Spec.RemoteHost); err != nil {
 		return ctrl.Result{}, err
 	}
-	if !ptr.Deref(rm.Status.Initialization.Provisioned, false) && rm.Spec.ProviderID != "" && rm.Annotations[BootstrapUIDAnnotation] != "" {
+	if !ptr.Deref(rm.Status.Initialization.Provisioned, false) && rm.Spec.ProviderID != "" && hostMarker(rm) != rm.UID {
+		// A copy made by clusterctl move (on the original the annotation names its own UID, and its status
+		// follows its spec in a separate write).
 		r.restoreProvisioned(ctx, rm)
 	}
 	if ptr.Deref(rm.Status.Initialization.Provisioned, false) {

@@ -2,7 +2,6 @@ package v1beta1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	clusterv1beta1 "sigs.k8s.io/cluster-api/api/core/v1beta1"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 )
 
@@ -88,7 +87,19 @@ type RemoteClusterV1Beta1DeprecatedStatus struct {
 	// for tools written against it.
 	// +optional
 	// +kubebuilder:validation:MaxProperties=100
-	FailureDomains map[string]clusterv1beta1.FailureDomainSpec `json:"failureDomains,omitempty"`
+	FailureDomains map[string]V1Beta1FailureDomain `json:"failureDomains,omitempty"`
+}
+
+// V1Beta1FailureDomain is a failure domain in the Cluster API v1beta1 contract's shape: a value of its map, keyed
+// by the domain's name.
+type V1Beta1FailureDomain struct {
+	// controlPlane says whether control-plane machines may be placed in this failure domain.
+	// +optional
+	ControlPlane bool `json:"controlPlane,omitempty"`
+
+	// attributes are free-form attributes of the failure domain.
+	// +optional
+	Attributes map[string]string `json:"attributes,omitempty"`
 }
 
 // +kubebuilder:object:root=true
