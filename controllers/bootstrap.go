@@ -28,14 +28,20 @@ const (
 const (
 	exitForeignBootstrap = 97
 	exitStepFailed       = 98
+	exitNotAdoptable     = 97
 )
 
 // ErrHostAlreadyBootstrapped: the host carries another machine's bootstrap sentinel. Never retried.
 var ErrHostAlreadyBootstrapped = errors.New("host already bootstrapped by another machine")
 
+// ErrBootstrapNotFound: a RemoteMachine moved by clusterctl found its host without the bootstrap it was moved with.
+var ErrBootstrapNotFound = errors.New("the host does not hold this RemoteMachine's bootstrap")
+
 // bootstrapInput is what a bootstrap task needs; it is built by the reconciler and holds no Kubernetes client.
 type bootstrapInput struct {
-	UID        types.UID
+	UID types.UID
+	// AdoptOnly adopts a finished bootstrap of UID and never runs one (a copy made by clusterctl move).
+	AdoptOnly  bool
 	Config     sshrunner.Config
 	Data       []byte
 	Format     string
@@ -72,6 +78,9 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	}
 	defer host.Close()
 
+	if in.AdoptOnly {
+		return adopt(ctx, host, in.UID, res)
+	}
 	// Only jinja templates need the host name before the plan is made; otherwise the run reports it.
 	if bytes.HasPrefix(in.Data, []byte("## template: jinja")) {
 		hostname, err := host.Output(ctx, "hostname -s 2>/dev/null || hostname", nil)
@@ -113,6 +122,26 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 }
 
 const hostnameMarker = "capr-hostname="
+
+// adopt checks, under the bootstrap lock, that the host holds a finished bootstrap whose marker names uid, and
+// reports it adopted; it never runs anything else.
+func adopt(ctx context.Context, host Host, uid types.UID, res *bootstrapResult) (*bootstrapResult, error) {
+	q := shellescape.Quote
+	check := fmt.Sprintf(`if [ -f %s ] && [ "$(cat %s 2>/dev/null)" = %s ]; then echo %s"$(hostname -s 2>/dev/null || hostname)"; exit 0; fi; exit %d`,
+		q(sentinelFile), q(markerFile), q(string(uid)), hostnameMarker, exitNotAdoptable)
+	out, err := host.Output(ctx, fmt.Sprintf("mkdir -p %s && flock -o %s sh -c %s", q(runDir), q(lockFile), q(check)), nil)
+	var cmdErr *sshrunner.CommandError
+	if errors.As(err, &cmdErr) && cmdErr.ExitCode == exitNotAdoptable {
+		return nil, fmt.Errorf("%w: it was moved from another management cluster as bootstrapped (UID %s), but %s is missing or %s names another machine; check the host, then delete this RemoteMachine (its pool entry is quarantined)",
+			ErrBootstrapNotFound, uid, sentinelFile, markerFile)
+	}
+	if err != nil {
+		return nil, err
+	}
+	res.Hostname = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), hostnameMarker))
+	res.Adopted = true
+	return res, nil
+}
 
 // wrapper is the remote command around the bootstrap script, which it reads from stdin into a private file in
 // workDir. The run itself is detached from the SSH session (its own session, output to a log file on the host) and
@@ -219,7 +248,8 @@ func defaultCleanup(bootstrapKind string) []string {
 
 // runCleanup runs the cleanup commands, then removes the sentinel and CAPR's own files. It runs under the
 // bootstrap lock (a bootstrap still running finishes first) and only when the host's marker names this
-// RemoteMachine: a host bootstrapped for another machine, or never touched, is left as it is.
+// RemoteMachine. A host never bootstrapped is left as it is; a host holding another bootstrap is an error, so the
+// entry is quarantined rather than handed out dirty.
 func runCleanup(ctx context.Context, dial Dialer, in cleanupInput) error {
 	host, err := dial(ctx, in.Config)
 	if err != nil {
@@ -232,7 +262,9 @@ func runCleanup(ctx context.Context, dial Dialer, in cleanupInput) error {
 		workDir = "/tmp"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "if [ \"$(cat %s 2>/dev/null)\" != %s ]; then echo 'capr: the host holds no bootstrap of this machine; nothing to clean'; exit 0; fi\n", q(markerFile), q(string(in.UID)))
+	fmt.Fprintf(&b, "mk=$(cat %s 2>/dev/null || true)\n", q(markerFile))
+	fmt.Fprintf(&b, "if [ -z \"$mk\" ] && [ ! -f %s ]; then echo 'capr: the host holds no bootstrap; nothing to clean'; exit 0; fi\n", q(sentinelFile))
+	fmt.Fprintf(&b, "if [ \"$mk\" != %s ]; then echo \"capr: the host holds a bootstrap that is not this machine's (marker: ${mk:-none}); not cleaned\" >&2; exit 1; fi\n", q(string(in.UID)))
 	b.WriteString("set -e\n")
 	for _, c := range in.Commands {
 		b.WriteString(c + "\n")

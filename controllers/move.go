@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"sync"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,9 +22,13 @@ import (
 // objects that reference it. The Secret's data is neither read nor returned: the patch is metadata only.
 var moveLabelPatch = client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"`+clusterctlv1.ClusterctlMoveLabel+`":""}}}`))
 
-// moveLabeller labels the key Secrets a host references for clusterctl move, once per Secret per process.
+// moveLabelRecheck is how long a Secret seen labelled is trusted to stay so: a Secret recreated (a rotated key) or
+// unlabelled is labelled again after at most this long.
+const moveLabelRecheck = 10 * time.Minute
+
+// moveLabeller labels the key Secrets a host references for clusterctl move.
 type moveLabeller struct {
-	done sync.Map // namespace/name → struct{}
+	checked sync.Map // namespace/name → time the label was last seen or set
 }
 
 // keySecrets returns the names of the Secrets a host's SSH connection uses.
@@ -38,28 +43,31 @@ func keySecrets(h *infrav1.RemoteHost) []string {
 	return names
 }
 
-// ensure labels the host's key Secrets. A Secret that does not exist yet is skipped (it is labelled at a later
-// reconcile); other errors are returned.
-func (l *moveLabeller) ensure(ctx context.Context, c client.Client, namespace string, h *infrav1.RemoteHost) error {
+// ensure labels the host's key Secrets that lack the label, reading only their metadata. It is best effort: a
+// Secret that does not exist yet, or an error (say, RBAC without patch on Secrets), is logged and tried again at a
+// later reconcile, and never holds up the caller's work.
+func (l *moveLabeller) ensure(ctx context.Context, c client.Client, reader client.Reader, namespace string, h *infrav1.RemoteHost) {
 	for _, name := range keySecrets(h) {
 		key := namespace + "/" + name
-		if _, ok := l.done.Load(key); ok {
+		if at, ok := l.checked.Load(key); ok && time.Since(at.(time.Time)) < moveLabelRecheck {
 			continue
 		}
-		secret := &metav1.PartialObjectMetadata{
-			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
-			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
-		}
-		if err := c.Patch(ctx, secret, moveLabelPatch); err != nil {
-			if apierrors.IsNotFound(err) {
-				continue
+		secret := &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"}}
+		err := reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, secret)
+		if err == nil {
+			if _, labelled := secret.Labels[clusterctlv1.ClusterctlMoveLabel]; !labelled {
+				err = c.Patch(ctx, secret, moveLabelPatch)
 			}
-			return err
 		}
-		ctrl.LoggerFrom(ctx).V(4).Info("Labelled the key Secret for clusterctl move", "Secret", klog.KRef(namespace, name))
-		l.done.Store(key, struct{}{})
+		if err != nil {
+			if !apierrors.IsNotFound(err) {
+				ctrl.LoggerFrom(ctx).Info("Could not label the key Secret for clusterctl move; it will not move with the machines until it is labelled",
+					"Secret", klog.KRef(namespace, name), "label", clusterctlv1.ClusterctlMoveLabel, "error", err.Error())
+			}
+			continue
+		}
+		l.checked.Store(key, time.Now())
 	}
-	return nil
 }
 
 // deletedForMove says whether clusterctl move is deleting obj from the source cluster after copying it to the

@@ -12,13 +12,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	clusterctlv1 "sigs.k8s.io/cluster-api/cmd/clusterctl/api/v1alpha3"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
-	"github.com/capr-project/cluster-api-provider-remote/controllers"
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner/sshdtest"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
@@ -26,8 +26,8 @@ import (
 // TestClusterctlMove moves a namespace holding a bootstrapped pooled RemoteMachine to a second management cluster
 // with Cluster API v1.14.2's clusterctl (bin/clusterctl). The pool entries, their claim and their key Secrets
 // arrive; the source's deletion neither cleans the host nor is refused by the claimed entry's delete guard; the
-// moved RemoteMachine is provisioned without a second bootstrap, its claim is re-bound to its new UID, and deleting
-// it cleans the host.
+// moved RemoteMachine adopts its host's bootstrap over SSH instead of running it again, its claim is re-bound to
+// its new UID, and deleting it cleans the host.
 func TestClusterctlMove(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
@@ -48,7 +48,7 @@ func TestClusterctlMove(t *testing.T) {
 	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
 	waitProvisioned(g, rm)
 	src := get(g, rm)
-	g.Expect(src.Annotations).To(HaveKeyWithValue(controllers.BootstrapUIDAnnotation, string(src.UID)))
+	g.Expect(src.Annotations).To(HaveKeyWithValue(infrav1.BootstrapUIDAnnotation, string(src.UID)))
 	for _, name := range []string{"pool-key", "spare-key"} {
 		g.Eventually(func(g Gomega) {
 			s := &corev1.Secret{}
@@ -65,6 +65,7 @@ func TestClusterctlMove(t *testing.T) {
 		g.Expect(env.Client.Update(ctx, obj)).To(Succeed())
 	}
 	owned(f.machine, f.cluster, "Cluster")
+	owned(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "m0-bootstrap"}}, f.machine, "Machine")
 	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(f.cluster), f.cluster)).To(Succeed())
 	f.cluster.Status.Conditions = append(f.cluster.Status.Conditions, metav1.Condition{Type: clusterv1.ClusterControlPlaneInitializedCondition, Status: metav1.ConditionTrue, Reason: "Initialized", LastTransitionTime: metav1.Now()})
 	g.Expect(env.Client.Status().Update(ctx, f.cluster)).To(Succeed())
@@ -113,7 +114,10 @@ func TestClusterctlMove(t *testing.T) {
 		g.Expect(moved.Spec.HostKeys).To(Equal([]string{h.HostKey}))
 		g.Expect(moved.Status.Initialization.Provisioned).To(Equal(ptr.To(true)))
 		g.Expect(moved.Status.FailureDomain).To(Equal("rack-1"))
-		g.Expect(condition(moved, infrav1.BootstrapSucceededCondition).Message).To(ContainSubstring("before this RemoteMachine was moved"))
+		g.Expect(moved.Status.Addresses).To(ContainElement(HaveField("Type", clusterv1.MachineHostName)))
+		g.Expect(moved.Annotations).To(HaveKeyWithValue(infrav1.BootstrapUIDAnnotation, string(src.UID)))
+		g.Expect(condition(moved, infrav1.BootstrapSucceededCondition).Message).To(Equal(
+			"The host was bootstrapped before this RemoteMachine was moved (as UID " + string(src.UID) + "); adopted the result"))
 		g.Expect(dst.Client.Get(ctx, client.ObjectKeyFromObject(entry), movedEntry)).To(Succeed())
 		g.Expect(movedEntry.Spec.ClaimRef).NotTo(BeNil())
 		g.Expect(movedEntry.Spec.ClaimRef.Name).To(Equal(rm.Name))
@@ -135,4 +139,56 @@ func TestClusterctlMove(t *testing.T) {
 	g.Expect(movedEntry.Spec.Quarantine).To(BeNil())
 	hostState, _ = h.Exec("cat /run/capr-cleaned; ls /run/cluster-api")
 	g.Expect(hostState).To(Equal("cleaned\n"), "cleanup ran and removed the sentinel and marker")
+}
+
+// TestDeleteForMoveAndDirtyHosts checks, deterministically, what clusterctl move relies on and what keeps dirty
+// hosts out of the pool: a RemoteMachine deleted for move leaves its host alone, and its entry, bound to a
+// RemoteMachine that vanished without cleanup, is quarantined; a host that held another bootstrap when it was
+// claimed is quarantined when its RemoteMachine goes.
+func TestDeleteForMoveAndDirtyHosts(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t)
+	f := newFixture(t, "#!/bin/sh\necho run >> /run/capr-runs\n", "")
+	f.keySecret(t, "key", h)
+	entry := f.hostEntry("host-a", h, "key", "echo cleaned > /run/capr-cleaned")
+	env.CreateEntryAndWait(g, entry)
+	rm := f.remoteMachine()
+	rm.Spec.Pool = "default"
+	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
+	waitProvisioned(g, rm)
+
+	// Without the delete-for-move check the finalizer would stay until cleanup had run on the host.
+	g.Expect(env.Client.Patch(ctx, rm, client.RawPatch(types.MergePatchType,
+		[]byte(`{"metadata":{"annotations":{"`+clusterctlv1.DeleteForMoveAnnotation+`":""}}}`)))).To(Succeed())
+	g.Expect(env.Client.Delete(ctx, rm)).To(Succeed())
+	waitGone(g, rm)
+	out, _ := h.Exec("ls /run/capr-cleaned /run/cluster-api/bootstrap-success.complete 2>&1")
+	g.Expect(out).To(MatchRegexp(`/run/capr-cleaned.*No such file.*\n/run/cluster-api/bootstrap-success.complete\n$`), "the host was left to the moved copy")
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(entry), entry)).To(Succeed())
+		g.Expect(entry.Spec.Quarantine).NotTo(BeNil())
+		g.Expect(entry.Spec.Quarantine.Reason).To(Equal(infrav1.RemoteMachineVanishedReason))
+		g.Expect(entry.Spec.ClaimRef).To(BeNil())
+		g.Expect(entry.Status.Phase).To(Equal(infrav1.PooledRemoteMachinePhaseQuarantined))
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+	g.Expect(entry.Spec.Quarantine.Message).To(ContainSubstring("RemoteMachine m0 (UID " + string(rm.UID) + ") is gone without CAPR cleaning the host"))
+
+	// Returned to service while still holding that bootstrap, the host is refused by the next machine, and
+	// quarantined again when that machine is deleted instead of going back to the pool dirty.
+	g.Expect(env.Client.Patch(ctx, entry, client.RawPatch(types.JSONPatchType, []byte(`[{"op":"remove","path":"/spec/quarantine"}]`)))).To(Succeed())
+	next := f.remoteMachine()
+	next.Spec.Pool = "default"
+	g.Expect(env.Client.Create(ctx, next)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(condition(get(g, next), infrav1.BootstrapSucceededCondition).Reason).To(Equal(infrav1.HostAlreadyBootstrappedReason))
+	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
+	g.Expect(env.Client.Delete(ctx, next)).To(Succeed())
+	waitGone(g, next)
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(entry), entry)).To(Succeed())
+	g.Expect(entry.Spec.ClaimRef).To(BeNil())
+	g.Expect(entry.Spec.Quarantine).NotTo(BeNil())
+	g.Expect(entry.Spec.Quarantine.Reason).To(Equal(infrav1.CleanupFailedReason))
+	out, _ = h.Exec("cat /run/capr-runs")
+	g.Expect(out).To(Equal("run\n"), "the bootstrap ran once in all")
 }

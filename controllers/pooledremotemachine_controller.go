@@ -85,9 +85,7 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 	if err := r.Client.Get(ctx, req.NamespacedName, entry); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if err := r.moveLabels.ensure(ctx, r.Client, entry.Namespace, &entry.Spec.Machine.RemoteHost); err != nil {
-		return ctrl.Result{}, err
-	}
+	r.moveLabels.ensure(ctx, r.Client, r.APIReader, entry.Namespace, &entry.Spec.Machine.RemoteHost)
 	var holder *infrav1.RemoteMachine
 	var requeue time.Duration
 	if claim := entry.Spec.ClaimRef; claim != nil {
@@ -107,10 +105,16 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 				requeue = r.OrphanGracePeriod - age
 				break
 			}
+			if claim.UID != "" {
+				return r.quarantineVanished(ctx, entry, "RemoteMachine "+claim.Name+" (UID "+string(claim.UID)+") is gone")
+			}
 			return r.releaseOrphan(ctx, entry, "RemoteMachine "+claim.Name+" was never stored")
 		case err != nil:
 			return ctrl.Result{}, err
 		case rm.Spec.PooledRemoteMachineRef == nil || rm.Spec.PooledRemoteMachineRef.Name != entry.Name:
+			if claim.UID != "" && claim.UID != rm.UID {
+				return r.quarantineVanished(ctx, entry, "RemoteMachine "+claim.Name+" (UID "+string(claim.UID)+") is gone; another RemoteMachine has its name")
+			}
 			return r.releaseOrphan(ctx, entry, "RemoteMachine "+claim.Name+" holds another host")
 		case claim.UID != rm.UID:
 			// Not bound yet, or the RemoteMachine was recreated with its reference to this entry (clusterctl move
@@ -177,6 +181,31 @@ func (r *PooledRemoteMachineReconciler) releaseOrphan(ctx context.Context, entry
 	ctrl.LoggerFrom(ctx).Info("Released an orphan claim", "reason", why)
 	r.Recorder.Eventf(entry, nil, corev1.EventTypeNormal, "OrphanClaimReleased", "Release", "Released the claim of %s: %s", name, why)
 	return ctrl.Result{RequeueAfter: time.Second}, nil
+}
+
+// quarantineVanished takes an entry out of service whose bound RemoteMachine disappeared without CAPR's cleanup
+// (its finalizer removed by hand, or a clusterctl move that stopped half-way): the host may be dirty, and a person
+// must check it.
+func (r *PooledRemoteMachineReconciler) quarantineVanished(ctx context.Context, entry *infrav1.PooledRemoteMachine, why string) (ctrl.Result, error) {
+	msg := why + " without CAPR cleaning the host. Check the host (kubeadm reset / k0s reset), then remove spec.quarantine to return it to the pool."
+	if err := quarantineEntry(ctx, r.Client, r.Claimer, entry, infrav1.RemoteMachineVanishedReason, msg); err != nil {
+		return ctrl.Result{}, err
+	}
+	ctrl.LoggerFrom(ctx).Info("Quarantined a pool entry whose RemoteMachine vanished", "reason", why)
+	r.Recorder.Eventf(entry, nil, corev1.EventTypeWarning, infrav1.QuarantinedReason, "Quarantine", "Quarantined: %s", why)
+	return ctrl.Result{RequeueAfter: time.Second}, nil
+}
+
+// quarantineEntry records a quarantine on an entry and clears its claim, failing on a concurrent change.
+func quarantineEntry(ctx context.Context, c client.Client, claimer *pool.Claimer, entry *infrav1.PooledRemoteMachine, reason, message string) error {
+	orig := entry.DeepCopy()
+	entry.Spec.Quarantine = &infrav1.PooledMachineQuarantine{Reason: reason, Message: sshrunner.Truncate(message, 10000), Since: &metav1.Time{Time: time.Now()}}
+	entry.Spec.ClaimRef = nil
+	if err := c.Patch(ctx, entry, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		return err
+	}
+	claimer.Forget(entry.Namespace, entry.Name)
+	return nil
 }
 
 // probeDue says whether a free entry's host should be checked now.

@@ -50,15 +50,10 @@ import (
 // SkipCleanupAnnotation on a RemoteMachine skips the host cleanup when it is deleted; the pool entry is released.
 const SkipCleanupAnnotation = "infrastructure.cluster.x-k8s.io/skip-cleanup"
 
-// BootstrapUIDAnnotation records, on a bootstrapped RemoteMachine, the UID its host's marker names. CAPR sets it
-// when the bootstrap succeeds. clusterctl move recreates the RemoteMachine with a new UID and without its status but
-// keeps this annotation, so the copy knows the host is its own: it is reported provisioned without running the
-// bootstrap again, and its deletion cleans the host.
-const BootstrapUIDAnnotation = "infrastructure.cluster.x-k8s.io/bootstrap-uid"
-
-// hostMarker is the identity the host's marker holds for rm: the UID of the RemoteMachine that bootstrapped it.
+// hostMarker is the identity the host's marker holds for rm: the UID of the RemoteMachine that bootstrapped it
+// (another UID for a copy made by clusterctl move).
 func hostMarker(rm *infrav1.RemoteMachine) types.UID {
-	if uid := rm.Annotations[BootstrapUIDAnnotation]; uid != "" {
+	if uid := rm.Annotations[infrav1.BootstrapUIDAnnotation]; uid != "" {
 		return types.UID(uid)
 	}
 	return rm.UID
@@ -198,22 +193,21 @@ func setReadyCondition(rm *infrav1.RemoteMachine) {
 func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine, cluster *clusterv1.Cluster) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	key := string(rm.UID)
-	if err := r.moveLabels.ensure(ctx, r.Client, rm.Namespace, &rm.Spec.RemoteHost); err != nil {
-		return ctrl.Result{}, err
-	}
-	if !ptr.Deref(rm.Status.Initialization.Provisioned, false) && rm.Spec.ProviderID != "" && hostMarker(rm) != rm.UID {
-		// A copy made by clusterctl move (on the original the annotation names its own UID, and its status
-		// follows its spec in a separate write).
-		r.restoreProvisioned(ctx, rm)
-	}
+	r.moveLabels.ensure(ctx, r.Client, r.APIReader, rm.Namespace, &rm.Spec.RemoteHost)
 	if ptr.Deref(rm.Status.Initialization.Provisioned, false) {
 		r.Tasks.Take(key, "bootstrap") // a late result of a run that adopted this one's
+		if _, ok := rm.Annotations[infrav1.BootstrapUIDAnnotation]; !ok {
+			setAnnotation(rm, infrav1.BootstrapUIDAnnotation, string(rm.UID))
+		}
 		if !conditions.IsTrue(rm, infrav1.BootstrapSucceededCondition) {
 			setBootstrapCondition(rm, metav1.ConditionTrue, infrav1.BootstrapSucceededReason, "Bootstrap succeeded on "+hostPort(rm))
 		}
 		return r.reconcileNodeProviderID(ctx, rm, machine, cluster)
 	}
+	adoptOnly := hostMarker(rm) != rm.UID
 	switch {
+	case adoptOnly:
+		// A copy made by clusterctl move: it only adopts its host's finished bootstrap, and needs no bootstrap data.
 	case machine == nil:
 		setBootstrapCondition(rm, metav1.ConditionFalse, infrav1.WaitingForMachineReason, "Waiting for a Machine to own this RemoteMachine")
 		return ctrl.Result{}, nil
@@ -248,7 +242,7 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 	if fresh.ResourceVersion != rm.ResourceVersion {
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
-	in, err := r.bootstrapInput(ctx, rm, machine)
+	in, err := r.bootstrapInput(ctx, rm, machine, adoptOnly)
 	if err != nil {
 		if errors.Is(err, ErrMissingSecret) {
 			setBootstrapCondition(rm, metav1.ConditionFalse, infrav1.WaitingForSecretReason, err.Error())
@@ -256,7 +250,7 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 		}
 		return ctrl.Result{}, err
 	}
-	log.Info("Running bootstrap", "address", rm.Spec.Address)
+	log.Info("Running bootstrap", "address", rm.Spec.Address, "adoptOnly", adoptOnly)
 	timeout := r.BootstrapTimeout
 	r.Tasks.Start(ctx, key, "bootstrap", rm, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -271,8 +265,12 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 	return ctrl.Result{}, nil
 }
 
-// bootstrapInput reads the bootstrap data and the SSH keys (directly, uncached).
-func (r *RemoteMachineReconciler) bootstrapInput(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine) (bootstrapInput, error) {
+// bootstrapInput reads the bootstrap data (unless adoptOnly) and the SSH keys (directly, uncached).
+func (r *RemoteMachineReconciler) bootstrapInput(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine, adoptOnly bool) (bootstrapInput, error) {
+	if adoptOnly {
+		cfg, _, err := hostConfig(ctx, r.APIReader, rm.Namespace, &rm.Spec.RemoteHost, ctrl.LoggerFrom(ctx))
+		return bootstrapInput{UID: hostMarker(rm), AdoptOnly: true, Config: cfg}, err
+	}
 	data := &corev1.Secret{}
 	name := *machine.Spec.Bootstrap.DataSecretName
 	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: rm.Namespace, Name: name}, data); err != nil {
@@ -320,14 +318,14 @@ func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *inf
 		}
 	}
 	rm.Spec.ProviderID = "remote-machine://" + hostPort(rm)
-	if rm.Annotations == nil {
-		rm.Annotations = map[string]string{}
-	}
-	rm.Annotations[BootstrapUIDAnnotation] = string(hostMarker(rm))
+	setAnnotation(rm, infrav1.BootstrapUIDAnnotation, string(hostMarker(rm)))
 	rm.Status.Addresses = machineAddresses(rm.Spec.Address, out.Hostname)
 	r.setProvisioned(ctx, rm)
 	msg := "Bootstrap succeeded on " + hostPort(rm)
-	if out.Adopted {
+	switch {
+	case out.Adopted && hostMarker(rm) != rm.UID:
+		msg = "The host was bootstrapped before this RemoteMachine was moved (as UID " + string(hostMarker(rm)) + "); adopted the result"
+	case out.Adopted:
 		msg = "The host had already been bootstrapped for this RemoteMachine; adopted the result"
 	}
 	setBootstrapCondition(rm, metav1.ConditionTrue, infrav1.BootstrapSucceededReason, msg)
@@ -335,6 +333,15 @@ func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *inf
 	log.Info("Bootstrap succeeded", "providerID", rm.Spec.ProviderID, "adopted", out.Adopted)
 	// Look for the Node once the kubelet had time to register it.
 	return ctrl.Result{RequeueAfter: time.Second}, nil
+}
+
+func setAnnotation(obj metav1.Object, key, value string) {
+	a := obj.GetAnnotations()
+	if a == nil {
+		a = map[string]string{}
+	}
+	a[key] = value
+	obj.SetAnnotations(a)
 }
 
 // setProvisioned reports the host provisioned, with the failure domain of its pool entry.
@@ -347,18 +354,6 @@ func (r *RemoteMachineReconciler) setProvisioned(ctx context.Context, rm *infrav
 			rm.Status.FailureDomain = entry.Spec.FailureDomain
 		}
 	}
-}
-
-// restoreProvisioned rebuilds the status of a RemoteMachine whose host CAPR bootstrapped before clusterctl move
-// recreated it (spec.providerID and the bootstrap-uid annotation survive a move; status does not).
-func (r *RemoteMachineReconciler) restoreProvisioned(ctx context.Context, rm *infrav1.RemoteMachine) {
-	if len(rm.Status.Addresses) == 0 {
-		rm.Status.Addresses = machineAddresses(rm.Spec.Address, "")
-	}
-	r.setProvisioned(ctx, rm)
-	msg := "Bootstrap succeeded on " + hostPort(rm) + " before this RemoteMachine was moved; restored its status"
-	setBootstrapCondition(rm, metav1.ConditionTrue, infrav1.BootstrapSucceededReason, msg)
-	ctrl.LoggerFrom(ctx).Info("Restored the status of a moved RemoteMachine", "providerID", rm.Spec.ProviderID)
 }
 
 // pinPoolEntryHostKey records a key pinned on first use on the pool entry too, so the next claim of the host
@@ -389,6 +384,8 @@ func bootstrapFailureReason(err error) (string, bool) {
 		return infrav1.UnsupportedBootstrapFormatReason, true
 	case errors.Is(err, ErrHostAlreadyBootstrapped):
 		return infrav1.HostAlreadyBootstrappedReason, false
+	case errors.Is(err, ErrBootstrapNotFound):
+		return infrav1.BootstrapNotFoundReason, true
 	case errors.Is(err, sshrunner.ErrHostKeyUnknown):
 		return infrav1.HostKeyUnknownReason, false
 	case errors.Is(err, sshrunner.ErrAuthFailed):
@@ -429,9 +426,10 @@ func machineAddresses(address, hostname string) []clusterv1.MachineAddress {
 	return out
 }
 
-// needsCleanup says whether CAPR may have changed the host: a bootstrap ran (or was running).
+// needsCleanup says whether CAPR may have changed the host: a bootstrap ran (or was running), here or before
+// clusterctl move made this copy (spec.providerID is set only by a successful bootstrap).
 func needsCleanup(rm *infrav1.RemoteMachine) bool {
-	if ptr.Deref(rm.Status.Initialization.Provisioned, false) {
+	if ptr.Deref(rm.Status.Initialization.Provisioned, false) || rm.Spec.ProviderID != "" || hostMarker(rm) != rm.UID {
 		return true
 	}
 	c := conditions.Get(rm, infrav1.BootstrapSucceededCondition)
@@ -464,6 +462,10 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 		return ctrl.Result{}, nil
 	}
 	_, skip := rm.Annotations[SkipCleanupAnnotation]
+	if c := conditions.Get(rm, infrav1.BootstrapSucceededCondition); !skip && c != nil && c.Reason == infrav1.HostAlreadyBootstrappedReason {
+		// The host held another bootstrap when it was handed to this machine: never return it to the pool as is.
+		return r.finishDelete(ctx, rm, errors.New(c.Message))
+	}
 	if skip || (!wasRunning && !needsCleanup(rm)) {
 		return r.finishDelete(ctx, rm, nil)
 	}
@@ -542,16 +544,8 @@ func (r *RemoteMachineReconciler) quarantine(ctx context.Context, rm *infrav1.Re
 	if entry.Spec.ClaimRef == nil || entry.Spec.ClaimRef.Name != rm.Name {
 		return nil // not this machine's to quarantine
 	}
-	orig := entry.DeepCopy()
-	entry.Spec.Quarantine = &infrav1.PooledMachineQuarantine{
-		Reason:  infrav1.CleanupFailedReason,
-		Message: sshrunner.Truncate(fmt.Sprintf("Cleaning the host after RemoteMachine %s failed: %s. Check the host, then remove spec.quarantine to return it to the pool.", rm.Name, sshrunner.Truncate(cause.Error(), 4000)), 10000),
-		Since:   &metav1.Time{Time: time.Now()},
-	}
-	if entry.Spec.ClaimRef != nil && entry.Spec.ClaimRef.Name == rm.Name {
-		entry.Spec.ClaimRef = nil
-	}
-	if err := r.Client.Patch(ctx, entry, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+	msg := fmt.Sprintf("Cleaning the host after RemoteMachine %s failed: %s. Check the host, then remove spec.quarantine to return it to the pool.", rm.Name, sshrunner.Truncate(cause.Error(), 4000))
+	if err := quarantineEntry(ctx, r.Client, r.Claimer, entry, infrav1.CleanupFailedReason, msg); err != nil {
 		return err
 	}
 	ctrl.LoggerFrom(ctx).Info("Quarantined pool entry after failed cleanup", "PooledRemoteMachine", klog.KObj(entry))

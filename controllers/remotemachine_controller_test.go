@@ -277,7 +277,7 @@ func TestDirectMachineBootstrapsAndCleansUp(t *testing.T) {
 	g.Expect(got.Spec.HostKeys).To(Equal([]string{h.HostKey}), "AcceptNew pinned the host's key")
 	g.Expect(condition(got, infrav1.ReadyCondition).Status).To(Equal(metav1.ConditionTrue))
 	g.Expect(got.Finalizers).To(ContainElement(infrav1.RemoteMachineFinalizer))
-	g.Expect(got.Annotations).To(HaveKeyWithValue(controllers.BootstrapUIDAnnotation, string(got.UID)), "the host's marker names this RemoteMachine")
+	g.Expect(got.Annotations).To(HaveKeyWithValue(infrav1.BootstrapUIDAnnotation, string(got.UID)), "the host's marker names this RemoteMachine")
 	g.Expect(condition(got, infrav1.BootstrapSucceededCondition).Message).To(Equal("Bootstrap succeeded on "+fmt.Sprintf("%s:%d", h.Address, h.Port)), "not mistaken for a moved copy")
 
 	hostname, _ := h.Exec("hostname -s")

@@ -490,6 +490,12 @@ func (c *Claimer) Release(ctx context.Context, namespace, entryName, machineName
 	return err
 }
 
+// Forget drops this process's reservation of an entry whose claim was cleared without Release (a quarantine), so
+// the entry is offered again as soon as it returns to service.
+func (c *Claimer) Forget(namespace, entryName string) {
+	c.reserved.Delete(types.NamespacedName{Namespace: namespace, Name: entryName}.String())
+}
+
 // exhausted builds the error for a request no entry can serve, counting why each entry of the pool was skipped.
 func exhausted(req Request, inPool []infrav1.PooledRemoteMachine) error {
 	e := &ExhaustedError{Pool: req.Pool, Total: len(inPool), Skipped: map[string]int{}}

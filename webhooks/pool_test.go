@@ -273,4 +273,49 @@ func TestClaimedEntryIsGuarded(t *testing.T) {
 	dup := testenv.NewEntry(ns, "default", 0)
 	dup.Name, dup.Spec.Pool = "same-host", "other"
 	g.Expect(env.Client.Create(ctx, dup)).To(MatchError(ContainSubstring(`spec.machine.address: Invalid value: "10.0.0.1": this host (port 2222) is already offered by PooledRemoteMachine "default-000"`)))
+
+	// clusterctl move deletes the claimed entry after copying it: it marks it delete-for-move first.
+	g.Expect(user.Patch(ctx, getEntry(t, ns, "default-000"), client.RawPatch(types.MergePatchType,
+		[]byte(`{"metadata":{"annotations":{"clusterctl.cluster.x-k8s.io/delete-for-move":""}}}`)))).To(Succeed())
+	g.Expect(user.Delete(ctx, getEntry(t, ns, "default-000"))).To(Succeed())
+}
+
+// TestBootstrapUIDAnnotationIsCAPRs checks that only CAPR records the bootstrap-uid annotation, that it never
+// changes, and that a RemoteMachine taking a new host from a pool cannot bring one.
+func TestBootstrapUIDAnnotationIsCAPRs(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := env.NewNamespace(t)
+	env.CreatePool(t, ns, "default", 1, nil)
+	userCfg := rest.CopyConfig(env.Config)
+	userCfg.Impersonate = rest.ImpersonationConfig{UserName: "alice", Groups: []string{"system:masters"}}
+	user, err := client.New(userCfg, client.Options{Scheme: env.Scheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	const path = "metadata.annotations[infrastructure.cluster.x-k8s.io/bootstrap-uid]: Forbidden"
+
+	adopting := testenv.NewPooledMachine(ns, "adopting", "default")
+	adopting.Annotations = map[string]string{infrav1.BootstrapUIDAnnotation: "0b1f2c3d-other-machine"}
+	g.Expect(user.Create(ctx, adopting)).To(MatchError(ContainSubstring(path + ": is set by CAPR when the host's bootstrap succeeds; remove it")))
+	g.Expect(getEntry(t, ns, "default-000").Spec.ClaimRef).To(BeNil(), "refused before claiming")
+
+	m := testenv.NewPooledMachine(ns, "m", "default")
+	g.Expect(user.Create(ctx, m)).To(Succeed())
+	annotate := func(c client.Client, value string) error {
+		v := "null"
+		if value != "" {
+			v = fmt.Sprintf("%q", value)
+		}
+		return c.Patch(ctx, &infrav1.RemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "m"}}, client.RawPatch(types.MergePatchType,
+			[]byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:%s}}}`, infrav1.BootstrapUIDAnnotation, v))))
+	}
+	g.Expect(annotate(user, string(m.UID))).To(MatchError(ContainSubstring(path + ": is set by CAPR")))
+	g.Expect(annotate(env.Client, string(m.UID))).To(Succeed(), "CAPR's identity records it")
+	g.Expect(annotate(env.Client, "another-uid")).To(MatchError(ContainSubstring(path)))
+	g.Expect(annotate(user, "")).To(MatchError(ContainSubstring(path)))
+
+	// A RemoteMachine naming its host directly may carry it (clusterctl move recreates such machines too).
+	direct := testenv.NewPooledMachine(ns, "direct", "")
+	direct.Spec.Address, direct.Spec.SSHKeyRef = "10.0.0.99", &infrav1.SecretReference{Name: "key"}
+	direct.Annotations = map[string]string{infrav1.BootstrapUIDAnnotation: "0b1f2c3d-other-machine"}
+	g.Expect(user.Create(ctx, direct)).To(Succeed())
 }

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apiserver/pkg/storage/names"
+	clusterctlv1 "sigs.k8s.io/cluster-api/cmd/clusterctl/api/v1alpha3"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -28,7 +29,11 @@ import (
 type RemoteMachine struct {
 	Claimer *pool.Claimer
 	Guard   *EndpointGuard
+	// Identity is the user name CAPR's manager acts as: only it may record the bootstrap-uid annotation.
+	Identity *Identity
 }
+
+var bootstrapUIDPath = field.NewPath("metadata", "annotations").Key(infrav1.BootstrapUIDAnnotation)
 
 // SetupWebhookWithManager registers the RemoteMachine webhooks.
 func (w *RemoteMachine) SetupWebhookWithManager(mgr ctrl.Manager) error {
@@ -73,6 +78,12 @@ func (w *RemoteMachine) claim(ctx context.Context, req admission.Request, m *inf
 	}
 	if m.Spec.Address != "" || (m.Spec.Pool == "" && m.Spec.Selector == nil) {
 		return nil
+	}
+	if _, ok := m.Annotations[infrav1.BootstrapUIDAnnotation]; ok {
+		// Only a RemoteMachine recreated with its claimed entry (clusterctl move) may carry it: on a new claim it
+		// would make CAPR adopt whatever bootstrap the host holds.
+		return apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Forbidden(bootstrapUIDPath,
+			"is set by CAPR when the host's bootstrap succeeds; remove it from a RemoteMachine that takes a new host from a pool")})
 	}
 	if m.Namespace == "" {
 		m.Namespace = req.Namespace
@@ -135,9 +146,29 @@ func (w *RemoteMachine) ValidateCreate(ctx context.Context, m *infrav1.RemoteMac
 }
 
 // ValidateUpdate checks a changed RemoteMachine.
-func (w *RemoteMachine) ValidateUpdate(_ context.Context, old, m *infrav1.RemoteMachine) (admission.Warnings, error) {
+func (w *RemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav1.RemoteMachine) (admission.Warnings, error) {
 	spec := field.NewPath("spec")
 	errs := validateRemoteMachineSpec(spec, &m.Spec)
+	_, deletingForMove := m.Annotations[clusterctlv1.DeleteForMoveAnnotation]
+	// clusterctl marks an object it deletes after a move by replacing all its annotations.
+	if was, is := old.Annotations[infrav1.BootstrapUIDAnnotation], m.Annotations[infrav1.BootstrapUIDAnnotation]; was != is && !(is == "" && deletingForMove) {
+		byCAPR := false
+		if was == "" {
+			req, err := admission.RequestFromContext(ctx)
+			if err != nil {
+				return nil, err
+			}
+			self, err := w.Identity.Get(ctx)
+			if err != nil {
+				return nil, apierrors.NewInternalError(err)
+			}
+			byCAPR = req.UserInfo.Username == self
+		}
+		if !byCAPR {
+			errs = append(errs, field.Forbidden(bootstrapUIDPath,
+				"is set by CAPR when the host's bootstrap succeeds and names the machine the host's marker belongs to; it cannot be added, changed or removed"))
+		}
+	}
 	if old.Spec.PooledRemoteMachineRef == nil && m.Spec.PooledRemoteMachineRef != nil {
 		errs = append(errs, field.Forbidden(spec.Child("pooledRemoteMachineRef"), "is set by CAPR when it claims a pool entry at creation; it cannot be added later"))
 	}

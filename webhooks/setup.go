@@ -16,9 +16,10 @@ import (
 // field indexes of pool.SetupIndexes.
 func SetupWithManager(mgr ctrl.Manager, claimer *pool.Claimer) error {
 	guard := &EndpointGuard{APIReader: mgr.GetAPIReader(), Mapper: mgr.GetRESTMapper()}
+	self := &Identity{Client: mgr.GetClient()}
 	for _, w := range []interface{ SetupWebhookWithManager(ctrl.Manager) error }{
-		&RemoteMachine{Claimer: claimer, Guard: guard},
-		&PooledRemoteMachine{Reader: mgr.GetClient(), Identity: &Identity{Client: mgr.GetClient()}},
+		&RemoteMachine{Claimer: claimer, Guard: guard, Identity: self},
+		&PooledRemoteMachine{Reader: mgr.GetClient(), Identity: self},
 		&RemoteCluster{},
 		&RemoteMachineTemplate{},
 		&RemoteClusterTemplate{},

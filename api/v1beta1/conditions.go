@@ -72,4 +72,16 @@ const (
 	QuarantinedReason = "Quarantined"
 	// CleanupFailedReason: the cleanup commands failed on the host.
 	CleanupFailedReason = "CleanupFailed"
+	// BootstrapNotFoundReason: a RemoteMachine moved by clusterctl found its host without the bootstrap it was
+	// moved with.
+	BootstrapNotFoundReason = "BootstrapNotFound"
+	// RemoteMachineVanishedReason: the RemoteMachine bound to a claim disappeared without CAPR cleaning its host.
+	RemoteMachineVanishedReason = "RemoteMachineVanished"
 )
+
+// BootstrapUIDAnnotation records, on a bootstrapped RemoteMachine, the UID its host's marker names: its own UID,
+// set by CAPR when the bootstrap succeeds. clusterctl move recreates the RemoteMachine with a new UID and without
+// status but keeps this annotation, so the copy adopts its host's bootstrap (checked over SSH) instead of running
+// it again, and cleans the host when it is deleted. Admission keeps it from being changed, or set on a RemoteMachine
+// that claims a new pool entry.
+const BootstrapUIDAnnotation = "infrastructure.cluster.x-k8s.io/bootstrap-uid"
