@@ -151,7 +151,7 @@ func (w *RemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav1.Remo
 	errs := validateRemoteMachineSpec(spec, &m.Spec)
 	_, deletingForMove := m.Annotations[clusterctlv1.DeleteForMoveAnnotation]
 	// clusterctl marks an object it deletes after a move by replacing all its annotations.
-	if was, is := old.Annotations[infrav1.BootstrapUIDAnnotation], m.Annotations[infrav1.BootstrapUIDAnnotation]; was != is && !(is == "" && deletingForMove) {
+	if was, is := old.Annotations[infrav1.BootstrapUIDAnnotation], m.Annotations[infrav1.BootstrapUIDAnnotation]; was != is && (is != "" || !deletingForMove) {
 		byCAPR := false
 		if was == "" {
 			req, err := admission.RequestFromContext(ctx)
