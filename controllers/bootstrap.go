@@ -24,12 +24,17 @@ const (
 	lockFile     = runDir + "/capr-bootstrap.lock"
 )
 
-// Exit codes of the bootstrap wrapper that mean something to CAPR.
+// Exit codes of CAPR's scripts on the host that mean something to CAPR.
 const (
-	exitForeignBootstrap = 97
-	exitStepFailed       = 98
-	exitNotAdoptable     = 97
+	exitForeignBootstrap = 97 // bootstrap: the sentinel belongs to another machine
+	exitStepFailed       = 98 // bootstrap: a step of the plan failed
+	exitNotAdoptable     = 96 // adopt: the host does not hold the bootstrap of the moved RemoteMachine
+	exitForeignCleanup   = 95 // cleanup: the host holds a bootstrap that is not this machine's
 )
+
+// ErrForeignBootstrap: cleanup found a bootstrap that is not this machine's on the host; the host is quarantined at
+// once, without retries.
+var ErrForeignBootstrap = errors.New("the host holds a bootstrap that is not this machine's")
 
 // ErrHostAlreadyBootstrapped: the host carries another machine's bootstrap sentinel. Never retried.
 var ErrHostAlreadyBootstrapped = errors.New("host already bootstrapped by another machine")
@@ -132,7 +137,7 @@ func adopt(ctx context.Context, host Host, uid types.UID, res *bootstrapResult) 
 	out, err := host.Output(ctx, fmt.Sprintf("mkdir -p %s && flock -o %s sh -c %s", q(runDir), q(lockFile), q(check)), nil)
 	var cmdErr *sshrunner.CommandError
 	if errors.As(err, &cmdErr) && cmdErr.ExitCode == exitNotAdoptable {
-		return nil, fmt.Errorf("%w: it was moved from another management cluster as bootstrapped (UID %s), but %s is missing or %s names another machine; check the host, then delete this RemoteMachine (its pool entry is quarantined)",
+		return nil, fmt.Errorf("%w: it was moved from another management cluster as bootstrapped (UID %s), but %s is missing or %s names another machine; check the host (a reboot empties /run), then delete this RemoteMachine or re-create it without the annotation",
 			ErrBootstrapNotFound, uid, sentinelFile, markerFile)
 	}
 	if err != nil {
@@ -264,11 +269,16 @@ func runCleanup(ctx context.Context, dial Dialer, in cleanupInput) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "mk=$(cat %s 2>/dev/null || true)\n", q(markerFile))
 	fmt.Fprintf(&b, "if [ -z \"$mk\" ] && [ ! -f %s ]; then echo 'capr: the host holds no bootstrap; nothing to clean'; exit 0; fi\n", q(sentinelFile))
-	fmt.Fprintf(&b, "if [ \"$mk\" != %s ]; then echo \"capr: the host holds a bootstrap that is not this machine's (marker: ${mk:-none}); not cleaned\" >&2; exit 1; fi\n", q(string(in.UID)))
+	fmt.Fprintf(&b, "if [ \"$mk\" != %s ]; then echo \"capr: marker: ${mk:-none}\" >&2; exit %d; fi\n", q(string(in.UID)), exitForeignCleanup)
 	b.WriteString("set -e\n")
 	for _, c := range in.Commands {
 		b.WriteString(c + "\n")
 	}
-	fmt.Fprintf(&b, "rm -f %s %s %s/.capr-bootstrap-%s.* %s/capr-bootstrap-log.*\n", q(sentinelFile), q(markerFile), q(workDir), string(in.UID), q(runDir))
-	return host.Run(ctx, fmt.Sprintf("mkdir -p %s && flock -o %s sh -c %s && rm -f %s", q(runDir), q(lockFile), q(b.String()), q(lockFile)), nil)
+	fmt.Fprintf(&b, "rm -f %s %s %s/.capr-bootstrap-%s.* %s/capr-bootstrap-log.*\n", q(sentinelFile), q(markerFile), q(workDir), q(string(in.UID)), q(runDir))
+	err = host.Run(ctx, fmt.Sprintf("mkdir -p %s && flock -o %s sh -c %s && rm -f %s", q(runDir), q(lockFile), q(b.String()), q(lockFile)), nil)
+	var cmdErr *sshrunner.CommandError
+	if errors.As(err, &cmdErr) && cmdErr.ExitCode == exitForeignCleanup {
+		return fmt.Errorf("%w (%s); it was not cleaned", ErrForeignBootstrap, strings.Join(cmdErr.Tail, " "))
+	}
+	return err
 }

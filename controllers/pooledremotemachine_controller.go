@@ -17,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -116,6 +117,11 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 				return r.quarantineVanished(ctx, entry, "RemoteMachine "+claim.Name+" (UID "+string(claim.UID)+") is gone; another RemoteMachine has its name")
 			}
 			return r.releaseOrphan(ctx, entry, "RemoteMachine "+claim.Name+" holds another host")
+		case claim.UID != rm.UID && !controllerutil.ContainsFinalizer(rm, infrav1.RemoteMachineFinalizer):
+			// Bound only once CAPR's finalizer guarantees the cleanup: a RemoteMachine deleted before that never
+			// touched the host, and its claim is released as an orphan.
+			holder = rm
+			requeue = time.Second
 		case claim.UID != rm.UID:
 			// Not bound yet, or the RemoteMachine was recreated with its reference to this entry (clusterctl move
 			// gives objects new UIDs): bind the claim to the RemoteMachine that holds the entry.

@@ -476,7 +476,7 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 			return r.finishDelete(ctx, rm, nil)
 		}
 		conditions.Set(rm, metav1.Condition{Type: infrav1.ReadyCondition, Status: metav1.ConditionFalse, Reason: infrav1.CleanupFailedReason, Message: sshrunner.Truncate(res.Err.Error(), 4096)})
-		if time.Since(rm.DeletionTimestamp.Time) < r.CleanupTimeout {
+		if time.Since(rm.DeletionTimestamp.Time) < r.CleanupTimeout && !errors.Is(res.Err, ErrForeignBootstrap) {
 			log.Info("Cleanup failed, retrying", "error", res.Err.Error())
 			return ctrl.Result{RequeueAfter: r.RetryInterval}, nil
 		}

@@ -313,9 +313,19 @@ func TestBootstrapUIDAnnotationIsCAPRs(t *testing.T) {
 	g.Expect(annotate(env.Client, "another-uid")).To(MatchError(ContainSubstring(path)))
 	g.Expect(annotate(user, "")).To(MatchError(ContainSubstring(path)))
 
-	// A RemoteMachine naming its host directly may carry it (clusterctl move recreates such machines too).
+	// A bootstrapped RemoteMachine naming its host directly may be recreated with it (by clusterctl move), with a UID.
 	direct := testenv.NewPooledMachine(ns, "direct", "")
 	direct.Spec.Address, direct.Spec.SSHKeyRef = "10.0.0.99", &infrav1.SecretReference{Name: "key"}
 	direct.Annotations = map[string]string{infrav1.BootstrapUIDAnnotation: "0b1f2c3d-other-machine"}
+	g.Expect(user.Create(ctx, direct)).To(MatchError(ContainSubstring(path + ": is set by CAPR when the host's bootstrap succeeds; only a bootstrapped RemoteMachine recreated by clusterctl move")))
+	direct.Spec.ProviderID = "remote-machine://10.0.0.99:22"
+	g.Expect(user.Create(ctx, direct)).To(MatchError(ContainSubstring(`Invalid value: "0b1f2c3d-other-machine": must be the UID`)))
+	direct.Annotations[infrav1.BootstrapUIDAnnotation] = "0b1f2c3d-1111-4222-8333-444455556666"
 	g.Expect(user.Create(ctx, direct)).To(Succeed())
+
+	// clusterctl's delete-for-move replaces every annotation, dropping this one; once set it stays.
+	forMove := client.RawPatch(types.JSONPatchType, []byte(`[{"op":"add","path":"/metadata/annotations","value":{"clusterctl.cluster.x-k8s.io/delete-for-move":""}}]`))
+	g.Expect(user.Patch(ctx, direct, forMove)).To(Succeed())
+	g.Expect(user.Patch(ctx, direct, client.RawPatch(types.JSONPatchType, []byte(`[{"op":"remove","path":"/metadata/annotations"}]`)))).To(
+		MatchError(ContainSubstring("metadata.annotations[clusterctl.cluster.x-k8s.io/delete-for-move]: Forbidden")))
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -138,9 +139,21 @@ func hasLabel(l map[string]string, key string) bool {
 	return ok
 }
 
+// uidPattern is the shape of a Kubernetes UID.
+var uidPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
 // ValidateCreate checks a new RemoteMachine after defaulting.
 func (w *RemoteMachine) ValidateCreate(ctx context.Context, m *infrav1.RemoteMachine) (admission.Warnings, error) {
 	errs := validateRemoteMachineSpec(field.NewPath("spec"), &m.Spec)
+	if uid, ok := m.Annotations[infrav1.BootstrapUIDAnnotation]; ok {
+		switch {
+		case m.Spec.ProviderID == "":
+			errs = append(errs, field.Forbidden(bootstrapUIDPath,
+				"is set by CAPR when the host's bootstrap succeeds; only a bootstrapped RemoteMachine recreated by clusterctl move (with its spec.providerID) may carry it"))
+		case !uidPattern.MatchString(uid):
+			errs = append(errs, field.Invalid(bootstrapUIDPath, uid, "must be the UID of the RemoteMachine that bootstrapped the host"))
+		}
+	}
 	errs = append(errs, w.Guard.CheckRemoteMachine(ctx, m)...)
 	return nil, invalid("RemoteMachine", m.Name, errs)
 }
@@ -149,7 +162,12 @@ func (w *RemoteMachine) ValidateCreate(ctx context.Context, m *infrav1.RemoteMac
 func (w *RemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav1.RemoteMachine) (admission.Warnings, error) {
 	spec := field.NewPath("spec")
 	errs := validateRemoteMachineSpec(spec, &m.Spec)
+	_, wasDeletingForMove := old.Annotations[clusterctlv1.DeleteForMoveAnnotation]
 	_, deletingForMove := m.Annotations[clusterctlv1.DeleteForMoveAnnotation]
+	if wasDeletingForMove && !deletingForMove {
+		errs = append(errs, field.Forbidden(field.NewPath("metadata", "annotations").Key(clusterctlv1.DeleteForMoveAnnotation),
+			"marks a RemoteMachine clusterctl move is deleting; it cannot be removed"))
+	}
 	// clusterctl marks an object it deletes after a move by replacing all its annotations.
 	if was, is := old.Annotations[infrav1.BootstrapUIDAnnotation], m.Annotations[infrav1.BootstrapUIDAnnotation]; was != is && (is != "" || !deletingForMove) {
 		byCAPR := false
