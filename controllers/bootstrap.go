@@ -16,11 +16,16 @@ import (
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner/cloudinit"
 )
 
-// Files on the host. The sentinel is Cluster API's; the others are CAPR's own and removed by cleanup.
+// Files on the host. The sentinel is Cluster API's, in /run, which a reboot empties; CAPR's marker (the UID of the
+// RemoteMachine whose bootstrap the host holds, written when it starts) and done record (written when it succeeds)
+// live in stateDir, which survives reboots, so a rebooted node is still known as bootstrapped: it is cleaned when
+// its RemoteMachine is deleted, never bootstrapped twice, and adopted after clusterctl move. Cleanup removes them.
 const (
 	runDir       = "/run/cluster-api"
 	sentinelFile = runDir + "/bootstrap-success.complete"
-	markerFile   = runDir + "/capr-bootstrap.uid"
+	stateDir     = "/var/lib/capr"
+	markerFile   = stateDir + "/bootstrap.uid"
+	doneFile     = stateDir + "/bootstrap.done"
 	lockFile     = runDir + "/capr-bootstrap.lock"
 )
 
@@ -132,12 +137,12 @@ const hostnameMarker = "capr-hostname="
 // reports it adopted; it never runs anything else.
 func adopt(ctx context.Context, host Host, uid types.UID, res *bootstrapResult) (*bootstrapResult, error) {
 	q := shellescape.Quote
-	check := fmt.Sprintf(`if [ -f %s ] && [ "$(cat %s 2>/dev/null)" = %s ]; then echo %s"$(hostname -s 2>/dev/null || hostname)"; exit 0; fi; exit %d`,
-		q(sentinelFile), q(markerFile), q(string(uid)), hostnameMarker, exitNotAdoptable)
+	check := fmt.Sprintf(`if { [ -f %s ] || [ -f %s ]; } && [ "$(cat %s 2>/dev/null)" = %s ]; then echo %s"$(hostname -s 2>/dev/null || hostname)"; exit 0; fi; exit %d`,
+		q(sentinelFile), q(doneFile), q(markerFile), q(string(uid)), hostnameMarker, exitNotAdoptable)
 	out, err := host.Output(ctx, fmt.Sprintf("mkdir -p %s && flock -o %s sh -c %s", q(runDir), q(lockFile), q(check)), nil)
 	var cmdErr *sshrunner.CommandError
 	if errors.As(err, &cmdErr) && cmdErr.ExitCode == exitNotAdoptable {
-		return nil, fmt.Errorf("%w: it was moved from another management cluster as bootstrapped (UID %s), but %s is missing or %s names another machine; check the host (a reboot empties /run), then delete this RemoteMachine or re-create it without the annotation",
+		return nil, fmt.Errorf("%w: it was moved from another management cluster as bootstrapped (UID %s), but %s is missing or %s names another machine; check the host, then delete this RemoteMachine or re-create it without the annotation",
 			ErrBootstrapNotFound, uid, sentinelFile, markerFile)
 	}
 	if err != nil {
@@ -157,15 +162,15 @@ func adopt(ctx context.Context, host Host, uid types.UID, res *bootstrapResult) 
 // (TERM), it stops the detached run too.
 func wrapper(uid types.UID, workDir string) string {
 	q := shellescape.Quote
-	inner := fmt.Sprintf(`s=%s; m=%s; f=$1; trap 'rm -f "$f"' EXIT; trap 'rm -f "$f"; exit 143' HUP INT TERM
-if [ -f "$s" ]; then
+	inner := fmt.Sprintf(`s=%s; m=%s; d=%s; f=$1; trap 'rm -f "$f"' EXIT; trap 'rm -f "$f"; exit 143' HUP INT TERM
+if [ -f "$s" ] || [ -f "$d" ]; then
   if [ "$(cat "$m" 2>/dev/null)" = %s ]; then echo capr-adopted; exit 0; fi
-  echo "capr: $s exists for another machine" >&2; exit %d
+  echo "capr: the host was bootstrapped for another machine" >&2; exit %d
 fi
 echo %s > "$m"
 sh "$f" || exit $?
-echo success > "$s"`, q(sentinelFile), q(markerFile), q(string(uid)), exitForeignBootstrap, q(string(uid)))
-	return fmt.Sprintf(`set -e; mkdir -p %[1]s %[4]s
+echo success > "$s"; echo %s > "$d"`, q(sentinelFile), q(markerFile), q(doneFile), q(string(uid)), exitForeignBootstrap, q(string(uid)), q(string(uid)))
+	return fmt.Sprintf(`set -e; mkdir -p %[1]s %[4]s `+stateDir+`
 f=$(mktemp %[4]s/.capr-bootstrap-%[5]s.XXXXXX); cat > "$f"
 echo %[6]s"$(hostname -s 2>/dev/null || hostname)"
 log=$(mktemp %[1]s/capr-bootstrap-log.XXXXXX)
@@ -268,13 +273,13 @@ func runCleanup(ctx context.Context, dial Dialer, in cleanupInput) error {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "mk=$(cat %s 2>/dev/null || true)\n", q(markerFile))
-	fmt.Fprintf(&b, "if [ -z \"$mk\" ] && [ ! -f %s ]; then echo 'capr: the host holds no bootstrap; nothing to clean'; exit 0; fi\n", q(sentinelFile))
+	fmt.Fprintf(&b, "if [ -z \"$mk\" ] && [ ! -f %s ] && [ ! -f %s ]; then echo 'capr: the host holds no bootstrap; nothing to clean'; exit 0; fi\n", q(sentinelFile), q(doneFile))
 	fmt.Fprintf(&b, "if [ \"$mk\" != %s ]; then echo \"capr: marker: ${mk:-none}\" >&2; exit %d; fi\n", q(string(in.UID)), exitForeignCleanup)
 	b.WriteString("set -e\n")
 	for _, c := range in.Commands {
 		b.WriteString(c + "\n")
 	}
-	fmt.Fprintf(&b, "rm -f %s %s %s/.capr-bootstrap-%s.* %s/capr-bootstrap-log.*\n", q(sentinelFile), q(markerFile), q(workDir), q(string(in.UID)), q(runDir))
+	fmt.Fprintf(&b, "rm -f %s %s %s %s/.capr-bootstrap-%s.* %s/capr-bootstrap-log.*\n", q(sentinelFile), q(markerFile), q(doneFile), q(workDir), q(string(in.UID)), q(runDir))
 	err = host.Run(ctx, fmt.Sprintf("mkdir -p %s && flock -o %s sh -c %s && rm -f %s", q(runDir), q(lockFile), q(b.String()), q(lockFile)), nil)
 	var cmdErr *sshrunner.CommandError
 	if errors.As(err, &cmdErr) && cmdErr.ExitCode == exitForeignCleanup {

@@ -23,11 +23,11 @@ import (
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
 
-// TestClusterctlMove moves a namespace holding a bootstrapped pooled RemoteMachine to a second management cluster
-// with Cluster API v1.14.2's clusterctl (bin/clusterctl). The pool entries, their claim and their key Secrets
-// arrive; the source's deletion neither cleans the host nor is refused by the claimed entry's delete guard; the
-// moved RemoteMachine adopts its host's bootstrap over SSH instead of running it again, its claim is re-bound to
-// its new UID, and deleting it cleans the host.
+// TestClusterctlMove moves a namespace holding a bootstrapped pooled RemoteMachine, whose host rebooted since, to a
+// second management cluster with Cluster API v1.14.2's clusterctl (bin/clusterctl). The pool entries, their claim
+// and their key Secrets arrive; the source's deletion neither cleans the host nor is refused by the claimed entry's
+// delete guard; the moved RemoteMachine adopts its host's bootstrap over SSH instead of running it again, its claim
+// is re-bound to its new UID, and deleting it cleans the host.
 func TestClusterctlMove(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
@@ -73,6 +73,10 @@ func TestClusterctlMove(t *testing.T) {
 	f.machine.Status.NodeRef = clusterv1.MachineNodeReference{Name: "node-0"}
 	g.Expect(env.Client.Status().Update(ctx, f.machine)).To(Succeed())
 
+	// The host reboots before the move: /run, and Cluster API's sentinel in it, is emptied.
+	_, err := h.Exec("rm -rf /run/cluster-api")
+	g.Expect(err).NotTo(HaveOccurred())
+
 	dst, err := testenv.Start(testenv.Options{LogTo: logs, Setup: func(e *testenv.Environment) error { return setupReconcilers(e, true) }})
 	g.Expect(err).NotTo(HaveOccurred())
 	defer func() { _ = dst.Stop() }()
@@ -95,8 +99,8 @@ func TestClusterctlMove(t *testing.T) {
 	for _, name := range []string{"pool-key", "spare-key"} {
 		g.Expect(apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: name}, &corev1.Secret{}))).To(BeTrue(), "Secret %s moved", name)
 	}
-	hostState, _ := h.Exec("cat /run/capr-runs; ls /run/capr-cleaned /run/cluster-api/bootstrap-success.complete 2>&1")
-	g.Expect(hostState).To(MatchRegexp(`^run\n.*/run/capr-cleaned.*No such file.*\n/run/cluster-api/bootstrap-success.complete\n$`),
+	hostState, _ := h.Exec("cat /run/capr-runs; ls /run/capr-cleaned /var/lib/capr/bootstrap.done 2>&1")
+	g.Expect(hostState).To(MatchRegexp(`^run\n.*/run/capr-cleaned.*No such file.*\n/var/lib/capr/bootstrap.done\n$`),
 		"deleting the source neither cleaned the host nor ran the bootstrap again")
 
 	// The target has the key Secrets, the entries with their claim, and a provisioned RemoteMachine.
@@ -137,8 +141,8 @@ func TestClusterctlMove(t *testing.T) {
 		g.Expect(movedEntry.Spec.ClaimRef).To(BeNil())
 	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
 	g.Expect(movedEntry.Spec.Quarantine).To(BeNil())
-	hostState, _ = h.Exec("cat /run/capr-cleaned; ls /run/cluster-api")
-	g.Expect(hostState).To(Equal("cleaned\n"), "cleanup ran and removed the sentinel and marker")
+	hostState, _ = h.Exec("cat /run/capr-cleaned; ls /var/lib/capr")
+	g.Expect(hostState).To(Equal("cleaned\n"), "cleanup ran (after the reboot too) and removed CAPR's marker and done record")
 }
 
 // TestDeleteForMoveAndDirtyHosts checks, deterministically, what clusterctl move relies on and what keeps dirty

@@ -281,14 +281,14 @@ func TestDirectMachineBootstrapsAndCleansUp(t *testing.T) {
 	g.Expect(condition(got, infrav1.BootstrapSucceededCondition).Message).To(Equal("Bootstrap succeeded on "+fmt.Sprintf("%s:%d", h.Address, h.Port)), "not mistaken for a moved copy")
 
 	hostname, _ := h.Exec("hostname -s")
-	out, err := h.Exec("stat -c '%a %U:%G' /etc/capr-test/config.yaml /etc/capr-test/script.sh; cat /etc/capr-test/config.yaml /etc/capr-test/script.sh /run/capr-order; cat /run/cluster-api/bootstrap-success.complete /run/cluster-api/capr-bootstrap.uid; ls -a /tmp | grep capr-bootstrap || true")
+	out, err := h.Exec("stat -c '%a %U:%G' /etc/capr-test/config.yaml /etc/capr-test/script.sh; cat /etc/capr-test/config.yaml /etc/capr-test/script.sh /run/capr-order; cat /run/cluster-api/bootstrap-success.complete /var/lib/capr/bootstrap.uid /var/lib/capr/bootstrap.done; ls -a /tmp | grep capr-bootstrap || true")
 	g.Expect(err).NotTo(HaveOccurred(), out)
-	g.Expect(out).To(Equal("640 nobody:nogroup\n755 root:root\nnodeName: " + hostname + "echo hello\none\ntwo\nthree\nsuccess\n" + string(got.UID) + "\n"))
+	g.Expect(out).To(Equal("640 nobody:nogroup\n755 root:root\nnodeName: " + hostname + "echo hello\none\ntwo\nthree\nsuccess\n" + string(got.UID) + "\n" + string(got.UID) + "\n"))
 
 	g.Expect(env.Client.Delete(ctx, got)).To(Succeed())
 	waitGone(g, rm)
-	out, _ = h.Exec("cat /run/capr-cleaned; ls /run/cluster-api")
-	g.Expect(out).To(Equal("cleaned\n"), "cleanup ran, and removed the sentinel and CAPR's files")
+	out, _ = h.Exec("cat /run/capr-cleaned; ls /run/cluster-api /var/lib/capr")
+	g.Expect(out).To(Equal("cleaned\n/run/cluster-api:\n\n/var/lib/capr:\n"), "cleanup ran, and removed the sentinel and CAPR's files")
 }
 
 // TestPooledMachineBootstrapsAndIsReleased takes the host from a pool, pins its key on the entry, and returns it.

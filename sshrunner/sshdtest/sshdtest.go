@@ -1,6 +1,6 @@
 // Package sshdtest starts real OpenSSH sshd hosts for tests. Each host listens on its own 127.0.0.x address and
 // runs in its own mount namespace with a private copy of /etc (its own users, sudoers and files) and a private
-// /run, so hosts share neither /run/cluster-api nor /etc. It needs root and /usr/sbin/sshd.
+// /run and /var/lib/capr, so hosts share neither CAPR's files nor /etc. It needs root and /usr/sbin/sshd.
 package sshdtest
 
 import (
@@ -170,7 +170,7 @@ func (h *Host) RotateHostKey() string {
 
 func (h *Host) start() {
 	t := h.t
-	script := fmt.Sprintf("set -e; mount --bind %s /etc; mount -t tmpfs tmpfs /run; mkdir -p /run/sshd; chmod 755 /run/sshd; exec /usr/sbin/sshd -D -e -f %s -o ListenAddress=%s -o Port=%d",
+	script := fmt.Sprintf("set -e; mount --bind %s /etc; mount -t tmpfs tmpfs /run; mkdir -p /var/lib/capr; mount -t tmpfs tmpfs /var/lib/capr; mkdir -p /run/sshd; chmod 755 /run/sshd; exec /usr/sbin/sshd -D -e -f %s -o ListenAddress=%s -o Port=%d",
 		h.path("etc"), h.path("sshd_config"), h.Address, h.Port)
 	h.cmd = exec.Command("unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script)
 	var logs bytes.Buffer
