@@ -196,3 +196,29 @@ func TestDeleteForMoveAndDirtyHosts(t *testing.T) {
 	out, _ = h.Exec("cat /run/capr-runs")
 	g.Expect(out).To(Equal("run\n"), "the bootstrap ran once in all")
 }
+
+// TestMovedCopyNeverRunsBootstrapData checks a RemoteMachine recreated as a bootstrapped copy whose host holds no
+// such bootstrap: CAPR reports BootstrapNotFound and runs nothing, and deleting it finds nothing to clean.
+func TestMovedCopyNeverRunsBootstrapData(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t)
+	f := newFixture(t, "#!/bin/sh\necho run >> /run/capr-runs\n", "")
+	f.keySecret(t, "key", h)
+	rm := f.remoteMachine()
+	rm.Spec.Address, rm.Spec.Port = h.Address, int32(h.Port)
+	rm.Spec.SSHKeyRef = &infrav1.SecretReference{Name: "key"}
+	rm.Spec.ProviderID = "remote-machine://" + h.Address
+	rm.Annotations = map[string]string{infrav1.BootstrapUIDAnnotation: "0b1f2c3d-1111-4222-8333-444455556666"}
+	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		c := condition(get(g, rm), infrav1.BootstrapSucceededCondition)
+		g.Expect(c.Reason).To(Equal(infrav1.BootstrapNotFoundReason))
+		g.Expect(c.Message).To(ContainSubstring("it was moved from another management cluster as bootstrapped (UID 0b1f2c3d-1111-4222-8333-444455556666)"))
+	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
+	out, _ := h.Exec("ls /run/capr-runs /var/lib/capr/bootstrap.uid 2>&1 | grep -c 'No such file'")
+	g.Expect(out).To(Equal("2\n"), "no bootstrap data ran and no marker was written")
+
+	g.Expect(env.Client.Delete(ctx, rm)).To(Succeed())
+	waitGone(g, rm)
+}
