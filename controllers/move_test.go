@@ -31,25 +31,16 @@ import (
 func TestClusterctlMove(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	h := sshdtest.Start(t)
-	f := newFixture(t, "#!/bin/sh\necho run >> /run/capr-runs\n", "")
-	f.keySecret(t, "pool-key", h)
-	f.keySecret(t, "spare-key", h)
-	entry := f.hostEntry("host-a", h, "pool-key", "echo cleaned > /run/capr-cleaned")
-	entry.Spec.FailureDomain = "rack-1"
-	env.CreateEntryAndWait(g, entry)
+	f, h, entry, rm := provisionedPooledMachine(t, "#!/bin/sh\necho run >> /run/capr-runs\n", "host-a", "echo cleaned > /run/capr-cleaned",
+		func(e *infrav1.PooledRemoteMachine) { e.Spec.FailureDomain = "rack-1" })
 	// A free entry of another pool (never dialled: nothing claims it) with its own key Secret.
+	f.keySecret(t, "spare-key", h)
 	spare := testenv.NewEntry(f.ns, "spare", 0)
 	spare.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: "spare-key"}
 	env.CreateEntryAndWait(g, spare)
-
-	rm := f.remoteMachine()
-	rm.Spec.Pool = "default"
-	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
-	waitProvisioned(g, rm)
 	src := get(g, rm)
 	g.Expect(src.Annotations).To(HaveKeyWithValue(infrav1.BootstrapUIDAnnotation, string(src.UID)))
-	for _, name := range []string{"pool-key", "spare-key"} {
+	for _, name := range []string{"key", "spare-key"} {
 		g.Eventually(func(g Gomega) {
 			s := &corev1.Secret{}
 			g.Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: name}, s)).To(Succeed())
@@ -96,7 +87,7 @@ func TestClusterctlMove(t *testing.T) {
 	g.Expect(env.Client.List(ctx, entries, client.InNamespace(f.ns))).To(Succeed())
 	g.Expect(rms.Items).To(BeEmpty())
 	g.Expect(entries.Items).To(BeEmpty())
-	for _, name := range []string{"pool-key", "spare-key"} {
+	for _, name := range []string{"key", "spare-key"} {
 		g.Expect(apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: name}, &corev1.Secret{}))).To(BeTrue(), "Secret %s moved", name)
 	}
 	hostState, _ := h.Exec("cat /run/capr-runs; ls /run/capr-cleaned /var/lib/capr/bootstrap.done 2>&1")
@@ -104,7 +95,7 @@ func TestClusterctlMove(t *testing.T) {
 		"deleting the source neither cleaned the host nor ran the bootstrap again")
 
 	// The target has the key Secrets, the entries with their claim, and a provisioned RemoteMachine.
-	for _, name := range []string{"pool-key", "spare-key"} {
+	for _, name := range []string{"key", "spare-key"} {
 		s := &corev1.Secret{}
 		g.Expect(dst.Client.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: name}, s)).To(Succeed())
 		g.Expect(s.Data["value"]).To(Equal(h.ClientKeyPEM))
@@ -152,15 +143,7 @@ func TestClusterctlMove(t *testing.T) {
 func TestDeleteForMoveAndDirtyHosts(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	h := sshdtest.Start(t)
-	f := newFixture(t, "#!/bin/sh\necho run >> /run/capr-runs\n", "")
-	f.keySecret(t, "key", h)
-	entry := f.hostEntry("host-a", h, "key", "echo cleaned > /run/capr-cleaned")
-	env.CreateEntryAndWait(g, entry)
-	rm := f.remoteMachine()
-	rm.Spec.Pool = "default"
-	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
-	waitProvisioned(g, rm)
+	f, h, entry, rm := provisionedPooledMachine(t, "#!/bin/sh\necho run >> /run/capr-runs\n", "host-a", "echo cleaned > /run/capr-cleaned", nil)
 
 	// Without the delete-for-move check the finalizer would stay until cleanup had run on the host.
 	g.Expect(env.Client.Patch(ctx, rm, client.RawPatch(types.MergePatchType,

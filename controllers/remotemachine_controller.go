@@ -22,6 +22,7 @@ import (
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/cluster-api/controllers/clustercache"
 	"sigs.k8s.io/cluster-api/util"
+	"sigs.k8s.io/cluster-api/util/annotations"
 	"sigs.k8s.io/cluster-api/util/conditions"
 	"sigs.k8s.io/cluster-api/util/patch"
 	"sigs.k8s.io/cluster-api/util/paused"
@@ -197,7 +198,7 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 	if ptr.Deref(rm.Status.Initialization.Provisioned, false) {
 		r.Tasks.Take(key, "bootstrap") // a late result of a run that adopted this one's
 		if _, ok := rm.Annotations[infrav1.BootstrapUIDAnnotation]; !ok {
-			setAnnotation(rm, infrav1.BootstrapUIDAnnotation, string(rm.UID))
+			annotations.AddAnnotations(rm, map[string]string{infrav1.BootstrapUIDAnnotation: string(rm.UID)})
 		}
 		if !conditions.IsTrue(rm, infrav1.BootstrapSucceededCondition) {
 			setBootstrapCondition(rm, metav1.ConditionTrue, infrav1.BootstrapSucceededReason, "Bootstrap succeeded on "+hostPort(rm))
@@ -318,9 +319,16 @@ func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *inf
 		}
 	}
 	rm.Spec.ProviderID = "remote-machine://" + hostPort(rm)
-	setAnnotation(rm, infrav1.BootstrapUIDAnnotation, string(hostMarker(rm)))
+	annotations.AddAnnotations(rm, map[string]string{infrav1.BootstrapUIDAnnotation: string(hostMarker(rm))})
 	rm.Status.Addresses = machineAddresses(rm.Spec.Address, out.Hostname)
-	r.setProvisioned(ctx, rm)
+	rm.Status.Initialization.Provisioned = ptr.To(true)
+	rm.Status.Ready = true
+	if ref := rm.Spec.PooledRemoteMachineRef; ref != nil {
+		entry := &infrav1.PooledRemoteMachine{}
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: rm.Namespace, Name: ref.Name}, entry); err == nil {
+			rm.Status.FailureDomain = entry.Spec.FailureDomain
+		}
+	}
 	msg := "Bootstrap succeeded on " + hostPort(rm)
 	switch {
 	case out.Adopted && hostMarker(rm) != rm.UID:
@@ -333,27 +341,6 @@ func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *inf
 	log.Info("Bootstrap succeeded", "providerID", rm.Spec.ProviderID, "adopted", out.Adopted)
 	// Look for the Node once the kubelet had time to register it.
 	return ctrl.Result{RequeueAfter: time.Second}, nil
-}
-
-func setAnnotation(obj metav1.Object, key, value string) {
-	a := obj.GetAnnotations()
-	if a == nil {
-		a = map[string]string{}
-	}
-	a[key] = value
-	obj.SetAnnotations(a)
-}
-
-// setProvisioned reports the host provisioned, with the failure domain of its pool entry.
-func (r *RemoteMachineReconciler) setProvisioned(ctx context.Context, rm *infrav1.RemoteMachine) {
-	rm.Status.Initialization.Provisioned = ptr.To(true)
-	rm.Status.Ready = true
-	if ref := rm.Spec.PooledRemoteMachineRef; ref != nil {
-		entry := &infrav1.PooledRemoteMachine{}
-		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: rm.Namespace, Name: ref.Name}, entry); err == nil {
-			rm.Status.FailureDomain = entry.Spec.FailureDomain
-		}
-	}
 }
 
 // pinPoolEntryHostKey records a key pinned on first use on the pool entry too, so the next claim of the host

@@ -204,6 +204,26 @@ func (f *fixture) hostEntry(name string, h *sshdtest.Host, key, cleanup string) 
 	return entry
 }
 
+// provisionedPooledMachine bootstraps, on a real sshd host, a RemoteMachine taking its host from pool entry
+// entryName (key Secret "key", the given cleanup command; mutate may change the entry before it is stored).
+func provisionedPooledMachine(t *testing.T, bootstrapData, entryName, cleanup string, mutate func(*infrav1.PooledRemoteMachine)) (*fixture, *sshdtest.Host, *infrav1.PooledRemoteMachine, *infrav1.RemoteMachine) {
+	t.Helper()
+	g := NewWithT(t)
+	h := sshdtest.Start(t)
+	f := newFixture(t, bootstrapData, "")
+	f.keySecret(t, "key", h)
+	entry := f.hostEntry(entryName, h, "key", cleanup)
+	if mutate != nil {
+		mutate(entry)
+	}
+	env.CreateEntryAndWait(g, entry)
+	rm := f.remoteMachine()
+	rm.Spec.Pool = "default"
+	g.Expect(env.Client.Create(context.Background(), rm)).To(Succeed())
+	waitProvisioned(g, rm)
+	return f, h, entry, rm
+}
+
 // waitProvisioned waits until the RemoteMachine's bootstrap succeeded.
 func waitProvisioned(g Gomega, rm *infrav1.RemoteMachine) {
 	g.Eventually(func(g Gomega) {
@@ -375,15 +395,7 @@ func TestFailureReasons(t *testing.T) {
 func TestFailingCleanupQuarantines(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	h := sshdtest.Start(t)
-	f := newFixture(t, "#!/bin/sh\ntrue\n", "")
-	f.keySecret(t, "key", h)
-	entry := f.hostEntry("dirty", h, "key", "echo cannot clean >&2; exit 1")
-	env.CreateEntryAndWait(g, entry)
-	rm := f.remoteMachine()
-	rm.Spec.Pool = "default"
-	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
-	waitProvisioned(g, rm)
+	f, _, entry, rm := provisionedPooledMachine(t, "#!/bin/sh\ntrue\n", "dirty", "echo cannot clean >&2; exit 1", nil)
 
 	g.Expect(env.Client.Delete(ctx, rm)).To(Succeed())
 	g.Eventually(func(g Gomega) {
