@@ -21,6 +21,15 @@ KUBECTL := $(BIN)/kubectl
 CAPI_MANAGER := $(BIN)/capi-manager
 CLUSTERCTL := $(BIN)/clusterctl
 GOLANGCI_LINT := $(BIN)/golangci-lint
+KUSTOMIZE := $(BIN)/kustomize
+HELM := $(BIN)/helm
+HELM3 := $(BIN)/helm3
+CERT_MANAGER := $(BIN)/cert-manager
+
+CHART := charts/cluster-api-provider-remote
+
+# What a release ships: the image the manifests name, and where make release-manifests writes them.
+RELEASE_DIR := $(ROOT)/out
 
 export KUBEBUILDER_ASSETS := $(BIN)
 export CAPR_BIN_DIR := $(BIN)
@@ -43,12 +52,15 @@ manifests: $(CONTROLLER_GEN) ## Regenerate CRDs, RBAC and webhook manifests unde
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./... output:rbac:artifacts:config=config/rbac
 	$(CONTROLLER_GEN) webhook paths=./... output:webhook:artifacts:config=config/webhook
+	@# The Helm chart installs the same CRDs and grants the same rules.
+	cp config/crd/bases/*.yaml $(CHART)/crds/
+	cp config/rbac/role.yaml $(CHART)/files/manager-role.yaml
 
 .PHONY: verify-generate
 verify-generate: $(CONTROLLER_GEN) ## Fail when a generated file is stale (regenerates and compares).
-	@before=$$(find api config -type f -print0 | sort -z | xargs -0 sha256sum); \
+	@before=$$(find api config $(CHART) -type f -print0 | sort -z | xargs -0 sha256sum); \
 	$(MAKE) -s generate >/dev/null; \
-	after=$$(find api config -type f -print0 | sort -z | xargs -0 sha256sum); \
+	after=$$(find api config $(CHART) -type f -print0 | sort -z | xargs -0 sha256sum); \
 	if [ "$$before" != "$$after" ]; then \
 		echo "Generated files were stale and have been regenerated; review and commit them:"; \
 		diff <(echo "$$before") <(echo "$$after") | grep '^[<>]' | awk '{print "  " $$3}' | sort -u; exit 1; fi
@@ -71,17 +83,34 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint.
 
 ##@ Testing
 
+.PHONY: prereqs
+prereqs: ## Check the OS programs the tests need (sshd, sudo, unshare, flock, ...); as root on Debian/Ubuntu, install them.
+	@hack/prereqs.sh
+
 .PHONY: test
-test: test-tools verify-generate vet ## Run every test: unit, and integration on a real kube-apiserver and etcd.
+test: prereqs test-tools verify-generate vet ## Run every test: unit, and integration on a real kube-apiserver and etcd.
 	go test ./... -count=1 -timeout 20m
 
 .PHONY: test-tools
-test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(CAPI_MANAGER) $(CLUSTERCTL) ## Build the binaries the tests run (reused from bin/).
+test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(CAPI_MANAGER) $(CLUSTERCTL) $(KUSTOMIZE) $(HELM) $(HELM3) $(CERT_MANAGER) ## Build the binaries the tests run (reused from bin/).
+
+# BENCH_SHORT=1 runs every benchmark once on a small scale (CI does, so a benchmark cannot rot unnoticed).
+BENCH_SHORT ?=
+BENCH_FLAGS := $(if $(BENCH_SHORT),-entries-per-pool 100 -burst 20 -rounds 1 -sequential 20,)
 
 .PHONY: bench
-bench: test-tools ## Run the benchmarks (real kube-apiserver and etcd) and print ratios against same-run baselines.
-	go run ./test/bench
-	go test ./controllers -run "^$$" -bench P2 -benchtime 1x
+bench: prereqs test-tools ## Run the benchmarks (real kube-apiserver and etcd) and print ratios against same-run baselines (BENCH_SHORT=1: small scale).
+	go run ./test/bench $(BENCH_FLAGS)
+	go test ./controllers -run "^$$" -bench P2 -benchtime 1x $(if $(BENCH_SHORT),-short,)
+
+##@ Release
+
+.PHONY: release-manifests
+release-manifests: $(KUSTOMIZE) ## Write the clusterctl release files to out/: infrastructure-components.yaml, metadata.yaml, cluster templates.
+	@mkdir -p $(RELEASE_DIR)
+	$(KUSTOMIZE) build config/default > $(RELEASE_DIR)/infrastructure-components.yaml
+	cp metadata.yaml $(RELEASE_DIR)/metadata.yaml
+	cp templates/*.yaml $(RELEASE_DIR)/
 
 .PHONY: quickstart
 quickstart: ## Run the provider on a local embedded management plane (not available yet).
@@ -106,6 +135,18 @@ $(CAPI_MANAGER): $(TOOLS_MOD)
 
 $(CLUSTERCTL): $(TOOLS_MOD)
 	$(GO_TOOLS) build -ldflags "$(CAPI_LDFLAGS)" -o $@ sigs.k8s.io/cluster-api/cmd/clusterctl
+
+$(KUSTOMIZE): $(ROOT)/hack/tools/kustomize/go.mod
+	go -C hack/tools/kustomize build -o $@ sigs.k8s.io/kustomize/kustomize/v5
+
+$(HELM): $(ROOT)/hack/tools/helm4/go.mod
+	go -C hack/tools/helm4 build -o $@ helm.sh/helm/v4/cmd/helm
+
+$(HELM3): $(ROOT)/hack/tools/helm3/go.mod
+	go -C hack/tools/helm3 build -o $@ helm.sh/helm/v3/cmd/helm
+
+$(CERT_MANAGER): $(ROOT)/hack/tools/cert-manager/go.mod $(wildcard $(ROOT)/hack/tools/cert-manager/*.go)
+	go -C hack/tools/cert-manager build -o $@ .
 
 $(GOLANGCI_LINT):
 	GOBIN=$(BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)

@@ -44,6 +44,10 @@ func init() {
 	_ = infrav1.AddToScheme(scheme)
 }
 
+// The diagnostics endpoint authenticates and authorizes each scrape against the apiserver.
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
 // options are the manager's command-line flags.
 type options struct {
 	leaderElect              bool

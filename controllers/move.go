@@ -16,7 +16,7 @@ import (
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 )
 
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=patch
+// Secrets (patch: the move label) are granted by config/rbac/secrets_role.yaml, apart from the generated rules.
 
 // moveLabelPatch adds clusterctl's move label, so that `clusterctl move` takes a key Secret along with the
 // objects that reference it. The Secret's data is neither read nor returned: the patch is metadata only.

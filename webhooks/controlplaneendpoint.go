@@ -183,7 +183,9 @@ func (g *EndpointGuard) get(ctx context.Context, gk schema.GroupKind, namespace,
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(mapping.GroupVersionKind)
 	err = g.APIReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, u)
-	if apierrors.IsNotFound(err) {
+	// CAPR may read only the control-plane kinds it knows (KubeadmControlPlane, K0sControlPlane,
+	// K0smotronControlPlane): another kind's machines are not CAPR's to check.
+	if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
 		return nil, nil
 	}
 	if err != nil {

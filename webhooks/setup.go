@@ -9,7 +9,7 @@ import (
 )
 
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=selfsubjectreviews,verbs=create
-// +kubebuilder:rbac:groups=controlplane.cluster.x-k8s.io,resources=*,verbs=get
+// +kubebuilder:rbac:groups=controlplane.cluster.x-k8s.io,resources=kubeadmcontrolplanes;k0scontrolplanes;k0smotroncontrolplanes,verbs=get
 // +kubebuilder:rbac:groups=infrastructure.cluster.x-k8s.io,resources=remoteclusters;remotemachinetemplates;remoteclustertemplates,verbs=get;list;watch
 
 // SetupWithManager registers every CAPR webhook with the manager's webhook server. The claimer's reader needs the

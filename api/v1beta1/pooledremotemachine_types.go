@@ -146,7 +146,7 @@ type PooledRemoteMachineStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:path=pooledremotemachines,scope=Namespaced,categories=cluster-api,shortName=prm
-// +kubebuilder:metadata:labels={"cluster.x-k8s.io/v1beta1=v1beta1","cluster.x-k8s.io/v1beta2=v1beta1","clusterctl.cluster.x-k8s.io/move-hierarchy="}
+// +kubebuilder:metadata:labels={"cluster.x-k8s.io/v1beta1=v1beta1","cluster.x-k8s.io/v1beta2=v1beta1","cluster.x-k8s.io/provider=infrastructure-remote","clusterctl.cluster.x-k8s.io=","clusterctl.cluster.x-k8s.io/move-hierarchy="}
 // +kubebuilder:printcolumn:name="Pool",type="string",JSONPath=".spec.pool",description="Pool the entry belongs to"
 // +kubebuilder:printcolumn:name="Address",type="string",JSONPath=".spec.machine.address",description="Address of the host"
 // +kubebuilder:printcolumn:name="Phase",type="string",JSONPath=".status.phase",description="Lifecycle phase"

@@ -12,6 +12,7 @@ import (
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
 
 // inNamespace moves the reference document's objects into ns (the K0sControlPlane names no namespace).
@@ -37,7 +38,7 @@ func splitDocs(t *testing.T, block string) (cp, cluster string) {
 // TestControlPlaneEndpointGuard applies the reference document's control-plane example without
 // Cluster.spec.controlPlaneEndpoint with kubectl, in both document orders: the apply fails and says what to set.
 func TestControlPlaneEndpointGuard(t *testing.T) {
-	blocks := seedBlocks(t)
+	blocks := testenv.SeedBlocks(t)
 	cp, cluster := splitDocs(t, blocks[4])
 	g := NewWithT(t)
 	g.Expect(withoutEndpoint(cluster)).NotTo(ContainSubstring("controlPlaneEndpoint"))
@@ -56,7 +57,7 @@ func TestControlPlaneEndpointGuard(t *testing.T) {
 			ns := env.NewNamespace(t)
 			_, errOut, err := env.Kubectl(context.Background(), inNamespace(blocks[3], ns), "apply", "-n", ns, "-f", "-")
 			g.Expect(err).NotTo(HaveOccurred(), errOut)
-			out, errOut, err := env.Kubectl(context.Background(), inNamespace(join(order.docs...), ns), "apply", "-n", ns, "-f", "-")
+			out, errOut, err := env.Kubectl(context.Background(), inNamespace(testenv.JoinDocuments(order.docs...), ns), "apply", "-n", ns, "-f", "-")
 			g.Expect(err).To(HaveOccurred(), "stdout: %s", out)
 			g.Expect(errOut).To(ContainSubstring(order.fails))
 			g.Expect(errOut).To(ContainSubstring(`spec.controlPlaneEndpoint: Required value: Cluster "remote-test" must set spec.controlPlaneEndpoint`))
@@ -65,7 +66,7 @@ func TestControlPlaneEndpointGuard(t *testing.T) {
 			g.Expect(errOut).To(ContainSubstring("port (usually 6443)"))
 
 			// Setting the endpoint, as the reference document does, and applying the same file again fixes it.
-			out, errOut, err = env.Kubectl(context.Background(), inNamespace(join(order.fixed...), ns), "apply", "-n", ns, "-f", "-")
+			out, errOut, err = env.Kubectl(context.Background(), inNamespace(testenv.JoinDocuments(order.fixed...), ns), "apply", "-n", ns, "-f", "-")
 			g.Expect(err).NotTo(HaveOccurred(), "stdout: %s\nstderr: %s", out, errOut)
 		})
 	}
@@ -94,7 +95,7 @@ spec:
   controlPlaneRef: {apiGroup: controlplane.cluster.x-k8s.io, kind: KubeadmControlPlane, name: kcp}
   infrastructureRef: {apiGroup: infrastructure.cluster.x-k8s.io, kind: RemoteCluster, name: kc}
 `, ns)
-	_, errOut, err := env.Kubectl(ctx, join(kcp, cluster), "apply", "-f", "-")
+	_, errOut, err := env.Kubectl(ctx, testenv.JoinDocuments(kcp, cluster), "apply", "-f", "-")
 	g.Expect(err).To(HaveOccurred())
 	g.Expect(errOut).To(ContainSubstring(`The Cluster "kc" is invalid: spec.controlPlaneEndpoint: Required value`))
 	g.Expect(errOut).To(ContainSubstring(`KubeadmControlPlane "kcp" runs the control plane on RemoteMachines (RemoteMachineTemplate "cp")`))
@@ -105,7 +106,7 @@ metadata: {name: kc, namespace: %s}
 spec:
   controlPlaneEndpoint: {host: 192.0.2.100, port: 6443}
 `, ns)
-	out, errOut, err := env.Kubectl(ctx, join(remoteCluster, kcp, cluster), "apply", "-f", "-")
+	out, errOut, err := env.Kubectl(ctx, testenv.JoinDocuments(remoteCluster, kcp, cluster), "apply", "-f", "-")
 	g.Expect(err).NotTo(HaveOccurred(), "stdout: %s\nstderr: %s", out, errOut)
 }
 

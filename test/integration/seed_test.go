@@ -2,9 +2,6 @@ package integration
 
 import (
 	"context"
-	"os"
-	"regexp"
-	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -12,42 +9,18 @@ import (
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
-
-// seedBlocks returns the YAML code blocks of the user's reference document, unchanged.
-func seedBlocks(t *testing.T) []string {
-	t.Helper()
-	doc, err := os.ReadFile("testdata/remote-machine-provider.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var blocks []string
-	for _, m := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(doc), -1) {
-		blocks = append(blocks, m[1])
-	}
-	if len(blocks) != 5 {
-		t.Fatalf("the reference document has %d YAML blocks, the test expects 5", len(blocks))
-	}
-	return blocks
-}
-
-func join(blocks ...string) string {
-	out := make([]string, 0, len(blocks))
-	for _, b := range blocks {
-		out = append(out, strings.TrimPrefix(strings.TrimSpace(b), "---"))
-	}
-	return strings.Join(out, "\n---\n")
-}
 
 // TestSeedDocumentsApplyUnchanged applies every YAML document of the reference document, as it is, with kubectl.
 func TestSeedDocumentsApplyUnchanged(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	blocks := seedBlocks(t)
+	blocks := testenv.SeedBlocks(t)
 	key := types.NamespacedName{Namespace: "default", Name: "remote-test"}
 
 	// The direct example: Cluster + K0smotronControlPlane, RemoteCluster, Machine + K0sWorkerConfig + RemoteMachine.
-	direct := join(blocks[0], blocks[1], blocks[2])
+	direct := testenv.JoinDocuments(blocks[0], blocks[1], blocks[2])
 	out, errOut, err := env.Kubectl(ctx, direct, "apply", "-f", "-")
 	g.Expect(err).NotTo(HaveOccurred(), "stdout: %s\nstderr: %s", out, errOut)
 	g.Expect(out).To(ContainSubstring("remotemachine.infrastructure.cluster.x-k8s.io/remote-test-0 created"))
@@ -80,7 +53,7 @@ func TestSeedDocumentsApplyUnchanged(t *testing.T) {
 	_, errOut, err = env.Kubectl(ctx, direct, "delete", "-f", "-", "--wait=true")
 	g.Expect(err).NotTo(HaveOccurred(), "stderr: %s", errOut)
 
-	pooled := join(blocks[3], blocks[4])
+	pooled := testenv.JoinDocuments(blocks[3], blocks[4])
 	out, errOut, err = env.Kubectl(ctx, pooled, "apply", "-f", "-")
 	g.Expect(err).NotTo(HaveOccurred(), "stdout: %s\nstderr: %s", out, errOut)
 	for _, created := range []string{

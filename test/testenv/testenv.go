@@ -215,7 +215,7 @@ func (e *Environment) start(opts Options) error {
 	if e.Client, err = client.New(e.Config, client.Options{Scheme: e.Scheme}); err != nil {
 		return err
 	}
-	if e.Kubeconfig, err = e.writeKubeconfig(); err != nil {
+	if e.Kubeconfig, err = writeAdminKubeconfig(e.env); err != nil {
 		return err
 	}
 	if e.ManagerKubeconfig, err = writeConfig(e.Config); err != nil {
@@ -336,8 +336,9 @@ func (e *Environment) Kubectl(ctx context.Context, stdin string, args ...string)
 	return stdout.String(), stderr.String(), err
 }
 
-func (e *Environment) writeKubeconfig() (string, error) {
-	user, err := e.env.AddUser(envtest.User{Name: "capr-admin", Groups: []string{"system:masters"}}, nil)
+// writeAdminKubeconfig writes a kubeconfig file of a system:masters user of the environment's apiserver.
+func writeAdminKubeconfig(env *envtest.Environment) (string, error) {
+	user, err := env.AddUser(envtest.User{Name: "capr-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		return "", err
 	}
@@ -352,6 +353,43 @@ func (e *Environment) writeKubeconfig() (string, error) {
 	defer f.Close()
 	_, err = f.Write(data)
 	return f.Name(), err
+}
+
+// APIServer is a bare management plane: kube-apiserver and etcd from bin/ with nothing installed, for tests that
+// install CAPR the way users do (clusterctl, Helm).
+type APIServer struct {
+	// Config reaches the apiserver as an administrator.
+	Config *rest.Config
+	// Client is an uncached administrator client with CAPR's and Cluster API's kinds in its scheme.
+	Client client.Client
+	// Kubeconfig is the path of an administrator kubeconfig file.
+	Kubeconfig string
+
+	env *envtest.Environment
+}
+
+// StartAPIServer starts kube-apiserver and etcd from bin/, with RBAC authorization and service-account tokens.
+func StartAPIServer() (*APIServer, error) {
+	env := &envtest.Environment{BinaryAssetsDirectory: BinDir()}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s: %w", BinDir(), err)
+	}
+	a := &APIServer{Config: cfg, env: env}
+	if a.Client, err = client.New(cfg, client.Options{Scheme: NewScheme()}); err == nil {
+		a.Kubeconfig, err = writeAdminKubeconfig(env)
+	}
+	if err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	return a, nil
+}
+
+// Stop stops kube-apiserver and etcd.
+func (a *APIServer) Stop() error {
+	_ = os.Remove(a.Kubeconfig)
+	return a.env.Stop()
 }
 
 // ContractAPIVersion returns the apiVersion Cluster API uses for a kind: the newest version its CRD lists under the
