@@ -18,6 +18,7 @@ CONTROLLER_GEN := $(BIN)/controller-gen
 KUBE_APISERVER := $(BIN)/kube-apiserver
 ETCD := $(BIN)/etcd
 KUBECTL := $(BIN)/kubectl
+KUBE_CONTROLLER_MANAGER := $(BIN)/kube-controller-manager
 CAPI_MANAGER := $(BIN)/capi-manager
 CLUSTERCTL := $(BIN)/clusterctl
 GOLANGCI_LINT := $(BIN)/golangci-lint
@@ -92,7 +93,7 @@ test: prereqs test-tools verify-generate vet ## Run every test: unit, and integr
 	go test ./... -count=1 -timeout 20m
 
 .PHONY: test-tools
-test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(CAPI_MANAGER) $(CLUSTERCTL) $(KUSTOMIZE) $(HELM) $(HELM3) $(CERT_MANAGER) ## Build the binaries the tests run (reused from bin/).
+test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(KUBE_CONTROLLER_MANAGER) $(CAPI_MANAGER) $(CLUSTERCTL) $(KUSTOMIZE) $(HELM) $(HELM3) $(CERT_MANAGER) ## Build the binaries the tests run (reused from bin/).
 
 # BENCH_SHORT=1 runs every benchmark once on a small scale (CI does, so a benchmark cannot rot unnoticed).
 BENCH_SHORT ?=
@@ -126,6 +127,9 @@ $(ETCD): $(TOOLS_MOD)
 
 $(KUBE_APISERVER): $(TOOLS_MOD)
 	$(GO_TOOLS) build -ldflags "$(K8S_LDFLAGS)" -o $@ k8s.io/kubernetes/cmd/kube-apiserver
+
+$(KUBE_CONTROLLER_MANAGER): $(TOOLS_MOD)
+	$(GO_TOOLS) build -ldflags "$(K8S_LDFLAGS)" -o $@ k8s.io/kubernetes/cmd/kube-controller-manager
 
 $(KUBECTL): $(TOOLS_MOD)
 	$(GO_TOOLS) build -ldflags "$(K8S_LDFLAGS)" -o $@ k8s.io/kubernetes/cmd/kubectl

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -32,7 +33,9 @@ import (
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
 
-// startAPIServer starts a bare kube-apiserver and etcd for one test.
+// startAPIServer starts a bare management plane for one test: kube-apiserver and etcd, and kube-controller-manager
+// with the controllers an install relies on: ClusterRole aggregation (Cluster API's manager is granted its rules,
+// CAPR's included, by aggregation), and namespace and garbage collection (so that an uninstall really deletes).
 func startAPIServer(t *testing.T) *testenv.APIServer {
 	t.Helper()
 	a, err := testenv.StartAPIServer()
@@ -40,6 +43,9 @@ func startAPIServer(t *testing.T) *testenv.APIServer {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = a.Stop() })
+	startProcess(t, "kube-controller-manager", tool(t, "kube-controller-manager"), "--kubeconfig="+a.Kubeconfig,
+		"--controllers=clusterrole-aggregation-controller,namespace-controller,garbage-collector-controller",
+		"--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false")
 	return a
 }
 
@@ -100,6 +106,7 @@ func startCertManager(t *testing.T, a *testenv.APIServer) {
 
 // process is a program the test started; its output is kept for the test to read.
 type process struct {
+	once   sync.Once
 	cmd    *exec.Cmd
 	logs   *testenv.SyncBuffer
 	exited chan error
@@ -116,18 +123,25 @@ func startProcess(t *testing.T, name, bin string, args ...string) *process {
 	}
 	go func() { p.exited <- p.cmd.Wait() }()
 	t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(20 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-		}
+		p.stop()
 		if t.Failed() {
 			t.Logf("%s output:\n%s", name, tail(p.logs.String(), 20000))
 		}
 	})
 	return p
+}
+
+// stop stops the program: SIGTERM, then SIGKILL after 20 seconds. Stopping a stopped program does nothing.
+func (p *process) stop() {
+	p.once.Do(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-p.exited:
+			p.exited <- err
+		case <-time.After(20 * time.Second):
+			_ = p.cmd.Process.Kill()
+		}
+	})
 }
 
 func tail(s string, n int) string {
@@ -153,8 +167,9 @@ func slicesWithout(env []string, prefix string) []string {
 // ExternalName Service to that name, and still checks the serving certificate against
 // <service>.<namespace>.svc with the CA bundle cert-manager injected: what it verifies is what was installed.
 type webhookRedirect struct {
-	addr   string
-	target atomic.Pointer[string]
+	addr    string
+	service *corev1.Service
+	target  atomic.Pointer[string]
 }
 
 func redirectWebhookService(t *testing.T, a *testenv.APIServer, namespace, name string) *webhookRedirect {
@@ -187,7 +202,14 @@ func redirectWebhookService(t *testing.T, a *testenv.APIServer, namespace, name 
 			Ports: []corev1.ServicePort{{Port: 443, TargetPort: intstr.FromInt32(443)}}},
 	}
 	g.Eventually(func() error { return a.Client.Create(ctx, redirected) }, 10*time.Second, 100*time.Millisecond).Should(Succeed())
+	r.service = redirected
 	return r
+}
+
+// remove deletes the ExternalName Service, so that a `helm upgrade` puts the Service back as it installs it.
+func (r *webhookRedirect) remove(t *testing.T, a *testenv.APIServer) {
+	t.Helper()
+	NewWithT(t).Expect(a.Client.Delete(context.Background(), r.service)).To(Succeed())
 }
 
 func (r *webhookRedirect) forward(in net.Conn) {
@@ -212,7 +234,7 @@ func (r *webhookRedirect) forward(in net.Conn) {
 // the serving certificate from the Secret the Deployment mounts.
 type installedManager struct {
 	*process
-	deployment *appsv1.Deployment
+	deployment  *appsv1.Deployment
 	webhookAddr string
 }
 
