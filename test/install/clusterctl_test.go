@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -117,11 +116,6 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
-// withDefaults replaces clusterctl variables by their defaults, as clusterctl does when none is set.
-func withDefaults(s string) string {
-	return regexp.MustCompile(`\$\{[A-Z0-9_]+:=([^}]*)\}`).ReplaceAllString(s, "$1")
-}
-
 // TestClusterctlInit installs CAPR the way its users do: cert-manager running (its own controllers and CA
 // injector), `clusterctl init --infrastructure remote` from a local repository holding what `make
 // release-manifests` wrote and Cluster API v1.14.2's own components. Then it runs Cluster API's core manager and
@@ -147,7 +141,7 @@ func TestClusterctlInit(t *testing.T) {
 	// Every object of the release is there, labelled as clusterctl labels the providers it installs.
 	components, err := os.ReadFile(filepath.Join(release, "infrastructure-components.yaml"))
 	g.Expect(err).NotTo(HaveOccurred())
-	objs := documents(t, withDefaults(string(components)))
+	objs := chartParseObjects(t, chartClusterctlVariable.ReplaceAllString(string(components), "$2"))
 	expectInstalled(t, a, objs)
 	crd := &metav1.PartialObjectMetadata{}
 	crd.SetGroupVersionKind(schemaCRD)
@@ -273,7 +267,7 @@ func generateEveryFlavor(t *testing.T, a *testenv.APIServer, config string) {
 		g.Expect(out).NotTo(ContainSubstring("${"), "flavor %q left a variable unset", flavor)
 		g.Expect(out).To(ContainSubstring("host: 10.0.0.10"))
 		g.Expect(out).To(ContainSubstring("rack-b"))
-		objs := documents(t, out)
+		objs := chartParseObjects(t, out)
 		g.Expect(objs).NotTo(BeEmpty())
 		for _, o := range objs {
 			if o.GetKind() != "ClusterClass" || flavor != "clusterclass" {

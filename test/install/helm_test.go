@@ -26,10 +26,7 @@ import (
 // helm runs a Helm binary of bin/ against the apiserver, with its home directories in the test's.
 func helm(t *testing.T, a *testenv.APIServer, bin string, args ...string) (string, error) {
 	t.Helper()
-	home := t.TempDir()
-	return runCmd(t, "", []string{"KUBECONFIG=" + a.Kubeconfig, "HELM_CACHE_HOME=" + filepath.Join(home, "cache"),
-		"HELM_CONFIG_HOME=" + filepath.Join(home, "config"), "HELM_DATA_HOME=" + filepath.Join(home, "data")},
-		tool(t, bin), args...)
+	return chartRun(t, tool(t, bin), append(args, "--kubeconfig", a.Kubeconfig)...)
 }
 
 // ownCertificate makes a CA and a serving certificate for the webhook Service, stores them as the TLS Secret the
@@ -131,7 +128,7 @@ func TestHelmInstall(t *testing.T) {
 				g.Expect(err).NotTo(HaveOccurred(), rendered)
 				out, err = helm(t, a, helmBin, "uninstall", "capr", "-n", system, "--wait")
 				g.Expect(err).NotTo(HaveOccurred(), out)
-				for _, obj := range documents(t, rendered) {
+				for _, obj := range chartParseObjects(t, rendered) {
 					g.Eventually(func() bool {
 						err := a.Client.Get(ctx, client.ObjectKeyFromObject(obj), obj)
 						return apierrors.IsNotFound(err)

@@ -28,7 +28,6 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
@@ -315,22 +314,6 @@ func hasAnyPrefix(arg string, flags []string) bool {
 		}
 	}
 	return false
-}
-
-// documents splits a YAML stream into objects.
-func documents(t *testing.T, stream string) []*unstructured.Unstructured {
-	t.Helper()
-	var objs []*unstructured.Unstructured
-	for _, doc := range strings.Split(stream, "\n---") {
-		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
-			t.Fatalf("parsing %q: %v", tail(doc, 200), err)
-		}
-		if len(u.Object) > 0 {
-			objs = append(objs, u)
-		}
-	}
-	return objs
 }
 
 // expectInstalled checks that every object of a components stream exists in the apiserver.
