@@ -21,6 +21,8 @@ KUBECTL := $(BIN)/kubectl
 KUBE_CONTROLLER_MANAGER := $(BIN)/kube-controller-manager
 CAPI_MANAGER := $(BIN)/capi-manager
 CLUSTERCTL := $(BIN)/clusterctl
+CAPI_BOOTSTRAP_MANAGER := $(BIN)/capi-kubeadm-bootstrap-manager
+CAPI_CONTROLPLANE_MANAGER := $(BIN)/capi-kubeadm-control-plane-manager
 GOLANGCI_LINT := $(BIN)/golangci-lint
 KUSTOMIZE := $(BIN)/kustomize
 HELM := $(BIN)/helm
@@ -93,7 +95,7 @@ test: prereqs test-tools verify-generate vet ## Run every test: unit, and integr
 	go test ./... -count=1 -timeout 20m
 
 .PHONY: test-tools
-test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(KUBE_CONTROLLER_MANAGER) $(CAPI_MANAGER) $(CLUSTERCTL) $(KUSTOMIZE) $(HELM) $(HELM3) $(CERT_MANAGER) ## Build the binaries the tests run (reused from bin/).
+test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(KUBE_CONTROLLER_MANAGER) $(CAPI_MANAGER) $(CAPI_BOOTSTRAP_MANAGER) $(CAPI_CONTROLPLANE_MANAGER) $(CLUSTERCTL) $(KUSTOMIZE) $(HELM) $(HELM3) $(CERT_MANAGER) ## Build the binaries the tests run (reused from bin/).
 
 # BENCH_SHORT=1 runs every benchmark once on a small scale (CI does, so a benchmark cannot rot unnoticed).
 BENCH_SHORT ?=
@@ -136,6 +138,12 @@ $(KUBECTL): $(TOOLS_MOD)
 
 $(CAPI_MANAGER): $(TOOLS_MOD)
 	$(GO_TOOLS) build -ldflags "$(CAPI_LDFLAGS)" -o $@ sigs.k8s.io/cluster-api/core
+
+$(CAPI_BOOTSTRAP_MANAGER): $(TOOLS_MOD)
+	$(GO_TOOLS) build -ldflags "$(CAPI_LDFLAGS)" -o $@ sigs.k8s.io/cluster-api/bootstrap/kubeadm
+
+$(CAPI_CONTROLPLANE_MANAGER): $(TOOLS_MOD)
+	$(GO_TOOLS) build -ldflags "$(CAPI_LDFLAGS)" -o $@ sigs.k8s.io/cluster-api/controlplane/kubeadm
 
 $(CLUSTERCTL): $(TOOLS_MOD)
 	$(GO_TOOLS) build -ldflags "$(CAPI_LDFLAGS)" -o $@ sigs.k8s.io/cluster-api/cmd/clusterctl

@@ -132,8 +132,9 @@ func TestClusterctlInit(t *testing.T) {
 
 	release := releaseFiles(t)
 	config := localRepository(t, release)
-	out, err := runCmd(t, "", clusterctlEnv(t), tool(t, "clusterctl"), "init", "--config", config, "--kubeconfig", a.Kubeconfig,
-		"--infrastructure", "remote")
+	// With Cluster API's topology feature on, for the ClusterClass flavor.
+	out, err := runCmd(t, "", append(clusterctlEnv(t), "CLUSTER_TOPOLOGY=true"), tool(t, "clusterctl"), "init", "--config", config,
+		"--kubeconfig", a.Kubeconfig, "--infrastructure", "remote")
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Expect(out).To(ContainSubstring("Skipping installing cert-manager as it is already installed"))
 	g.Expect(out).To(ContainSubstring(`Installing provider="infrastructure-remote" version="` + releaseVersion + `" targetNamespace="capr-system"`))
@@ -161,6 +162,17 @@ func TestClusterctlInit(t *testing.T) {
 	// Cluster API's core manager offers no flag for its leader-election namespace, which only a Pod can tell it.
 	capi := runAsInstalled(t, a, "capi-system", "capi-controller-manager", tool(t, "capi-manager"), "--leader-elect=false")
 	capiRedirect.target.Store(&capi.webhookAddr)
+	// Cluster API's kubeadm bootstrap and control-plane managers, as installed (their webhooks validate the
+	// KubeadmControlPlane and KubeadmConfig objects the cluster templates hold).
+	for _, m := range []struct{ namespace, deployment, binary string }{
+		{"capi-kubeadm-bootstrap-system", "capi-kubeadm-bootstrap-controller-manager", "capi-kubeadm-bootstrap-manager"},
+		{"capi-kubeadm-control-plane-system", "capi-kubeadm-control-plane-controller-manager", "capi-kubeadm-control-plane-manager"},
+	} {
+		service := strings.TrimSuffix(m.deployment, "controller-manager") + "webhook-service"
+		redirect := redirectWebhookService(t, a, m.namespace, service)
+		installed := runAsInstalled(t, a, m.namespace, m.deployment, tool(t, m.binary), "--leader-elect=false")
+		redirect.target.Store(&installed.webhookAddr)
+	}
 	// Outside a Pod the manager cannot read its namespace from the service-account mount: it is given as a flag.
 	capr := runAsInstalled(t, a, "capr-system", "capr-controller-manager", manager, "--leader-elect-namespace=capr-system")
 	caprRedirect.target.Store(&capr.webhookAddr)
@@ -198,6 +210,64 @@ func TestClusterctlInit(t *testing.T) {
 	noForbidden(g, capr.logs.String())
 
 	t.Run("generate cluster", func(t *testing.T) { generateEveryFlavor(t, a, config) })
+	t.Run("clusterclass", func(t *testing.T) { applyClusterClassFlavor(t, a, config) })
+}
+
+// applyClusterClassFlavor applies the ClusterClass flavor with Cluster API's topology controller running: the
+// Cluster's RemoteCluster and RemoteMachineTemplates are made from the class, with the pools the Cluster's
+// variables name patched in, and the KubeadmControlPlane's first machine takes its host from the control-plane pool.
+func applyClusterClassFlavor(t *testing.T, a *testenv.APIServer, config string) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := "topology"
+	g.Expect(a.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+	// Pool entries on closed loopback ports: the claim is what is tested here, not a bootstrap.
+	g.Expect(a.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "key"},
+		Data: map[string][]byte{"value": []byte("unused")}})).To(Succeed())
+	for i, pool := range []string{"cp-pool", "cp-pool", "worker-pool"} {
+		entry := &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("host-%d", i)}}
+		entry.Spec.Pool = pool
+		entry.Spec.Machine.Address, entry.Spec.Machine.Port = "127.0.0.1", int32(freePort(t))
+		entry.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: "key"}
+		g.Expect(a.Client.Create(ctx, entry)).To(Succeed())
+	}
+	rendered, err := runCmd(t, "", append(clusterctlEnv(t), "CONTROL_PLANE_ENDPOINT_HOST=127.0.0.1",
+		fmt.Sprintf("CONTROL_PLANE_ENDPOINT_PORT=%d", freePort(t)), "CONTROL_PLANE_POOL=cp-pool", "WORKER_POOL=worker-pool"),
+		tool(t, "clusterctl"), "generate", "cluster", "demo", "--config", config, "--kubeconfig", a.Kubeconfig,
+		"--infrastructure", "remote", "--flavor", "clusterclass", "--kubernetes-version", "v1.36.3",
+		"--control-plane-machine-count", "1", "--worker-machine-count", "0", "--target-namespace", ns)
+	g.Expect(err).NotTo(HaveOccurred(), rendered)
+	out, err := kubectl(t, a, rendered, "apply", "-f", "-")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Expect(out).To(ContainSubstring("clusterclass.cluster.x-k8s.io/remote created"))
+
+	// The topology controller made the Cluster's RemoteCluster from the class's RemoteClusterTemplate, and the
+	// machines' RemoteMachineTemplates with the pools of the Cluster's variables.
+	cluster := &clusterv1.Cluster{}
+	g.Eventually(func(g Gomega) {
+		g.Expect(a.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "demo"}, cluster)).To(Succeed())
+		g.Expect(cluster.Spec.InfrastructureRef.Kind).To(Equal("RemoteCluster"))
+		g.Expect(a.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: cluster.Spec.InfrastructureRef.Name}, &infrav1.RemoteCluster{})).To(Succeed())
+		templates := &infrav1.RemoteMachineTemplateList{}
+		g.Expect(a.Client.List(ctx, templates, client.InNamespace(ns), client.MatchingLabels{clusterv1.ClusterNameLabel: "demo"})).To(Succeed())
+		pools := map[string]bool{}
+		for _, tpl := range templates.Items {
+			pools[tpl.Spec.Template.Spec.Pool] = true
+		}
+		g.Expect(pools).To(Equal(map[string]bool{"cp-pool": true, "worker-pool": true}))
+	}, 2*time.Minute, time.Second).Should(Succeed())
+
+	// The KubeadmControlPlane's first machine holds a host of the control-plane pool.
+	g.Eventually(func(g Gomega) {
+		machines := &infrav1.RemoteMachineList{}
+		g.Expect(a.Client.List(ctx, machines, client.InNamespace(ns))).To(Succeed())
+		g.Expect(machines.Items).To(HaveLen(1))
+		rm := machines.Items[0]
+		g.Expect(rm.Spec.Pool).To(Equal("cp-pool"))
+		g.Expect(rm.Spec.Address).To(Equal("127.0.0.1"))
+		g.Expect(rm.Spec.PooledRemoteMachineRef).NotTo(BeNil())
+		g.Expect(rm.Labels).To(HaveKey(clusterv1.MachineControlPlaneLabel))
+	}, 2*time.Minute, time.Second).Should(Succeed())
 }
 
 // bootstrapOnHost claims an sshd host from a pool with a RemoteMachine of a Cluster API Machine and waits until
@@ -274,19 +344,20 @@ func generateEveryFlavor(t *testing.T, a *testenv.APIServer, config string) {
 				g.Expect(o.GetNamespace()).To(Equal("demo"), "%s %s", o.GetKind(), o.GetName())
 			}
 		}
-		// CAPR's objects are valid for the installed schemas and webhooks (a server-side dry run; the other
-		// providers' kinds need their managers' webhooks, which this test does not run).
-		var caprObjects []string
+		// The objects are valid for the installed schemas and webhooks (a server-side dry run). For the ClusterClass
+		// flavor only CAPR's: a dry run creates no ClusterClass for the Cluster to find (it is applied for real in
+		// the clusterclass subtest).
+		var applied []string
 		for _, o := range objs {
-			if o.GroupVersionKind().Group == infrav1.GroupVersion.Group {
+			if flavor == "" || o.GroupVersionKind().Group == infrav1.GroupVersion.Group {
 				data, err := yaml.Marshal(o.Object)
 				g.Expect(err).NotTo(HaveOccurred())
-				caprObjects = append(caprObjects, string(data))
+				applied = append(applied, string(data))
 			}
 		}
-		g.Expect(caprObjects).NotTo(BeEmpty())
+		g.Expect(applied).NotTo(BeEmpty())
 		_, _ = kubectl(t, a, "", "create", "namespace", "demo")
-		out, err = kubectl(t, a, testenv.JoinDocuments(caprObjects...), "apply", "--dry-run=server", "-f", "-")
+		out, err = kubectl(t, a, testenv.JoinDocuments(applied...), "apply", "--dry-run=server", "-f", "-")
 		g.Expect(err).NotTo(HaveOccurred(), "flavor %q:\n%s", flavor, out)
 	}
 }
