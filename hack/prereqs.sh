@@ -13,7 +13,7 @@ check_only=false
 # program → Debian package that provides it. sshd and sudo run the real SSH hosts of the tests (sudo also creates
 # /etc/sudoers.d); ssh is the OpenSSH client the P2 benchmark compares against; unshare, nsenter and mount put each
 # test host in its own mount namespace; flock, setsid and tail are what CAPR's bootstrap runs on a host; git and
-# ca-certificates let the Go toolchain fetch modules.
+# ca-certificates let the Go toolchain fetch modules; openssl checks a CA hash in the end-to-end kubeadm stand-in.
 declare -A package_of=(
 	[/usr/sbin/sshd]=openssh-server
 	[ssh]=openssh-client
@@ -27,7 +27,9 @@ declare -A package_of=(
 	[mount]=mount
 	[tail]=coreutils
 	[git]=git
+	[shellcheck]=shellcheck
 	[/etc/ssl/certs/ca-certificates.crt]=ca-certificates
+	[openssl]=openssl
 )
 
 missing_packages() {

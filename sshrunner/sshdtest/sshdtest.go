@@ -39,6 +39,19 @@ type User struct {
 	Sudo bool
 }
 
+// Options shape a host beyond its users.
+type Options struct {
+	// Users are accounts besides root.
+	Users []User
+	// Hostname gives the host a UTS namespace of its own with this host name (empty: the machine's name).
+	Hostname string
+	// Sbin is a directory mounted over /usr/local/sbin inside the host, which is on root's PATH before /usr/bin: the
+	// place for stand-in commands (empty: the machine's).
+	Sbin string
+	// Private are more directories given an empty tmpfs of their own inside the host (e.g. /var/lib/kubelet).
+	Private []string
+}
+
 // Host is a running sshd.
 type Host struct {
 	// Address and Port the sshd listens on.
@@ -52,13 +65,19 @@ type Host struct {
 	// Dir holds the host's files: etc/ (mounted over /etc inside the host), the sshd config and keys.
 	Dir string
 
-	t     T
-	cmd   *exec.Cmd
-	users []User
+	t    T
+	cmd  *exec.Cmd
+	opts Options
 }
 
 // Start starts a host with the given extra users.
 func Start(t T, users ...User) *Host {
+	t.Helper()
+	return StartWith(t, Options{Users: users})
+}
+
+// StartWith starts a host shaped by opts.
+func StartWith(t T, opts Options) *Host {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("sshdtest needs root, to run sshd in its own mount namespace")
@@ -66,7 +85,7 @@ func Start(t T, users ...User) *Host {
 	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
 		t.Fatal("sshdtest needs OpenSSH's sshd (apt-get install openssh-server)")
 	}
-	h := &Host{t: t, Dir: t.TempDir(), users: users}
+	h := &Host{t: t, Dir: t.TempDir(), opts: opts}
 	// Non-root users read their authorized keys and home below Dir.
 	must(t, os.Chmod(h.Dir, 0o755))
 	must(t, os.Chmod(filepath.Dir(h.Dir), 0o755))
@@ -133,7 +152,7 @@ func (h *Host) writeFiles() {
 	pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(h.ClientSigner.PublicKey())))
 	must(t, os.MkdirAll(h.path("keys"), 0o755))
 	must(t, os.WriteFile(h.path("keys", "root"), []byte(pub+"\n"), 0o644))
-	for i, u := range h.users {
+	for i, u := range h.opts.Users {
 		uid := 20000 + i
 		home := h.path("home", u.Name)
 		must(t, os.MkdirAll(home, 0o755))
@@ -170,9 +189,22 @@ func (h *Host) RotateHostKey() string {
 
 func (h *Host) start() {
 	t := h.t
-	script := fmt.Sprintf("set -e; mount --bind %s /etc; mount -t tmpfs tmpfs /run; mkdir -p /var/lib/capr; mount -t tmpfs tmpfs /var/lib/capr; mkdir -p /run/sshd; chmod 755 /run/sshd; exec /usr/sbin/sshd -D -e -f %s -o ListenAddress=%s -o Port=%d",
-		h.path("etc"), h.path("sshd_config"), h.Address, h.Port)
-	h.cmd = exec.Command("unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script)
+	script := fmt.Sprintf("set -e; mount --bind %s /etc; mount -t tmpfs tmpfs /run; mkdir -p /var/lib/capr; mount -t tmpfs tmpfs /var/lib/capr; ",
+		h.path("etc"))
+	for _, dir := range h.opts.Private {
+		script += fmt.Sprintf("mkdir -p %[1]s; mount -t tmpfs tmpfs %[1]s; ", dir)
+	}
+	if h.opts.Sbin != "" {
+		script += fmt.Sprintf("mount --bind %s /usr/local/sbin; ", h.opts.Sbin)
+	}
+	unshare := []string{"--mount", "--propagation", "private"}
+	if h.opts.Hostname != "" {
+		unshare = append(unshare, "--uts")
+		script += fmt.Sprintf("hostname %s; ", h.opts.Hostname)
+	}
+	script += fmt.Sprintf("mkdir -p /run/sshd; chmod 755 /run/sshd; exec /usr/sbin/sshd -D -e -f %s -o ListenAddress=%s -o Port=%d",
+		h.path("sshd_config"), h.Address, h.Port)
+	h.cmd = exec.Command("unshare", append(unshare, "--", "sh", "-c", script)...)
 	var logs bytes.Buffer
 	h.cmd.Stdout, h.cmd.Stderr = &logs, &logs
 	h.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -215,7 +247,11 @@ func (h *Host) Exec(command string) (string, error) {
 	if h.cmd == nil {
 		return "", fmt.Errorf("host %s is stopped", h.Address)
 	}
-	out, err := exec.Command("nsenter", "--target", strconv.Itoa(h.cmd.Process.Pid), "--mount", "--", "sh", "-c", command).CombinedOutput()
+	args := []string{"--target", strconv.Itoa(h.cmd.Process.Pid), "--mount"}
+	if h.opts.Hostname != "" {
+		args = append(args, "--uts")
+	}
+	out, err := exec.Command("nsenter", append(args, "--", "sh", "-c", command)...).CombinedOutput()
 	return string(out), err
 }
 

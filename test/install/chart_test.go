@@ -1,7 +1,6 @@
 package install
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -11,15 +10,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -31,10 +27,9 @@ import (
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"sigs.k8s.io/yaml"
 
+	"github.com/capr-project/cluster-api-provider-remote/test/mgmt"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
 
@@ -52,17 +47,6 @@ const (
 var chartHelms = []string{"helm", "helm3"}
 
 func chartPath() string { return filepath.Join(testenv.RootDir(), "charts", chartPackageName) }
-
-// tool returns the path of a binary `make test-tools` builds into bin/, failing the test when it is missing (the
-// other tests of the package use it too).
-func tool(t *testing.T, name string) string {
-	t.Helper()
-	path := filepath.Join(testenv.BinDir(), name)
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("%s is missing: run make test-tools (%v)", path, err)
-	}
-	return path
-}
 
 // chartRun runs a binary with Helm's home directories in a temporary directory; it returns stdout, and stderr in the error.
 func chartRun(t *testing.T, bin string, args ...string) (string, error) {
@@ -87,53 +71,26 @@ func chartRun(t *testing.T, bin string, args ...string) (string, error) {
 func chartTemplate(t *testing.T, helm string, flags ...string) ([]*unstructured.Unstructured, error) {
 	t.Helper()
 	args := append([]string{"template", chartRelease, chartPath(), "-n", chartNamespace}, flags...)
-	out, err := chartRun(t, tool(t, helm), args...)
+	out, err := chartRun(t, mgmt.Tool(t, helm), args...)
 	if err != nil {
 		return nil, err
 	}
-	return chartParseObjects(t, out), nil
+	return mgmt.ParseObjects(t, out), nil
 }
-
-// chartParseObjects splits a multi-document YAML stream into objects, skipping empty documents.
-func chartParseObjects(t *testing.T, stream string) []*unstructured.Unstructured {
-	t.Helper()
-	reader := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(stream)))
-	var objs []*unstructured.Unstructured
-	for {
-		doc, err := reader.Read()
-		if errors.Is(err, io.EOF) {
-			return objs
-		}
-		if err != nil {
-			t.Fatalf("reading YAML: %v", err)
-		}
-		var m map[string]interface{}
-		if err := yaml.UnmarshalStrict(doc, &m); err != nil { // strict: a duplicated key is an error
-			t.Fatalf("parsing YAML document: %v\n%s", err, doc)
-		}
-		if len(m) == 0 {
-			continue // only comments
-		}
-		objs = append(objs, &unstructured.Unstructured{Object: m})
-	}
-}
-
-// chartClusterctlVariable is a clusterctl variable with a default, ${NAME:=default}, as config/manager/manager.yaml uses.
-var chartClusterctlVariable = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*):=([^}]*)\}`)
 
 // chartKustomizeObjects builds config/default and substitutes every clusterctl variable by its default, as
 // `clusterctl init` does when none is set.
 func chartKustomizeObjects(t *testing.T) []*unstructured.Unstructured {
 	t.Helper()
-	out, err := chartRun(t, tool(t, "kustomize"), "build", filepath.Join(testenv.RootDir(), "config", "default"))
+	out, err := chartRun(t, mgmt.Tool(t, "kustomize"), "build", filepath.Join(testenv.RootDir(), "config", "default"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	out = chartClusterctlVariable.ReplaceAllString(out, "$2")
+	out = mgmt.ClusterctlVariable.ReplaceAllString(out, "$2")
 	if i := strings.Index(out, "${"); i >= 0 {
 		t.Fatalf("config/default has a clusterctl variable without a default: %q", out[i:min(len(out), i+60)])
 	}
-	return chartParseObjects(t, out)
+	return mgmt.ParseObjects(t, out)
 }
 
 func chartKey(o *unstructured.Unstructured) string {
@@ -282,7 +239,7 @@ func TestChartLint(t *testing.T) {
 		} {
 			t.Run(helm+"/"+name, func(t *testing.T) {
 				g := NewWithT(t)
-				out, err := chartRun(t, tool(t, helm), append([]string{"lint", "--strict", chartPath()}, flags...)...)
+				out, err := chartRun(t, mgmt.Tool(t, helm), append([]string{"lint", "--strict", chartPath()}, flags...)...)
 				g.Expect(err).NotTo(HaveOccurred())
 				g.Expect(out).To(ContainSubstring("0 chart(s) failed"))
 			})

@@ -10,9 +10,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
@@ -21,100 +19,9 @@ import (
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner/sshdtest"
+	"github.com/capr-project/cluster-api-provider-remote/test/mgmt"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
-
-const (
-	// releaseVersion is the version the release files are published under in the local repository.
-	releaseVersion = "v0.1.0"
-	// capiVersion is the Cluster API release whose own components clusterctl installs beside CAPR.
-	capiVersion = "v1.14.2"
-)
-
-var schemaCRD = apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition")
-
-// clusterctlEnv keeps clusterctl off the network and out of the user's home.
-func clusterctlEnv(t *testing.T) []string {
-	home := t.TempDir()
-	return []string{"CLUSTERCTL_DISABLE_VERSIONCHECK=true", "HOME=" + home, "XDG_CONFIG_HOME=" + filepath.Join(home, ".config")}
-}
-
-// releaseFiles runs `make release-manifests` into a temporary directory and returns it.
-func releaseFiles(t *testing.T) string {
-	t.Helper()
-	out := t.TempDir()
-	if log, err := runCmd(t, "", nil, "make", "-s", "release-manifests", "RELEASE_DIR="+out); err != nil {
-		t.Fatalf("make release-manifests: %v\n%s", err, log)
-	}
-	for _, f := range []string{"infrastructure-components.yaml", "metadata.yaml", "cluster-template.yaml",
-		"cluster-template-k0s.yaml", "cluster-template-clusterclass.yaml", "clusterclass-remote.yaml"} {
-		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
-			t.Fatalf("make release-manifests did not write %s", f)
-		}
-	}
-	return out
-}
-
-// localRepository lays out a clusterctl local repository: CAPR's release files, and Cluster API's core, kubeadm
-// bootstrap and kubeadm control-plane components built with kustomize from Cluster API's module, each with its
-// metadata.yaml. It returns the path of a clusterctl configuration file naming them.
-func localRepository(t *testing.T, release string) string {
-	t.Helper()
-	repo := t.TempDir()
-	capiDir, err := testenv.ModuleDir("sigs.k8s.io/cluster-api")
-	if err != nil {
-		t.Fatal(err)
-	}
-	type provider struct{ name, kind, label, version, file, source string }
-	providers := []provider{
-		{"cluster-api", "CoreProvider", "cluster-api", capiVersion, "core-components.yaml", filepath.Join(capiDir, "core", "config", "default")},
-		{"kubeadm", "BootstrapProvider", "bootstrap-kubeadm", capiVersion, "bootstrap-components.yaml", filepath.Join(capiDir, "bootstrap", "kubeadm", "config", "default")},
-		{"kubeadm", "ControlPlaneProvider", "control-plane-kubeadm", capiVersion, "control-plane-components.yaml", filepath.Join(capiDir, "controlplane", "kubeadm", "config", "default")},
-		{"remote", "InfrastructureProvider", "infrastructure-remote", releaseVersion, "infrastructure-components.yaml", ""},
-	}
-	config := "providers:\n"
-	for _, p := range providers {
-		dir := filepath.Join(repo, p.label, p.version)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if p.source == "" {
-			entries, err := os.ReadDir(release)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range entries {
-				copyFile(t, filepath.Join(release, e.Name()), filepath.Join(dir, e.Name()))
-			}
-		} else {
-			components, err := runCmd(t, "", nil, tool(t, "kustomize"), "build", p.source)
-			if err != nil {
-				t.Fatalf("kustomize build %s: %v\n%s", p.source, err, components)
-			}
-			if err := os.WriteFile(filepath.Join(dir, p.file), []byte(components), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			copyFile(t, filepath.Join(capiDir, "metadata.yaml"), filepath.Join(dir, "metadata.yaml"))
-		}
-		config += fmt.Sprintf("- name: %s\n  type: %s\n  url: %s\n", p.name, p.kind, filepath.Join(dir, p.file))
-	}
-	path := filepath.Join(repo, "clusterctl.yaml")
-	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	data, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestClusterctlInit installs CAPR the way its users do: cert-manager running (its own controllers and CA
 // injector), `clusterctl init --infrastructure remote` from a local repository holding what `make
@@ -126,88 +33,42 @@ func copyFile(t *testing.T, from, to string) {
 func TestClusterctlInit(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	manager := buildManager(t)
-	a := startAPIServer(t)
-	startCertManager(t, a)
+	manager := mgmt.BuildManager(t)
+	a := mgmt.StartAPIServer(t)
+	mgmt.StartCertManager(t, a)
 
-	release := releaseFiles(t)
-	config := localRepository(t, release)
+	release := mgmt.ReleaseFiles(t)
+	config := mgmt.LocalRepository(t, release)
 	// With Cluster API's topology feature on, for the ClusterClass flavor.
-	out, err := runCmd(t, "", append(clusterctlEnv(t), "CLUSTER_TOPOLOGY=true"), tool(t, "clusterctl"), "init", "--config", config,
+	out, err := mgmt.RunCmd(t, "", append(mgmt.ClusterctlEnv(t), "CLUSTER_TOPOLOGY=true"), mgmt.Tool(t, "clusterctl"), "init", "--config", config,
 		"--kubeconfig", a.Kubeconfig, "--infrastructure", "remote")
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Expect(out).To(ContainSubstring("Skipping installing cert-manager as it is already installed"))
-	g.Expect(out).To(ContainSubstring(`Installing provider="infrastructure-remote" version="` + releaseVersion + `" targetNamespace="capr-system"`))
+	g.Expect(out).To(ContainSubstring(`Installing provider="infrastructure-remote" version="` + mgmt.ReleaseVersion + `" targetNamespace="capr-system"`))
 
 	// Every object of the release is there, labelled as clusterctl labels the providers it installs.
 	components, err := os.ReadFile(filepath.Join(release, "infrastructure-components.yaml"))
 	g.Expect(err).NotTo(HaveOccurred())
-	objs := chartParseObjects(t, chartClusterctlVariable.ReplaceAllString(string(components), "$2"))
-	expectInstalled(t, a, objs)
+	objs := mgmt.ParseObjects(t, mgmt.ClusterctlVariable.ReplaceAllString(string(components), "$2"))
+	mgmt.ExpectInstalled(t, a, objs)
 	crd := &metav1.PartialObjectMetadata{}
-	crd.SetGroupVersionKind(schemaCRD)
+	crd.SetGroupVersionKind(mgmt.SchemaCRD)
 	g.Expect(a.Client.Get(ctx, client.ObjectKey{Name: "pooledremotemachines.infrastructure.cluster.x-k8s.io"}, crd)).To(Succeed())
 	g.Expect(crd.Labels).To(HaveKeyWithValue("cluster.x-k8s.io/provider", "infrastructure-remote"))
 	g.Expect(crd.Labels).To(HaveKey("clusterctl.cluster.x-k8s.io"))
 
 	// cert-manager issued the serving certificates and injected their CA.
-	waitCABundles(t, a, map[string][]string{
+	mgmt.WaitCABundles(t, a, map[string][]string{
 		"MutatingWebhookConfiguration":   {"capr-mutating-webhook-configuration", "capi-mutating-webhook-configuration"},
 		"ValidatingWebhookConfiguration": {"capr-validating-webhook-configuration", "capr-controlplane-endpoint-guard", "capi-validating-webhook-configuration"},
 	})
 
-	// Cluster API's core manager and CAPR's manager, as installed.
-	capiRedirect := redirectWebhookService(t, a, "capi-system", "capi-webhook-service")
-	caprRedirect := redirectWebhookService(t, a, "capr-system", "capr-webhook-service")
-	// Cluster API's core manager offers no flag for its leader-election namespace, which only a Pod can tell it.
-	capi := runAsInstalled(t, a, "capi-system", "capi-controller-manager", tool(t, "capi-manager"), "--leader-elect=false")
-	capiRedirect.target.Store(&capi.webhookAddr)
-	// Cluster API's kubeadm bootstrap and control-plane managers, as installed (their webhooks validate the
-	// KubeadmControlPlane and KubeadmConfig objects the cluster templates hold).
-	for _, m := range []struct{ namespace, deployment, binary string }{
-		{"capi-kubeadm-bootstrap-system", "capi-kubeadm-bootstrap-controller-manager", "capi-kubeadm-bootstrap-manager"},
-		{"capi-kubeadm-control-plane-system", "capi-kubeadm-control-plane-controller-manager", "capi-kubeadm-control-plane-manager"},
-	} {
-		service := strings.TrimSuffix(m.deployment, "controller-manager") + "webhook-service"
-		redirect := redirectWebhookService(t, a, m.namespace, service)
-		installed := runAsInstalled(t, a, m.namespace, m.deployment, tool(t, m.binary), "--leader-elect=false")
-		redirect.target.Store(&installed.webhookAddr)
-	}
-	// Outside a Pod the manager cannot read its namespace from the service-account mount: it is given as a flag.
-	capr := runAsInstalled(t, a, "capr-system", "capr-controller-manager", manager, "--leader-elect-namespace=capr-system")
-	caprRedirect.target.Store(&capr.webhookAddr)
-	g.Expect(capr.deployment.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--leader-elect"))
-
-	// The reference document applies unchanged through the installed webhooks (the k0s kinds it names are stand-in
-	// CRDs: no k0s provider runs here).
-	out, err = kubectl(t, a, "", "apply", "-f", filepath.Join(testenv.RootDir(), "test", "testenv", "testdata", "k0s-crds.yaml"))
-	g.Expect(err).NotTo(HaveOccurred(), out)
-	blocks := testenv.SeedBlocks(t)
-	g.Eventually(func() error {
-		out, err = kubectl(t, a, testenv.JoinDocuments(blocks[0], blocks[1], blocks[2]), "apply", "-f", "-")
-		return err
-	}, time.Minute, time.Second).Should(Succeed(), func() string { return out })
-	g.Expect(out).To(ContainSubstring("remotemachine.infrastructure.cluster.x-k8s.io/remote-test-0 created"))
-	out, err = kubectl(t, a, testenv.JoinDocuments(blocks[3]), "apply", "-f", "-")
-	g.Expect(err).NotTo(HaveOccurred(), out)
-	// The pooled example's control plane without the endpoint is refused by the installed guard.
-	out, err = kubectl(t, a, strings.Replace(blocks[4], "  controlPlaneEndpoint: # required for K0sControlPlane\n    host: 1.2.3.4\n    port: 6443\n", "", 1),
-		"apply", "-n", "default", "-f", "-")
-	g.Expect(err).To(HaveOccurred())
-	g.Expect(out).To(ContainSubstring("spec.controlPlaneEndpoint"))
-	out, err = kubectl(t, a, blocks[4], "apply", "-n", "default", "-f", "-")
-	g.Expect(err).NotTo(HaveOccurred(), out)
-
-	// A pool claim, and a bootstrap on a real sshd host.
-	h := sshdtest.Start(t)
-	ns := "installed"
-	bootstrapOnHost(t, a, ns, h)
-
-	// The leader holds the Lease; nothing was refused by the installed RBAC.
-	lease := &coordinationv1.Lease{}
-	g.Expect(a.Client.Get(ctx, client.ObjectKey{Namespace: "capr-system", Name: "controller-leader-election-capr"}, lease)).To(Succeed())
-	g.Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).NotTo(BeEmpty())
-	noForbidden(g, capr.logs.String())
+	// Cluster API's managers and CAPR's manager, as installed.
+	mgmt.RunCAPIManagers(t, a)
+	capr := mgmt.RunCAPR(t, a, "capr-system", manager)
+	applySeedDocument(t, a)
+	bootstrapOnHost(t, a, "installed", sshdtest.Start(t))
+	mgmt.ExpectLeaderAndNoForbidden(t, a, "capr-system", capr)
 
 	t.Run("generate cluster", func(t *testing.T) { generateEveryFlavor(t, a, config) })
 	t.Run("clusterclass", func(t *testing.T) { applyClusterClassFlavor(t, a, config) })
@@ -227,17 +88,17 @@ func applyClusterClassFlavor(t *testing.T, a *testenv.APIServer, config string) 
 	for i, pool := range []string{"cp-pool", "cp-pool", "worker-pool"} {
 		entry := &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("host-%d", i)}}
 		entry.Spec.Pool = pool
-		entry.Spec.Machine.Address, entry.Spec.Machine.Port = "127.0.0.1", int32(freePort(t))
+		entry.Spec.Machine.Address, entry.Spec.Machine.Port = "127.0.0.1", int32(mgmt.FreePort(t))
 		entry.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: "key"}
 		g.Expect(a.Client.Create(ctx, entry)).To(Succeed())
 	}
-	rendered, err := runCmd(t, "", append(clusterctlEnv(t), "CONTROL_PLANE_ENDPOINT_HOST=127.0.0.1",
-		fmt.Sprintf("CONTROL_PLANE_ENDPOINT_PORT=%d", freePort(t)), "CONTROL_PLANE_POOL=cp-pool", "WORKER_POOL=worker-pool"),
-		tool(t, "clusterctl"), "generate", "cluster", "demo", "--config", config, "--kubeconfig", a.Kubeconfig,
+	rendered, err := mgmt.RunCmd(t, "", append(mgmt.ClusterctlEnv(t), "CONTROL_PLANE_ENDPOINT_HOST=127.0.0.1",
+		fmt.Sprintf("CONTROL_PLANE_ENDPOINT_PORT=%d", mgmt.FreePort(t)), "CONTROL_PLANE_POOL=cp-pool", "WORKER_POOL=worker-pool"),
+		mgmt.Tool(t, "clusterctl"), "generate", "cluster", "demo", "--config", config, "--kubeconfig", a.Kubeconfig,
 		"--infrastructure", "remote", "--flavor", "clusterclass", "--kubernetes-version", "v1.36.3",
 		"--control-plane-machine-count", "1", "--worker-machine-count", "0", "--target-namespace", ns)
 	g.Expect(err).NotTo(HaveOccurred(), rendered)
-	out, err := kubectl(t, a, rendered, "apply", "-f", "-")
+	out, err := mgmt.Kubectl(t, a, rendered, "apply", "-f", "-")
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Expect(out).To(ContainSubstring("clusterclass.cluster.x-k8s.io/remote created"))
 
@@ -268,6 +129,30 @@ func applyClusterClassFlavor(t *testing.T, a *testenv.APIServer, config string) 
 		g.Expect(rm.Spec.PooledRemoteMachineRef).NotTo(BeNil())
 		g.Expect(rm.Labels).To(HaveKey(clusterv1.MachineControlPlaneLabel))
 	}, 2*time.Minute, time.Second).Should(Succeed())
+}
+
+// applySeedDocument applies the reference document's YAML unchanged through the installed webhooks (the k0s kinds
+// it names are stand-in CRDs: no k0s provider runs here), and checks that the installed guard refuses its pooled
+// example's control plane without the endpoint.
+func applySeedDocument(t *testing.T, a *testenv.APIServer) {
+	t.Helper()
+	g := NewWithT(t)
+	out, err := mgmt.Kubectl(t, a, "", "apply", "-f", filepath.Join(testenv.RootDir(), "test", "testenv", "testdata", "k0s-crds.yaml"))
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	blocks := testenv.SeedBlocks(t)
+	g.Eventually(func() error {
+		out, err = mgmt.Kubectl(t, a, testenv.JoinDocuments(blocks[0], blocks[1], blocks[2]), "apply", "-f", "-")
+		return err
+	}, time.Minute, time.Second).Should(Succeed(), func() string { return out })
+	g.Expect(out).To(MatchRegexp(`remotemachine.infrastructure.cluster.x-k8s.io/remote-test-0 (created|unchanged)`))
+	out, err = mgmt.Kubectl(t, a, testenv.JoinDocuments(blocks[3]), "apply", "-f", "-")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	out, err = mgmt.Kubectl(t, a, strings.Replace(blocks[4], "  controlPlaneEndpoint: # required for K0sControlPlane\n    host: 1.2.3.4\n    port: 6443\n", "", 1),
+		"apply", "-n", "default", "-f", "-")
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(out).To(ContainSubstring("spec.controlPlaneEndpoint"))
+	out, err = mgmt.Kubectl(t, a, blocks[4], "apply", "-n", "default", "-f", "-")
+	g.Expect(err).NotTo(HaveOccurred(), out)
 }
 
 // bootstrapOnHost claims an sshd host from a pool with a RemoteMachine of a Cluster API Machine and waits until
@@ -327,17 +212,17 @@ func generateEveryFlavor(t *testing.T, a *testenv.APIServer, config string) {
 		if flavor != "" {
 			args = append(args, "--flavor", flavor)
 		}
-		out, err := runCmd(t, "", clusterctlEnv(t), tool(t, "clusterctl"), args...)
+		out, err := mgmt.RunCmd(t, "", mgmt.ClusterctlEnv(t), mgmt.Tool(t, "clusterctl"), args...)
 		g.Expect(err).To(HaveOccurred(), "flavor %q rendered without CONTROL_PLANE_ENDPOINT_HOST:\n%s", flavor, out)
 		g.Expect(out).To(ContainSubstring("CONTROL_PLANE_ENDPOINT_HOST"))
 
-		out, err = runCmd(t, "", append(clusterctlEnv(t), "CONTROL_PLANE_ENDPOINT_HOST=10.0.0.10", "WORKER_POOL=rack-b"),
-			tool(t, "clusterctl"), args...)
+		out, err = mgmt.RunCmd(t, "", append(mgmt.ClusterctlEnv(t), "CONTROL_PLANE_ENDPOINT_HOST=10.0.0.10", "WORKER_POOL=rack-b"),
+			mgmt.Tool(t, "clusterctl"), args...)
 		g.Expect(err).NotTo(HaveOccurred(), "flavor %q:\n%s", flavor, out)
 		g.Expect(out).NotTo(ContainSubstring("${"), "flavor %q left a variable unset", flavor)
 		g.Expect(out).To(ContainSubstring("host: 10.0.0.10"))
 		g.Expect(out).To(ContainSubstring("rack-b"))
-		objs := chartParseObjects(t, out)
+		objs := mgmt.ParseObjects(t, out)
 		g.Expect(objs).NotTo(BeEmpty())
 		for _, o := range objs {
 			if o.GetKind() != "ClusterClass" || flavor != "clusterclass" {
@@ -356,8 +241,8 @@ func generateEveryFlavor(t *testing.T, a *testenv.APIServer, config string) {
 			}
 		}
 		g.Expect(applied).NotTo(BeEmpty())
-		_, _ = kubectl(t, a, "", "create", "namespace", "demo")
-		out, err = kubectl(t, a, testenv.JoinDocuments(applied...), "apply", "--dry-run=server", "-f", "-")
+		_, _ = mgmt.Kubectl(t, a, "", "create", "namespace", "demo")
+		out, err = mgmt.Kubectl(t, a, testenv.JoinDocuments(applied...), "apply", "--dry-run=server", "-f", "-")
 		g.Expect(err).NotTo(HaveOccurred(), "flavor %q:\n%s", flavor, out)
 	}
 }

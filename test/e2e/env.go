@@ -1,0 +1,178 @@
+// Package e2e is CAPR's end-to-end environment, all on this machine: a management cluster with Cluster API v1.14.2
+// (core, kubeadm bootstrap and kubeadm control plane) and CAPR installed by `clusterctl init` from what CAPR ships
+// and run as installed (package mgmt), a second kube-apiserver as the workload cluster, and SSH hosts that are real
+// OpenSSH sshd processes, each in its own mount and UTS namespace (private /etc, /run, /var/lib/kubelet and
+// /var/lib/capr, its own host name), with a kubeadm stand-in on their PATH that registers the host as a Node of the
+// workload cluster. The end-to-end suite and `make quickstart` run it.
+package e2e
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/capr-project/cluster-api-provider-remote/sshrunner/sshdtest"
+	"github.com/capr-project/cluster-api-provider-remote/test/mgmt"
+	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
+)
+
+//go:embed testdata/kubeadm
+var kubeadmStandIn []byte
+
+// T is what the environment needs of a test; `make quickstart` provides its own.
+type T interface {
+	mgmt.T
+	Fatal(args ...any)
+}
+
+// Env is a running end-to-end environment.
+type Env struct {
+	// Management is the management cluster, with Cluster API and CAPR installed and running.
+	Management *testenv.APIServer
+	// Workload is the workload clusters' kube-apiserver: the hosts register their Nodes there.
+	Workload *testenv.APIServer
+	// CAPR is CAPR's manager, run as installed.
+	CAPR *mgmt.InstalledManager
+	// Hosts are the SSH hosts started so far.
+	Hosts []*sshdtest.Host
+
+	t    T
+	sbin string
+}
+
+// Start builds and starts the environment with no hosts; AddHost adds them. progress, when not nil, is told each step.
+func Start(t T, progress func(string)) *Env {
+	t.Helper()
+	say := func(s string) {
+		if progress != nil {
+			progress(s)
+		}
+	}
+	e := &Env{t: t}
+	say("Building CAPR's manager")
+	manager := mgmt.BuildManager(t)
+	say("Starting the management cluster (kube-apiserver, etcd, kube-controller-manager)")
+	e.Management = mgmt.StartAPIServer(t)
+	say("Starting cert-manager")
+	mgmt.StartCertManager(t, e.Management)
+	say("clusterctl init --infrastructure remote (Cluster API v1.14.2 core, kubeadm bootstrap and control plane, CAPR)")
+	config := mgmt.LocalRepository(t, mgmt.ReleaseFiles(t))
+	out, err := mgmt.RunCmd(t, "", append(mgmt.ClusterctlEnv(t), "CLUSTER_TOPOLOGY=true"), mgmt.Tool(t, "clusterctl"), "init",
+		"--config", config, "--kubeconfig", e.Management.Kubeconfig, "--infrastructure", "remote")
+	if err != nil {
+		t.Fatalf("clusterctl init: %v\n%s", err, out)
+	}
+	say("Starting Cluster API's managers and CAPR's manager as installed")
+	mgmt.RunCAPIManagers(t, e.Management)
+	e.CAPR = mgmt.RunCAPR(t, e.Management, "capr-system", manager)
+	say("Starting the workload cluster's kube-apiserver")
+	e.Workload = mgmt.StartAPIServer(t)
+
+	e.sbin = filepath.Join(t.TempDir(), "sbin")
+	must(t, os.MkdirAll(e.sbin, 0o755))
+	must(t, os.WriteFile(filepath.Join(e.sbin, "kubeadm"), kubeadmStandIn, 0o755))
+	return e
+}
+
+// AddHost starts an SSH host named name, with the kubeadm stand-in on its PATH and the workload cluster's
+// credentials for the stand-in.
+func (e *Env) AddHost(name string) *sshdtest.Host {
+	t := e.t
+	t.Helper()
+	h := sshdtest.StartWith(t, sshdtest.Options{Hostname: name, Sbin: e.sbin, Private: []string{"/var/lib/kubelet"}})
+	state := filepath.Join(h.Dir, "etc", "capr-e2e")
+	must(t, os.MkdirAll(state, 0o755))
+	kubeconfig, err := os.ReadFile(e.Workload.Kubeconfig)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(state, "workload.kubeconfig"), kubeconfig, 0o600))
+	must(t, os.Symlink(mgmt.Tool(t, "kubectl"), filepath.Join(state, "kubectl")))
+	e.Hosts = append(e.Hosts, h)
+	return h
+}
+
+// Runs returns how often the kubeadm stand-in ran verb (init, join, reset) on a host.
+func Runs(h *sshdtest.Host, verb string) int {
+	data, err := os.ReadFile(filepath.Join(h.Dir, "etc", "capr-e2e", verb+".count"))
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	return n
+}
+
+// PrepareNamespace creates a namespace for a workload cluster: the cluster's kubeconfig Secret naming the workload
+// kube-apiserver (so Cluster API and CAPR reach the workload cluster, where the hosts register), and the Secret
+// "ssh-key" holding the hosts' SSH client key. It returns the control-plane endpoint the Cluster must name.
+func (e *Env) PrepareNamespace(ns, cluster string) clusterv1.APIEndpoint {
+	t := e.t
+	t.Helper()
+	g := NewWithT(t)
+	ctx := context.Background()
+	c := e.Management.Client
+	g.Expect(client.IgnoreAlreadyExists(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))).To(Succeed())
+	kubeconfig, err := os.ReadFile(e.Workload.Kubeconfig)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(c.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: cluster + "-kubeconfig", Labels: map[string]string{clusterv1.ClusterNameLabel: cluster}},
+		Type:       clusterv1.ClusterSecretType,
+		Data:       map[string][]byte{"value": kubeconfig},
+	})).To(Succeed())
+	if len(e.Hosts) == 0 {
+		t.Fatalf("add a host before preparing a namespace: its key is the namespace's ssh-key Secret")
+	}
+	g.Expect(client.IgnoreAlreadyExists(c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ssh-key"},
+		Data: map[string][]byte{"value": e.Hosts[0].ClientKeyPEM}}))).To(Succeed())
+	host := strings.TrimPrefix(e.Workload.Config.Host, "https://")
+	i := strings.LastIndex(host, ":")
+	port, err := strconv.Atoi(host[i+1:])
+	g.Expect(err).NotTo(HaveOccurred())
+	return clusterv1.APIEndpoint{Host: host[:i], Port: int32(port)}
+}
+
+// ShareClusterCA waits for the cluster CA Cluster API's kubeadm bootstrap provider made for a cluster and gives it
+// to every host, where the kubeadm stand-in checks the CA hash of a join against it.
+func (e *Env) ShareClusterCA(ns, cluster string) {
+	t := e.t
+	t.Helper()
+	secret := &corev1.Secret{}
+	NewWithT(t).Eventually(func() error {
+		return e.Management.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: cluster + "-ca"}, secret)
+	}, 2*time.Minute, time.Second).Should(Succeed())
+	for _, h := range e.Hosts {
+		must(t, os.WriteFile(filepath.Join(h.Dir, "etc", "capr-e2e", "ca.crt"), secret.Data["tls.crt"], 0o644))
+	}
+}
+
+// Node returns the workload cluster's Node of a host, or nil.
+func (e *Env) Node(name string) *corev1.Node {
+	node := &corev1.Node{}
+	err := e.Workload.Client.Get(context.Background(), client.ObjectKey{Name: name}, node)
+	if apierrors.IsNotFound(err) || err != nil {
+		return nil
+	}
+	return node
+}
+
+func must(t T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Describe is a one-line summary of a host, for messages.
+func Describe(h *sshdtest.Host) string {
+	return fmt.Sprintf("%s (%s)", h.Endpoint(), h.Dir)
+}
