@@ -81,8 +81,9 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: lint
-lint: $(GOLANGCI_LINT) ## Run golangci-lint.
+lint: $(GOLANGCI_LINT) ## Run golangci-lint, and shellcheck on the shell scripts.
 	$(GOLANGCI_LINT) run ./...
+	shellcheck hack/prereqs.sh test/e2e/testdata/kubeadm
 
 ##@ Testing
 
@@ -93,6 +94,10 @@ prereqs: ## Check the OS programs the tests need (sshd, sudo, unshare, flock, ..
 .PHONY: test
 test: prereqs test-tools verify-generate vet ## Run every test: unit, and integration on a real kube-apiserver and etcd.
 	go test ./... -count=1 -timeout 20m
+
+.PHONY: test-e2e
+test-e2e: prereqs test-tools ## Run the end-to-end suite: Cluster API's managers, CAPR installed by clusterctl, real sshd hosts.
+	go test ./test/e2e/... -count=1 -timeout 15m -v
 
 .PHONY: test-tools
 test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(KUBE_CONTROLLER_MANAGER) $(CAPI_MANAGER) $(CAPI_BOOTSTRAP_MANAGER) $(CAPI_CONTROLPLANE_MANAGER) $(CLUSTERCTL) $(KUSTOMIZE) $(HELM) $(HELM3) $(CERT_MANAGER) ## Build the binaries the tests run (reused from bin/).

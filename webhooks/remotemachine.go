@@ -32,6 +32,9 @@ type RemoteMachine struct {
 	Guard   *EndpointGuard
 	// Identity is the user name CAPR's manager acts as: only it may record the bootstrap-uid annotation.
 	Identity *Identity
+	// Exhausted tells the owner of a refused RemoteMachine (a MachineSet, a control plane) that its pool is
+	// exhausted; nil tells no one.
+	Exhausted *ExhaustedNotifier
 }
 
 var bootstrapUIDPath = field.NewPath("metadata", "annotations").Key(infrav1.BootstrapUIDAnnotation)
@@ -124,8 +127,11 @@ func (w *RemoteMachine) claim(ctx context.Context, req admission.Request, m *inf
 		if m.Spec.Pool == "" {
 			path = field.NewPath("spec", "selector")
 		}
-		return apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Forbidden(path,
-			err.Error()+"; add PooledRemoteMachines to the pool or free one by deleting a RemoteMachine that holds one")})
+		message := err.Error() + "; add PooledRemoteMachines to the pool or free one by deleting a RemoteMachine that holds one"
+		if req.DryRun == nil || !*req.DryRun {
+			w.Exhausted.Notify(m, message)
+		}
+		return apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Forbidden(path, message)})
 	}
 	if err != nil {
 		return apierrors.NewInternalError(err)

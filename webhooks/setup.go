@@ -18,7 +18,8 @@ func SetupWithManager(mgr ctrl.Manager, claimer *pool.Claimer) error {
 	guard := &EndpointGuard{APIReader: mgr.GetAPIReader(), Mapper: mgr.GetRESTMapper()}
 	self := &Identity{Client: mgr.GetClient()}
 	for _, w := range []interface{ SetupWebhookWithManager(ctrl.Manager) error }{
-		&RemoteMachine{Claimer: claimer, Guard: guard, Identity: self},
+		&RemoteMachine{Claimer: claimer, Guard: guard, Identity: self,
+			Exhausted: NewExhaustedNotifier(mgr.GetEventRecorder("remotemachine-webhook"))},
 		&PooledRemoteMachine{Reader: mgr.GetClient(), Identity: self},
 		&RemoteCluster{},
 		&RemoteMachineTemplate{},

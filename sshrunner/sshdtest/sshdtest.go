@@ -50,6 +50,9 @@ type Options struct {
 	Sbin string
 	// Private are more directories given an empty tmpfs of their own inside the host (e.g. /var/lib/kubelet).
 	Private []string
+	// ClientKeyPEM is the private key the host's users accept (OpenSSH PEM); empty makes a new one. Hosts of one
+	// pool that share a key can share one key Secret.
+	ClientKeyPEM []byte
 }
 
 // Host is a running sshd.
@@ -89,7 +92,13 @@ func StartWith(t T, opts Options) *Host {
 	// Non-root users read their authorized keys and home below Dir.
 	must(t, os.Chmod(h.Dir, 0o755))
 	must(t, os.Chmod(filepath.Dir(h.Dir), 0o755))
-	h.ClientKeyPEM, h.ClientSigner = newKey(t)
+	if opts.ClientKeyPEM != nil {
+		signer, err := ssh.ParsePrivateKey(opts.ClientKeyPEM)
+		must(t, err)
+		h.ClientKeyPEM, h.ClientSigner = opts.ClientKeyPEM, signer
+	} else {
+		h.ClientKeyPEM, h.ClientSigner = newKey(t)
+	}
 	h.writeFiles()
 	h.RotateHostKey()
 	h.Address, h.Port = freeAddress(t)

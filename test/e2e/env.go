@@ -10,6 +10,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -50,6 +51,8 @@ type Env struct {
 
 	t    T
 	sbin string
+	// clusterCA is the cluster CA given to every host, also to those added later.
+	clusterCA []byte
 }
 
 // Start builds and starts the environment with no hosts; AddHost adds them. progress, when not nil, is told each step.
@@ -91,13 +94,21 @@ func Start(t T, progress func(string)) *Env {
 func (e *Env) AddHost(name string) *sshdtest.Host {
 	t := e.t
 	t.Helper()
-	h := sshdtest.StartWith(t, sshdtest.Options{Hostname: name, Sbin: e.sbin, Private: []string{"/var/lib/kubelet"}})
+	opts := sshdtest.Options{Hostname: name, Sbin: e.sbin, Private: []string{"/var/lib/kubelet"}}
+	if len(e.Hosts) > 0 {
+		// Every host accepts the first host's key: one key Secret serves them all.
+		opts.ClientKeyPEM = e.Hosts[0].ClientKeyPEM
+	}
+	h := sshdtest.StartWith(t, opts)
 	state := filepath.Join(h.Dir, "etc", "capr-e2e")
 	must(t, os.MkdirAll(state, 0o755))
 	kubeconfig, err := os.ReadFile(e.Workload.Kubeconfig)
 	must(t, err)
 	must(t, os.WriteFile(filepath.Join(state, "workload.kubeconfig"), kubeconfig, 0o600))
 	must(t, os.Symlink(mgmt.Tool(t, "kubectl"), filepath.Join(state, "kubectl")))
+	if e.clusterCA != nil {
+		must(t, os.WriteFile(filepath.Join(state, "ca.crt"), e.clusterCA, 0o644))
+	}
 	e.Hosts = append(e.Hosts, h)
 	return h
 }
@@ -134,15 +145,15 @@ func (e *Env) PrepareNamespace(ns, cluster string) clusterv1.APIEndpoint {
 	}
 	g.Expect(client.IgnoreAlreadyExists(c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ssh-key"},
 		Data: map[string][]byte{"value": e.Hosts[0].ClientKeyPEM}}))).To(Succeed())
-	host := strings.TrimPrefix(e.Workload.Config.Host, "https://")
-	i := strings.LastIndex(host, ":")
-	port, err := strconv.Atoi(host[i+1:])
+	u, err := url.Parse(e.Workload.Config.Host)
 	g.Expect(err).NotTo(HaveOccurred())
-	return clusterv1.APIEndpoint{Host: host[:i], Port: int32(port)}
+	port, err := strconv.Atoi(u.Port())
+	g.Expect(err).NotTo(HaveOccurred())
+	return clusterv1.APIEndpoint{Host: u.Hostname(), Port: int32(port)}
 }
 
 // ShareClusterCA waits for the cluster CA Cluster API's kubeadm bootstrap provider made for a cluster and gives it
-// to every host, where the kubeadm stand-in checks the CA hash of a join against it.
+// to every host, also those added later, where the kubeadm stand-in checks the CA hash of a join against it.
 func (e *Env) ShareClusterCA(ns, cluster string) {
 	t := e.t
 	t.Helper()
@@ -150,8 +161,9 @@ func (e *Env) ShareClusterCA(ns, cluster string) {
 	NewWithT(t).Eventually(func() error {
 		return e.Management.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: cluster + "-ca"}, secret)
 	}, 2*time.Minute, time.Second).Should(Succeed())
+	e.clusterCA = secret.Data["tls.crt"]
 	for _, h := range e.Hosts {
-		must(t, os.WriteFile(filepath.Join(h.Dir, "etc", "capr-e2e", "ca.crt"), secret.Data["tls.crt"], 0o644))
+		must(t, os.WriteFile(filepath.Join(h.Dir, "etc", "capr-e2e", "ca.crt"), e.clusterCA, 0o644))
 	}
 }
 
