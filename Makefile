@@ -121,8 +121,9 @@ release-manifests: $(KUSTOMIZE) ## Write the clusterctl release files to out/: i
 	cp templates/*.yaml $(RELEASE_DIR)/
 
 .PHONY: quickstart
-quickstart: ## Run the provider on a local embedded management plane (not available yet).
-	@echo "make quickstart is not available yet: it arrives with the end-to-end work. Run 'make test' to see CAPR on a real kube-apiserver."
+quickstart: prereqs test-tools ## Run CAPR on a local management plane with Cluster API and 3 local SSH hosts; Ctrl-C tears it down.
+	@go build -o $(BIN)/quickstart ./test/e2e/quickstart
+	@$(BIN)/quickstart
 
 ##@ Tools (built from the Go module proxy into bin/, once)
 
