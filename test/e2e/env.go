@@ -135,9 +135,11 @@ func (e *Env) PrepareNamespace(ns, cluster string) clusterv1.APIEndpoint {
 	g.Expect(client.IgnoreAlreadyExists(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))).To(Succeed())
 	kubeconfig, err := os.ReadFile(e.Workload.Kubeconfig)
 	g.Expect(err).NotTo(HaveOccurred())
+	// A kubeconfig Secret the user provides (not of Cluster API's Secret type): Cluster API uses it as it is, and
+	// KubeadmControlPlane neither adopts nor rotates it (the test apiserver's client certificate lasts a week, and a
+	// rotated one would be signed by a cluster CA the workload kube-apiserver does not trust).
 	g.Expect(c.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: cluster + "-kubeconfig", Labels: map[string]string{clusterv1.ClusterNameLabel: cluster}},
-		Type:       clusterv1.ClusterSecretType,
 		Data:       map[string][]byte{"value": kubeconfig},
 	})).To(Succeed())
 	if len(e.Hosts) == 0 {

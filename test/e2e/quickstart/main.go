@@ -24,9 +24,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
@@ -83,6 +85,7 @@ func (s *session) exit(code int, message string) {
 }
 
 func main() {
+	ctrl.SetLogger(logr.Discard())
 	root, err := os.MkdirTemp("", "capr-quickstart-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
