@@ -151,7 +151,12 @@ spec:
 
 // entry returns a pool entry of pool "workers" for a host.
 func entry(name string, h *sshdtest.Host) *infrav1.PooledRemoteMachine {
-	e := &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	return entryIn(ns, name, h)
+}
+
+// entryIn returns a pool entry of pool "workers" in a namespace for a host.
+func entryIn(namespace, name string, h *sshdtest.Host) *infrav1.PooledRemoteMachine {
+	e := &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
 	e.Spec.Pool = "workers"
 	e.Spec.Machine.Address, e.Spec.Machine.Port = h.Address, int32(h.Port)
 	e.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: "ssh-key"}
@@ -159,9 +164,9 @@ func entry(name string, h *sshdtest.Host) *infrav1.PooledRemoteMachine {
 }
 
 // runningMachines returns the Machines of the cluster that Cluster API reports Running, by the Node they run.
-func runningMachines(g Gomega, c client.Client, deployment string) map[string]string {
+func runningMachines(g Gomega, c client.Client, namespace, deployment string) map[string]string {
 	machines := &clusterv1.MachineList{}
-	g.Expect(c.List(context.Background(), machines, client.InNamespace(ns),
+	g.Expect(c.List(context.Background(), machines, client.InNamespace(namespace),
 		client.MatchingLabels{clusterv1.MachineDeploymentNameLabel: deployment})).To(Succeed())
 	running := map[string]string{}
 	for _, m := range machines.Items {
@@ -213,10 +218,10 @@ func TestEndToEnd(t *testing.T) {
 	out, err = mgmt.Kubectl(t, e.Management, workers, "apply", "-f", "-")
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Eventually(func(g Gomega) {
-		g.Expect(runningMachines(g, c, "workers")).To(HaveLen(2))
+		g.Expect(runningMachines(g, c, ns, "workers")).To(HaveLen(2))
 	}, timeout, time.Second).Should(Succeed())
-	g.Expect(runningMachines(g, c, "workers")).To(HaveKey("e2e-w-0"))
-	g.Expect(runningMachines(g, c, "workers")).To(HaveKey("e2e-w-1"))
+	g.Expect(runningMachines(g, c, ns, "workers")).To(HaveKey("e2e-w-0"))
+	g.Expect(runningMachines(g, c, ns, "workers")).To(HaveKey("e2e-w-1"))
 	g.Expect(Runs(w0, "join")).To(Equal(1))
 	g.Expect(Runs(w1, "join")).To(Equal(1))
 	g.Eventually(func(g Gomega) {
@@ -236,7 +241,7 @@ func TestEndToEnd(t *testing.T) {
 	w2 := e.AddHost("e2e-w-2")
 	g.Expect(c.Create(ctx, entry("worker-2", w2))).To(Succeed())
 	g.Eventually(func(g Gomega) {
-		g.Expect(runningMachines(g, c, "workers")).To(HaveLen(3))
+		g.Expect(runningMachines(g, c, ns, "workers")).To(HaveLen(3))
 	}, timeout, time.Second).Should(Succeed())
 	g.Expect(Runs(w2, "join")).To(Equal(1))
 
@@ -244,7 +249,7 @@ func TestEndToEnd(t *testing.T) {
 	out, err = mgmt.Kubectl(t, e.Management, "", "scale", "-n", ns, "machinedeployment/workers", "--replicas=1")
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Eventually(func(g Gomega) {
-		g.Expect(runningMachines(g, c, "workers")).To(HaveLen(1))
+		g.Expect(runningMachines(g, c, ns, "workers")).To(HaveLen(1))
 		entries := &infrav1.PooledRemoteMachineList{}
 		g.Expect(c.List(ctx, entries, client.InNamespace(ns))).To(Succeed())
 		available := 0
@@ -262,7 +267,7 @@ func TestEndToEnd(t *testing.T) {
 	out, err = mgmt.Kubectl(t, e.Management, "", "scale", "-n", ns, "machinedeployment/workers", "--replicas=3")
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Eventually(func(g Gomega) {
-		g.Expect(runningMachines(g, c, "workers")).To(HaveLen(3))
+		g.Expect(runningMachines(g, c, ns, "workers")).To(HaveLen(3))
 	}, timeout, time.Second).Should(Succeed())
 	g.Expect(Runs(w0, "join") + Runs(w1, "join") + Runs(w2, "join")).To(Equal(5))
 

@@ -48,9 +48,12 @@ type Env struct {
 	CAPR *mgmt.InstalledManager
 	// Hosts are the SSH hosts started so far.
 	Hosts []*sshdtest.Host
+	// ClusterctlConfig is the clusterctl configuration naming the local repository the providers come from.
+	ClusterctlConfig string
 
-	t    T
-	sbin string
+	t       T
+	sbin    string
+	manager string
 	// clusterCA is the cluster CA given to every host, also to those added later.
 	clusterCA []byte
 }
@@ -65,21 +68,8 @@ func Start(t T, progress func(string)) *Env {
 	}
 	e := &Env{t: t}
 	say("Building CAPR's manager")
-	manager := mgmt.BuildManager(t)
-	say("Starting the management cluster (kube-apiserver, etcd, kube-controller-manager)")
-	e.Management = mgmt.StartAPIServer(t)
-	say("Starting cert-manager")
-	mgmt.StartCertManager(t, e.Management)
-	say("clusterctl init --infrastructure remote (Cluster API v1.14.2 core, kubeadm bootstrap and control plane, CAPR)")
-	config := mgmt.LocalRepository(t, mgmt.ReleaseFiles(t))
-	out, err := mgmt.RunCmd(t, "", append(mgmt.ClusterctlEnv(t), "CLUSTER_TOPOLOGY=true"), mgmt.Tool(t, "clusterctl"), "init",
-		"--config", config, "--kubeconfig", e.Management.Kubeconfig, "--infrastructure", "remote")
-	if err != nil {
-		t.Fatalf("clusterctl init: %v\n%s", err, out)
-	}
-	say("Starting Cluster API's managers and CAPR's manager as installed")
-	mgmt.RunCAPIManagers(t, e.Management)
-	e.CAPR = mgmt.RunCAPR(t, e.Management, "capr-system", manager)
+	e.manager = mgmt.BuildManager(t)
+	e.Management, e.CAPR = e.StartManagement(say)
 	say("Starting the workload cluster's kube-apiserver")
 	e.Workload = mgmt.StartAPIServer(t)
 
@@ -87,6 +77,30 @@ func Start(t T, progress func(string)) *Env {
 	must(t, os.MkdirAll(e.sbin, 0o755))
 	must(t, os.WriteFile(filepath.Join(e.sbin, "kubeadm"), kubeadmStandIn, 0o755))
 	return e
+}
+
+// StartManagement starts a management cluster with cert-manager, and Cluster API (with its topology feature) and
+// CAPR installed by `clusterctl init` and running as installed. The environment has one; a test of `clusterctl
+// move` starts a second.
+func (e *Env) StartManagement(say func(string)) (*testenv.APIServer, *mgmt.InstalledManager) {
+	t := e.t
+	t.Helper()
+	say("Starting the management cluster (kube-apiserver, etcd, kube-controller-manager)")
+	a := mgmt.StartAPIServer(t)
+	say("Starting cert-manager")
+	mgmt.StartCertManager(t, a)
+	say("clusterctl init --infrastructure remote (Cluster API v1.14.2 core, kubeadm bootstrap and control plane, CAPR)")
+	if e.ClusterctlConfig == "" {
+		e.ClusterctlConfig = mgmt.LocalRepository(t, mgmt.ReleaseFiles(t))
+	}
+	out, err := mgmt.RunCmd(t, "", append(mgmt.ClusterctlEnv(t), "CLUSTER_TOPOLOGY=true"), mgmt.Tool(t, "clusterctl"), "init",
+		"--config", e.ClusterctlConfig, "--kubeconfig", a.Kubeconfig, "--infrastructure", "remote")
+	if err != nil {
+		t.Fatalf("clusterctl init: %v\n%s", err, out)
+	}
+	say("Starting Cluster API's managers and CAPR's manager as installed")
+	mgmt.RunCAPIManagers(t, a)
+	return a, mgmt.RunCAPR(t, a, "capr-system", e.manager)
 }
 
 // AddHost starts an SSH host named name, with the kubeadm stand-in on its PATH and the workload cluster's
