@@ -98,7 +98,7 @@ func TestClusterctlMoveEndToEnd(t *testing.T) {
 		g.Expect(runningMachines(g, c, moved, "workers")).To(HaveLen(3))
 	}, timeout, time.Second).Should(Succeed())
 	g.Expect(Runs(w2, "join")).To(Equal(1))
-	g.Expect(Runs(w0, "join") + Runs(w1, "join")).To(Equal(2), "no held host was claimed again")
+	g.Expect(Runs(w0, "join")+Runs(w1, "join")).To(Equal(2), "no held host was claimed again")
 
 	// Deleting the Cluster on the target cleans every host once.
 	g.Expect(c.Delete(ctx, &clusterv1.Cluster{ObjectMeta: metav1.ObjectMeta{Namespace: moved, Name: clusterName}})).To(Succeed())
