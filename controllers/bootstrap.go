@@ -31,7 +31,7 @@ const (
 
 // Exit codes of CAPR's scripts on the host that mean something to CAPR.
 const (
-	exitForeignBootstrap = 97 // bootstrap: the sentinel belongs to another machine
+	exitForeignBootstrap = 97 // bootstrap: the host holds another machine's bootstrap, finished or not
 	exitStepFailed       = 98 // bootstrap: a step of the plan failed
 	exitNotAdoptable     = 96 // adopt: the host does not hold the bootstrap of the moved RemoteMachine
 	exitForeignCleanup   = 95 // cleanup: the host holds a bootstrap that is not this machine's
@@ -41,7 +41,8 @@ const (
 // once, without retries.
 var ErrForeignBootstrap = errors.New("the host holds a bootstrap that is not this machine's")
 
-// ErrHostAlreadyBootstrapped: the host carries another machine's bootstrap sentinel. Never retried.
+// ErrHostAlreadyBootstrapped: the host holds another machine's bootstrap, finished or not (its marker names another
+// RemoteMachine).
 var ErrHostAlreadyBootstrapped = errors.New("host already bootstrapped by another machine")
 
 // ErrBootstrapNotFound: a RemoteMachine moved by clusterctl found its host without the bootstrap it was moved with.
@@ -113,8 +114,8 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	if errors.As(err, &cmdErr) {
 		switch cmdErr.ExitCode {
 		case exitForeignBootstrap:
-			return nil, fmt.Errorf("%w: %s exists and %s does not name this RemoteMachine; clean the host (kubeadm reset / k0s reset, remove %s) before using it",
-				ErrHostAlreadyBootstrapped, sentinelFile, markerFile, runDir)
+			return nil, fmt.Errorf("%w: %s names another RemoteMachine; clean the host (kubeadm reset -f or k0s reset) and "+
+				"remove %s, %s and %s before using it", ErrHostAlreadyBootstrapped, markerFile, sentinelFile, markerFile, doneFile)
 		case exitStepFailed:
 			return nil, fmt.Errorf("bootstrap step %s failed: %w", failedStep(cmdErr.Tail), err)
 		}
@@ -157,7 +158,8 @@ func adopt(ctx context.Context, host Host, uid types.UID, res *bootstrapResult) 
 // workDir. The run itself is detached from the SSH session (its own session, output to a log file on the host) and
 // holds flock on the host's lock file: if the connection drops or the manager stops, it goes on to the end, and a
 // later run waits for the lock and adopts the result. Inside the lock it adopts a finished bootstrap of the same
-// RemoteMachine, refuses another machine's, else records the UID, runs the script and writes the sentinel; the
+// RemoteMachine, refuses another machine's, finished or not (a marker naming another UID), else records the UID,
+// runs the script and writes the sentinel; the
 // script file is removed either way. The SSH command follows the log and returns the run's exit status; cancelled
 // (TERM), it stops the detached run too.
 func wrapper(uid types.UID, workDir string) string {
@@ -167,9 +169,12 @@ if [ -f "$s" ] || [ -f "$d" ]; then
   if [ "$(cat "$m" 2>/dev/null)" = %s ]; then echo capr-adopted; exit 0; fi
   echo "capr: the host was bootstrapped for another machine" >&2; exit %d
 fi
+if [ -s "$m" ] && [ "$(cat "$m")" != %s ]; then
+  echo "capr: the host holds the bootstrap of another machine, which did not finish" >&2; exit %d
+fi
 echo %s > "$m"
 sh "$f" || exit $?
-echo success > "$s"; echo %s > "$d"`, q(sentinelFile), q(markerFile), q(doneFile), q(string(uid)), exitForeignBootstrap, q(string(uid)), q(string(uid)))
+echo success > "$s"; echo %s > "$d"`, q(sentinelFile), q(markerFile), q(doneFile), q(string(uid)), exitForeignBootstrap, q(string(uid)), exitForeignBootstrap, q(string(uid)), q(string(uid)))
 	return fmt.Sprintf(`set -e; mkdir -p %[1]s %[4]s `+stateDir+`
 f=$(mktemp %[4]s/.capr-bootstrap-%[5]s.XXXXXX); cat > "$f"
 echo %[6]s"$(hostname -s 2>/dev/null || hostname)"

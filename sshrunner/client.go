@@ -320,9 +320,17 @@ func (c *Client) sudo(cmd string) string {
 	return cmd
 }
 
+// validProcessGroup says whether a process-group id the host reported may be put in a kill command: a number
+// above 1, never text a host could use to run something else, nor -1 (every process).
+func validProcessGroup(pgid string) bool {
+	n, err := strconv.Atoi(pgid)
+	return err == nil && n > 1 && strconv.Itoa(n) == pgid
+}
+
 // stop terminates a command's process group on the host, over a new session.
 func (c *Client) stop(pgid string) {
-	if pgid == "" {
+	if !validProcessGroup(pgid) {
+		c.cfg.Log.Info("Not stopping the remote command: the host reported no valid process group")
 		return
 	}
 	session, err := c.client.NewSession()
