@@ -92,8 +92,10 @@ prereqs: ## Check the OS programs the tests need (sshd, sudo, unshare, flock, ..
 	@hack/prereqs.sh
 
 .PHONY: test
-test: prereqs test-tools verify-generate vet ## Run every test: unit, and integration on a real kube-apiserver and etcd.
+test: prereqs test-tools verify-generate vet ## Run every test: unit, integration and end-to-end, on real parts.
 	go test ./... -count=1 -timeout 20m
+	@# The cert-manager runner the install tests use has its own module and its own test.
+	go -C hack/tools/cert-manager test ./... -count=1
 
 .PHONY: test-e2e
 test-e2e: prereqs test-tools ## Run the end-to-end suite: Cluster API's managers, CAPR installed by clusterctl, real sshd hosts.

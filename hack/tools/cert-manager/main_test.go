@@ -60,7 +60,7 @@ func TestIssueAndInject(t *testing.T) {
 	}
 	for _, b := range []string{"kube-apiserver", "etcd"} {
 		if _, err := os.Stat(filepath.Join(assets, b)); err != nil {
-			t.Skipf("skipping: %s not found in %s (build it first, or set KUBEBUILDER_ASSETS)", b, assets)
+			t.Fatalf("%s not found in %s: run make test-tools first (or set KUBEBUILDER_ASSETS)", b, assets)
 		}
 	}
 
