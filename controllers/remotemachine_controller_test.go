@@ -132,8 +132,8 @@ func setupReconcilers(e *testenv.Environment, skipNames bool) error {
 		Claimer:          e.Claimer,
 		BootstrapTimeout: time.Minute,
 		// Long enough for one cleanup on a loaded machine (make test runs two packages at once on two cores).
-		CleanupTimeout:   10 * time.Second,
-		RetryInterval:    500 * time.Millisecond,
+		CleanupTimeout: 10 * time.Second,
+		RetryInterval:  500 * time.Millisecond,
 	}).SetupWithManager(context.Background(), mgr, opts(4))
 }
 
