@@ -48,7 +48,11 @@ import (
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=cluster.x-k8s.io,resources=clusters/status,verbs=get
 
-// SkipCleanupAnnotation on a RemoteMachine skips the host cleanup when it is deleted; the pool entry is released.
+// errCleanupSkipped: a pooled host was left uncleaned by the skip-cleanup annotation.
+var errCleanupSkipped = errors.New("cleanup skipped by the " + SkipCleanupAnnotation + " annotation")
+
+// SkipCleanupAnnotation on a RemoteMachine skips the host cleanup when it is deleted. A pooled host its bootstrap
+// touched is then quarantined, not released: the pool's owner decides how its hosts are cleaned.
 const SkipCleanupAnnotation = "infrastructure.cluster.x-k8s.io/skip-cleanup"
 
 // hostMarker is the identity the host's marker holds for rm: the UID of the RemoteMachine that bootstrapped it
@@ -453,7 +457,13 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 		// The host held another bootstrap when it was handed to this machine: never return it to the pool as is.
 		return r.finishDelete(ctx, rm, errors.New(c.Message))
 	}
-	if skip || (!wasRunning && !needsCleanup(rm)) {
+	if !wasRunning && !needsCleanup(rm) {
+		return r.finishDelete(ctx, rm, nil)
+	}
+	if skip {
+		if rm.Spec.PooledRemoteMachineRef != nil {
+			return r.finishDelete(ctx, rm, errCleanupSkipped)
+		}
 		return r.finishDelete(ctx, rm, nil)
 	}
 	if res, ok := r.Tasks.Take(key, "cleanup"); ok {
@@ -531,12 +541,18 @@ func (r *RemoteMachineReconciler) quarantine(ctx context.Context, rm *infrav1.Re
 	if entry.Spec.ClaimRef == nil || entry.Spec.ClaimRef.Name != rm.Name {
 		return nil // not this machine's to quarantine
 	}
+	reason := infrav1.CleanupFailedReason
 	msg := fmt.Sprintf("Cleaning the host after RemoteMachine %s failed: %s. Check the host, then remove spec.quarantine to return it to the pool.", rm.Name, sshrunner.Truncate(cause.Error(), 4000))
-	if err := quarantineEntry(ctx, r.Client, r.Claimer, entry, infrav1.CleanupFailedReason, msg); err != nil {
+	if errors.Is(cause, errCleanupSkipped) {
+		reason = infrav1.CleanupSkippedReason
+		msg = fmt.Sprintf("RemoteMachine %s was deleted with the %s annotation after its bootstrap touched the host, which was not cleaned. "+
+			"Clean the host (kubeadm reset -f or k0s reset), then remove spec.quarantine to return it to the pool.", rm.Name, SkipCleanupAnnotation)
+	}
+	if err := quarantineEntry(ctx, r.Client, r.Claimer, entry, reason, msg); err != nil {
 		return err
 	}
-	ctrl.LoggerFrom(ctx).Info("Quarantined pool entry after failed cleanup", "PooledRemoteMachine", klog.KObj(entry))
-	r.Recorder.Eventf(entry, nil, corev1.EventTypeWarning, infrav1.QuarantinedReason, "Quarantine", "Quarantined: cleaning the host after RemoteMachine %s failed", rm.Name)
-	r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, infrav1.CleanupFailedReason, "Cleanup", "Cleanup failed; PooledRemoteMachine %s quarantined", ref.Name)
+	ctrl.LoggerFrom(ctx).Info("Quarantined pool entry", "PooledRemoteMachine", klog.KObj(entry), "reason", reason)
+	r.Recorder.Eventf(entry, nil, corev1.EventTypeWarning, infrav1.QuarantinedReason, "Quarantine", "Quarantined (%s) after RemoteMachine %s", reason, rm.Name)
+	r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, reason, "Cleanup", "The host was not cleaned; PooledRemoteMachine %s quarantined", ref.Name)
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
@@ -536,4 +537,28 @@ func TestWaitsPauseAndSkipCleanup(t *testing.T) {
 	waitGone(g, rm)
 	out, _ := h.Exec("ls /run/cluster-api")
 	g.Expect(out).To(ContainSubstring("bootstrap-success.complete"), "cleanup was skipped")
+}
+
+// TestSkipCleanupQuarantinesAPooledHost checks that the skip-cleanup annotation cannot return a pooled host dirty:
+// the host is left as it is and its entry is quarantined (CleanupSkipped), not released.
+func TestSkipCleanupQuarantinesAPooledHost(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	f, h, entry, rm := provisionedPooledMachine(t, "#!/bin/sh\ntrue\n", "skipped", "echo cleaned > /run/capr-cleaned", nil)
+	g.Expect(env.Client.Patch(ctx, rm, client.RawPatch(types.MergePatchType,
+		[]byte(`{"metadata":{"annotations":{"`+controllers.SkipCleanupAnnotation+`":""}}}`)))).To(Succeed())
+	g.Expect(env.Client.Delete(ctx, rm)).To(Succeed())
+	waitGone(g, rm)
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(entry), entry)).To(Succeed())
+		g.Expect(entry.Spec.Quarantine).NotTo(BeNil())
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+	g.Expect(entry.Spec.Quarantine.Reason).To(Equal(infrav1.CleanupSkippedReason))
+	g.Expect(entry.Spec.Quarantine.Message).To(ContainSubstring(controllers.SkipCleanupAnnotation))
+	g.Expect(entry.Spec.ClaimRef).To(BeNil())
+	out, _ := h.Exec("test -e /run/capr-cleaned && echo CLEANED; ls /run/cluster-api")
+	g.Expect(out).NotTo(ContainSubstring("CLEANED"), "the cleanup was skipped")
+	g.Expect(out).To(ContainSubstring("bootstrap-success.complete"))
+	next := testenv.NewPooledMachine(f.ns, "next", "default")
+	g.Expect(env.Client.Create(ctx, next)).To(MatchError(ContainSubstring("1 quarantined")))
 }

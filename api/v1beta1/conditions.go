@@ -72,6 +72,9 @@ const (
 	QuarantinedReason = "Quarantined"
 	// CleanupFailedReason: the cleanup commands failed on the host.
 	CleanupFailedReason = "CleanupFailed"
+	// CleanupSkippedReason: a pooled host's RemoteMachine was deleted with the skip-cleanup annotation after its
+	// bootstrap touched the host, so the host went uncleaned and its entry is quarantined, never handed out dirty.
+	CleanupSkippedReason = "CleanupSkipped"
 	// BootstrapNotFoundReason: a RemoteMachine moved by clusterctl found its host without the bootstrap it was
 	// moved with.
 	BootstrapNotFoundReason = "BootstrapNotFound"
