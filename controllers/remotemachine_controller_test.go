@@ -304,7 +304,7 @@ func TestDirectMachineBootstrapsAndCleansUp(t *testing.T) {
 
 	hostname, _ := h.Exec("hostname -s")
 	// /tmp is the machine's, shared by every host and every test package running: only this machine's script counts.
-	out, err := h.Exec("stat -c '%a %U:%G' /etc/capr-test/config.yaml /etc/capr-test/script.sh; cat /etc/capr-test/config.yaml /etc/capr-test/script.sh /run/capr-order; cat /run/cluster-api/bootstrap-success.complete /var/lib/capr/bootstrap.uid /var/lib/capr/bootstrap.done; ls -a /tmp | grep capr-bootstrap-"+string(got.UID)+" || true")
+	out, err := h.Exec("stat -c '%a %U:%G' /etc/capr-test/config.yaml /etc/capr-test/script.sh; cat /etc/capr-test/config.yaml /etc/capr-test/script.sh /run/capr-order; cat /run/cluster-api/bootstrap-success.complete /var/lib/capr/bootstrap.uid /var/lib/capr/bootstrap.done; ls -a /tmp | grep capr-bootstrap-" + string(got.UID) + " || true")
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Expect(out).To(Equal("640 nobody:nogroup\n755 root:root\nnodeName: " + hostname + "echo hello\none\ntwo\nthree\nsuccess\n" + string(got.UID) + "\n" + string(got.UID) + "\n"))
 
