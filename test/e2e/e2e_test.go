@@ -151,13 +151,13 @@ spec:
 
 // entry returns a pool entry of pool "workers" for a host.
 func entry(name string, h *sshdtest.Host) *infrav1.PooledRemoteMachine {
-	return entryIn(ns, name, h)
+	return poolEntry(ns, "workers", name, h)
 }
 
-// entryIn returns a pool entry of pool "workers" in a namespace for a host.
-func entryIn(namespace, name string, h *sshdtest.Host) *infrav1.PooledRemoteMachine {
+// poolEntry returns a pool entry in a namespace and pool for a host, logging in with the Secret "ssh-key".
+func poolEntry(namespace, pool, name string, h *sshdtest.Host) *infrav1.PooledRemoteMachine {
 	e := &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
-	e.Spec.Pool = "workers"
+	e.Spec.Pool = pool
 	e.Spec.Machine.Address, e.Spec.Machine.Port = h.Address, int32(h.Port)
 	e.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: "ssh-key"}
 	return e

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	controlplanev1 "sigs.k8s.io/cluster-api/api/controlplane/kubeadm/v1beta2"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
@@ -93,11 +92,7 @@ func TestKubeadmControlPlane(t *testing.T) {
 	}
 	endpoint := e.PrepareNamespace("kcp", "kcp")
 	for i, h := range e.Hosts {
-		en := &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: "kcp", Name: fmt.Sprintf("cp-%d", i)}}
-		en.Spec.Pool = "control-plane"
-		en.Spec.Machine.Address, en.Spec.Machine.Port = h.Address, int32(h.Port)
-		en.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: "ssh-key"}
-		g.Expect(c.Create(ctx, en)).To(Succeed())
+		g.Expect(c.Create(ctx, poolEntry("kcp", "control-plane", fmt.Sprintf("cp-%d", i), h))).To(Succeed())
 	}
 	out, err := mgmt.Kubectl(t, e.Management, fmt.Sprintf(kcpCluster, endpoint.Host, endpoint.Port), "apply", "-f", "-")
 	g.Expect(err).NotTo(HaveOccurred(), out)

@@ -41,7 +41,7 @@ func TestClusterctlMoveEndToEnd(t *testing.T) {
 	}, timeout, time.Second).Should(Succeed())
 	e.ShareClusterCA(moved, clusterName)
 	for i, h := range []*sshdtest.Host{w0, w1} {
-		g.Expect(source.Create(ctx, entryIn(moved, fmt.Sprintf("worker-%d", i), h))).To(Succeed())
+		g.Expect(source.Create(ctx, poolEntry(moved, "workers", fmt.Sprintf("worker-%d", i), h))).To(Succeed())
 	}
 	out, err = mgmt.Kubectl(t, e.Management, strings.Replace(inMoved(workers), "replicas: 3", "replicas: 2", 1), "apply", "-f", "-")
 	g.Expect(err).NotTo(HaveOccurred(), out)
@@ -91,7 +91,7 @@ func TestClusterctlMoveEndToEnd(t *testing.T) {
 
 	// A machine added on the target takes the free host, never a held one.
 	w2 := e.AddHost("move-w-2")
-	g.Expect(c.Create(ctx, entryIn(moved, "worker-2", w2))).To(Succeed())
+	g.Expect(c.Create(ctx, poolEntry(moved, "workers", "worker-2", w2))).To(Succeed())
 	out, err = mgmt.Kubectl(t, target, "", "scale", "-n", moved, "machinedeployment/workers", "--replicas=3")
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Eventually(func(g Gomega) {
