@@ -84,6 +84,7 @@ vet: ## Run go vet.
 lint: $(GOLANGCI_LINT) ## Run golangci-lint, and shellcheck on the shell scripts.
 	$(GOLANGCI_LINT) run ./...
 	shellcheck hack/prereqs.sh test/e2e/testdata/kubeadm
+	shellcheck -s sh controllers/scripts/*.sh
 
 ##@ Testing
 

@@ -61,6 +61,7 @@ type options struct {
 	remoteMachineConcurrency int
 	bootstrapConcurrency     int
 	bootstrapTimeout         time.Duration
+	retryMaxInterval         time.Duration
 	cleanupTimeout           time.Duration
 	orphanClaimGrace         time.Duration
 	poolProbeInterval        time.Duration
@@ -90,7 +91,9 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.bootstrapConcurrency, "bootstrap-concurrency", 10,
 		"Number of SSH bootstraps and cleanups run at the same time, off the reconcile workers.")
 	fs.DurationVar(&o.bootstrapTimeout, "bootstrap-timeout", 30*time.Minute,
-		"Longest one bootstrap (or one cleanup) may run on a host before it is stopped and retried.")
+		"Longest one bootstrap (or one cleanup) may run on a host. A bootstrap that runs longer is stopped and reported BootstrapFailed, and not run again.")
+	fs.DurationVar(&o.retryMaxInterval, "retry-max-interval", 10*time.Minute,
+		"Longest wait between attempts of a bootstrap that failed before anything ran on the host (unreachable, refused key, no sudo); the wait starts at 20s and doubles.")
 	fs.DurationVar(&o.cleanupTimeout, "cleanup-timeout", 10*time.Minute,
 		"How long after a RemoteMachine's deletion a failing cleanup is retried before its pool entry is quarantined.")
 	fs.DurationVar(&o.orphanClaimGrace, "orphan-claim-grace", 2*time.Minute,
@@ -206,6 +209,7 @@ func run(o *options) error {
 		Claimer:          claimer,
 		WatchFilterValue: o.watchFilter,
 		BootstrapTimeout: o.bootstrapTimeout,
+		MaxRetryInterval: o.retryMaxInterval,
 		CleanupTimeout:   o.cleanupTimeout,
 		ClusterCache:     clusterCache,
 	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: o.remoteMachineConcurrency}); err != nil {

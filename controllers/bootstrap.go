@@ -17,24 +17,29 @@ import (
 )
 
 // Files on the host. The sentinel is Cluster API's, in /run, which a reboot empties; CAPR's marker (the UID of the
-// RemoteMachine whose bootstrap the host holds, written when it starts) and done record (written when it succeeds)
-// live in stateDir, which survives reboots, so a rebooted node is still known as bootstrapped: it is cleaned when
-// its RemoteMachine is deleted, never bootstrapped twice, and adopted after clusterctl move. Cleanup removes them.
+// RemoteMachine whose bootstrap the host holds, written before it starts), done record (written when it succeeds),
+// failed record (written when it fails) and cleaned list (the UIDs whose hosts were cleaned) live in stateDir,
+// which survives reboots, so a rebooted node is still known as bootstrapped: it is cleaned when its RemoteMachine
+// is deleted, never bootstrapped twice, and adopted after clusterctl move. The scripts are in scripts/.
 const (
 	runDir       = "/run/cluster-api"
 	sentinelFile = runDir + "/bootstrap-success.complete"
 	stateDir     = "/var/lib/capr"
 	markerFile   = stateDir + "/bootstrap.uid"
 	doneFile     = stateDir + "/bootstrap.done"
+	failedFile   = stateDir + "/bootstrap.failed"
 	lockFile     = runDir + "/capr-bootstrap.lock"
 )
 
 // Exit codes of CAPR's scripts on the host that mean something to CAPR.
 const (
+	exitPrerequisites    = 92 // prerequisites.sh: the host lacks a command CAPR needs
+	exitAlreadyRan       = 93 // bootstrap: this machine's bootstrap ran on the host before and did not succeed
+	exitCleaned          = 94 // bootstrap: the host was cleaned for this machine
+	exitForeignCleanup   = 95 // cleanup: the host holds a bootstrap that is not this machine's
+	exitNotAdoptable     = 96 // adopt: the host does not hold the bootstrap of the moved RemoteMachine
 	exitForeignBootstrap = 97 // bootstrap: the host holds another machine's bootstrap, finished or not
 	exitStepFailed       = 98 // bootstrap: a step of the plan failed
-	exitNotAdoptable     = 96 // adopt: the host does not hold the bootstrap of the moved RemoteMachine
-	exitForeignCleanup   = 95 // cleanup: the host holds a bootstrap that is not this machine's
 )
 
 // ErrForeignBootstrap: cleanup found a bootstrap that is not this machine's on the host; the host is quarantined at
@@ -47,6 +52,13 @@ var ErrHostAlreadyBootstrapped = errors.New("host already bootstrapped by anothe
 
 // ErrBootstrapNotFound: a RemoteMachine moved by clusterctl found its host without the bootstrap it was moved with.
 var ErrBootstrapNotFound = errors.New("the host does not hold this RemoteMachine's bootstrap")
+
+// ErrBootstrapFailed: the bootstrap ran on the host and failed (a step exited non-zero, it was stopped or timed out,
+// or it ran before and did not succeed). Bootstrap data is not idempotent: it is never run again for this machine.
+var ErrBootstrapFailed = errors.New("bootstrap failed on the host")
+
+// ErrHostPrerequisites: the host lacks a command CAPR's scripts need.
+var ErrHostPrerequisites = errors.New("the host lacks what CAPR needs")
 
 // bootstrapInput is what a bootstrap task needs; it is built by the reconciler and holds no Kubernetes client.
 type bootstrapInput struct {
@@ -61,27 +73,29 @@ type bootstrapInput struct {
 
 // bootstrapResult is what a successful bootstrap reports.
 type bootstrapResult struct {
-	// NewHostKey and NewBastionKey are the keys to pin on first use (AcceptNew), "" when pinned keys were used.
-	NewHostKey    string
-	NewBastionKey string
 	// Adopted is true when the host had already been bootstrapped for this RemoteMachine.
 	Adopted bool
 	// Hostname is the host's own name.
 	Hostname string
 }
 
-// runBootstrap runs bootstrap data on a host exactly once. The whole run happens inside one remote command holding
-// flock on the host's lock file: a second run (a restarted manager, another replica) waits for the first and then
-// finds the sentinel with this RemoteMachine's UID in the marker, and adopts the result instead of running again.
+// runBootstrap runs bootstrap data on a host at most once. The whole run happens inside one remote command holding
+// flock on the host's lock file (scripts/bootstrap.sh and bootstrap-run.sh): a second run (a restarted manager,
+// another replica, a retry after a dropped connection) waits for the first and then adopts its result, or reports
+// its failure, and never runs the data again. The host's key must be pinned (Config.HostKeys) before this runs.
 func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstrapResult, error) {
 	res := &bootstrapResult{}
 	cfg := in.Config
-	cfg.OnNewHostKey = func(bastion bool, key string) {
-		if bastion {
-			res.NewBastionKey = key
-		} else {
-			res.NewHostKey = key
+	var plan *cloudinit.Plan
+	if !in.AdoptOnly {
+		// Parse before connecting: unsupported data fails without touching the host, and the values the plan holds
+		// (file contents decoded from base64, commands) are redacted from the output too.
+		preview, err := cloudinit.Parse(in.Data, in.Format, cloudinit.Vars{Hostname: "localhost"})
+		if err != nil {
+			return nil, err
 		}
+		cfg.Secrets = append(append([]string(nil), cfg.Secrets...), planValues(preview)...)
+		plan = preview
 	}
 	host, err := dial(ctx, cfg)
 	if err != nil {
@@ -99,26 +113,42 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 			return nil, err
 		}
 		res.Hostname = strings.TrimSpace(hostname)
-	}
-	plan, err := cloudinit.Parse(in.Data, in.Format, cloudinit.Vars{Hostname: res.Hostname})
-	if err != nil {
-		return nil, err
+		if plan, err = cloudinit.Parse(in.Data, in.Format, cloudinit.Vars{Hostname: res.Hostname}); err != nil {
+			return nil, err
+		}
 	}
 	workDir := in.WorkingDir
 	if workDir == "" {
 		workDir = "/tmp"
 	}
-	// One SSH session: the script arrives on stdin and the wrapper stores, runs and removes it.
-	out, err := host.Output(ctx, wrapper(in.UID, workDir), strings.NewReader(planScript(plan)))
+	// One SSH session: the prerequisites are checked, then the script arrives on stdin and the wrapper stores,
+	// runs and removes it.
+	command := withPrerequisites(hostScript("capr-bootstrap", bootstrapScript, string(in.UID), workDir, bootstrapRunScript))
+	out, err := host.Output(ctx, command, strings.NewReader(planScript(plan)))
+	started := strings.Contains(out, hostnameMarker)
 	var cmdErr *sshrunner.CommandError
 	if errors.As(err, &cmdErr) {
-		switch cmdErr.ExitCode {
-		case exitForeignBootstrap:
+		switch code := cmdErr.ExitCode; {
+		case code == exitPrerequisites:
+			return nil, prerequisitesError(cmdErr)
+		case code == exitForeignBootstrap:
 			return nil, fmt.Errorf("%w: %s names another RemoteMachine; clean the host (kubeadm reset -f or k0s reset) and "+
-				"remove %s, %s and %s before using it", ErrHostAlreadyBootstrapped, markerFile, sentinelFile, markerFile, doneFile)
-		case exitStepFailed:
-			return nil, fmt.Errorf("bootstrap step %s failed: %w", failedStep(cmdErr.Tail), err)
+				"remove %s, %s, %s and %s before using it", ErrHostAlreadyBootstrapped, markerFile, sentinelFile, markerFile, doneFile, failedFile)
+		case code == exitStepFailed:
+			return nil, fmt.Errorf("%w: step %s failed; it is not run again (delete the Machine, or let a MachineHealthCheck replace it, to get a cleaned host). Last output: %s",
+				ErrBootstrapFailed, failedStep(cmdErr.Tail), outputTail(cmdErr.Tail))
+		case code == exitAlreadyRan, code == exitCleaned:
+			return nil, fmt.Errorf("%w: %s", ErrBootstrapFailed, lastLine(cmdErr.Tail))
+		case code >= 0 && started:
+			return nil, fmt.Errorf("%w: the run ended with status %d; it is not run again. Last output: %s", ErrBootstrapFailed, code, outputTail(cmdErr.Tail))
+		case code >= 0:
+			return nil, fmt.Errorf("the bootstrap command failed with status %d before the run started: %s", code, outputTail(cmdErr.Tail))
 		}
+		// No status: the connection dropped. The run goes on on the host; the next attempt finds its result.
+		return nil, fmt.Errorf("%w: the connection to the host ended during the bootstrap; its result is read at the next attempt", sshrunner.ErrUnreachable)
+	}
+	if err != nil && started && errors.Is(err, sshrunner.ErrTimeout) {
+		return nil, fmt.Errorf("%w: it timed out after it started on the host, and was stopped; it is not run again: %w", ErrBootstrapFailed, err)
 	}
 	if err != nil {
 		return nil, err
@@ -132,19 +162,67 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	return res, nil
 }
 
+// planValues returns what a plan writes and runs, to be redacted from the host's output.
+func planValues(plan *cloudinit.Plan) []string {
+	var out []string
+	for _, s := range plan.Steps {
+		if s.File != nil {
+			out = append(out, string(s.File.Content))
+		} else {
+			out = append(out, s.Command)
+		}
+	}
+	return out
+}
+
+// prerequisitesError names what prerequisites.sh found missing.
+func prerequisitesError(cmdErr *sshrunner.CommandError) error {
+	missing := "(unknown)"
+	for _, l := range cmdErr.Tail {
+		if m, ok := strings.CutPrefix(l, "capr-missing:"); ok {
+			missing = strings.TrimSpace(m)
+		}
+	}
+	return fmt.Errorf("%w: missing %s. CAPR needs a POSIX sh, flock and setsid (util-linux), GNU tail with --pid, mktemp, base64, nohup, grep and hostname, and root (log in as root, or set useSudo with passwordless sudo)",
+		ErrHostPrerequisites, missing)
+}
+
+// outputTail joins the last lines of a command's (redacted) output, without CAPR's own markers.
+func outputTail(lines []string) string {
+	var keep []string
+	for _, l := range lines {
+		if !strings.HasPrefix(l, hostnameMarker) && !strings.HasPrefix(l, stepMarker) {
+			keep = append(keep, l)
+		}
+	}
+	if len(keep) == 0 {
+		return "(none)"
+	}
+	return strings.Join(keep, " | ")
+}
+
+func lastLine(lines []string) string {
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.TrimSpace(lines[i]) != "" {
+			return strings.TrimPrefix(lines[i], "capr: ")
+		}
+	}
+	return "(no output)"
+}
+
 const hostnameMarker = "capr-hostname="
 
 // adopt checks, under the bootstrap lock, that the host holds a finished bootstrap whose marker names uid, and
 // reports it adopted; it never runs anything else.
 func adopt(ctx context.Context, host Host, uid types.UID, res *bootstrapResult) (*bootstrapResult, error) {
-	q := shellescape.Quote
-	check := fmt.Sprintf(`if { [ -f %s ] || [ -f %s ]; } && [ "$(cat %s 2>/dev/null)" = %s ]; then echo %s"$(hostname -s 2>/dev/null || hostname)"; exit 0; fi; exit %d`,
-		q(sentinelFile), q(doneFile), q(markerFile), q(string(uid)), hostnameMarker, exitNotAdoptable)
-	out, err := host.Output(ctx, fmt.Sprintf("mkdir -p %s && flock -o %s sh -c %s", q(runDir), q(lockFile), q(check)), nil)
+	out, err := host.Output(ctx, lockedHostScript("capr-adopt", adoptScript, string(uid)), nil)
 	var cmdErr *sshrunner.CommandError
-	if errors.As(err, &cmdErr) && cmdErr.ExitCode == exitNotAdoptable {
-		return nil, fmt.Errorf("%w: it was moved from another management cluster as bootstrapped (UID %s), but %s is missing or %s names another machine; check the host, then delete this RemoteMachine or re-create it without the annotation",
-			ErrBootstrapNotFound, uid, sentinelFile, markerFile)
+	if errors.As(err, &cmdErr) {
+		if cmdErr.ExitCode == exitNotAdoptable {
+			return nil, fmt.Errorf("%w: it was moved from another management cluster with its host's bootstrap (UID %s), but the host holds no finished bootstrap of that UID (%s or %s missing, or %s names another machine); check the host, then delete this RemoteMachine",
+				ErrBootstrapNotFound, uid, sentinelFile, doneFile, markerFile)
+		}
+		return nil, fmt.Errorf("%w: checking the host's bootstrap failed with status %d: %s", sshrunner.ErrUnreachable, cmdErr.ExitCode, outputTail(cmdErr.Tail))
 	}
 	if err != nil {
 		return nil, err
@@ -152,40 +230,6 @@ func adopt(ctx context.Context, host Host, uid types.UID, res *bootstrapResult) 
 	res.Hostname = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), hostnameMarker))
 	res.Adopted = true
 	return res, nil
-}
-
-// wrapper is the remote command around the bootstrap script, which it reads from stdin into a private file in
-// workDir. The run itself is detached from the SSH session (its own session, output to a log file on the host) and
-// holds flock on the host's lock file: if the connection drops or the manager stops, it goes on to the end, and a
-// later run waits for the lock and adopts the result. Inside the lock it adopts a finished bootstrap of the same
-// RemoteMachine, refuses another machine's, finished or not (a marker naming another UID), else records the UID,
-// runs the script and writes the sentinel; the
-// script file is removed either way. The SSH command follows the log and returns the run's exit status; cancelled
-// (TERM), it stops the detached run too.
-func wrapper(uid types.UID, workDir string) string {
-	q := shellescape.Quote
-	inner := fmt.Sprintf(`s=%s; m=%s; d=%s; f=$1; trap 'rm -f "$f"' EXIT; trap 'rm -f "$f"; exit 143' HUP INT TERM
-if [ -f "$s" ] || [ -f "$d" ]; then
-  if [ "$(cat "$m" 2>/dev/null)" = %s ]; then echo capr-adopted; exit 0; fi
-  echo "capr: the host was bootstrapped for another machine" >&2; exit %d
-fi
-if [ -s "$m" ] && [ "$(cat "$m")" != %s ]; then
-  echo "capr: the host holds the bootstrap of another machine, which did not finish" >&2; exit %d
-fi
-echo %s > "$m"
-sh "$f" || exit $?
-echo success > "$s"; echo %s > "$d"`, q(sentinelFile), q(markerFile), q(doneFile), q(string(uid)), exitForeignBootstrap, q(string(uid)), exitForeignBootstrap, q(string(uid)), q(string(uid)))
-	return fmt.Sprintf(`set -e; mkdir -p %[1]s %[4]s `+stateDir+`
-f=$(mktemp %[4]s/.capr-bootstrap-%[5]s.XXXXXX); cat > "$f"
-echo %[6]s"$(hostname -s 2>/dev/null || hostname)"
-log=$(mktemp %[1]s/capr-bootstrap-log.XXXXXX)
-set +e
-setsid nohup flock -o %[2]s sh -c %[3]s sh "$f" > "$log" 2>&1 < /dev/null &
-bg=$!
-trap 'kill -TERM -- -$bg 2>/dev/null; rm -f "$f" "$log"; exit 143' TERM INT HUP
-tail -s 0.05 -n +1 -f --pid=$bg "$log" &
-wait $bg; rc=$?
-wait; rm -f "$log" "$f"; exit $rc`, q(runDir), q(lockFile), q(inner), q(workDir), string(uid), hostnameMarker)
 }
 
 const stepMarker = "capr-failed-step: "
@@ -261,34 +305,34 @@ func defaultCleanup(bootstrapKind string) []string {
 	return []string{"if command -v kubeadm >/dev/null; then kubeadm reset -f; fi", "if command -v k0s >/dev/null; then k0s stop || true; k0s reset; fi"}
 }
 
-// runCleanup runs the cleanup commands, then removes the sentinel and CAPR's own files. It runs under the
-// bootstrap lock (a bootstrap still running finishes first) and only when the host's marker names this
-// RemoteMachine. A host never bootstrapped is left as it is; a host holding another bootstrap is an error, so the
-// entry is quarantined rather than handed out dirty.
+// runCleanup runs the cleanup commands, then removes the sentinel and CAPR's files (scripts/cleanup.sh). It runs
+// under the bootstrap lock (a bootstrap still running finishes first) and only when the host's marker names this
+// RemoteMachine; it records the UID as cleaned, so a late bootstrap of it never runs. A host never bootstrapped is
+// left as it is; a host holding another bootstrap is an error, so the entry is quarantined rather than handed out
+// dirty.
 func runCleanup(ctx context.Context, dial Dialer, in cleanupInput) error {
 	host, err := dial(ctx, in.Config)
 	if err != nil {
 		return err
 	}
 	defer host.Close()
-	q := shellescape.Quote
 	workDir := in.WorkingDir
 	if workDir == "" {
 		workDir = "/tmp"
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "mk=$(cat %s 2>/dev/null || true)\n", q(markerFile))
-	fmt.Fprintf(&b, "if [ -z \"$mk\" ] && [ ! -f %s ] && [ ! -f %s ]; then echo 'capr: the host holds no bootstrap; nothing to clean'; exit 0; fi\n", q(sentinelFile), q(doneFile))
-	fmt.Fprintf(&b, "if [ \"$mk\" != %s ]; then echo \"capr: marker: ${mk:-none}\" >&2; exit %d; fi\n", q(string(in.UID)), exitForeignCleanup)
-	b.WriteString("set -e\n")
-	for _, c := range in.Commands {
-		b.WriteString(c + "\n")
-	}
-	fmt.Fprintf(&b, "rm -f %s %s %s %s/.capr-bootstrap-%s.* %s/capr-bootstrap-log.*\n", q(sentinelFile), q(markerFile), q(doneFile), q(workDir), q(string(in.UID)), q(runDir))
-	err = host.Run(ctx, fmt.Sprintf("mkdir -p %s && flock -o %s sh -c %s && rm -f %s", q(runDir), q(lockFile), q(b.String()), q(lockFile)), nil)
+	args := append([]string{string(in.UID), workDir}, in.Commands...)
+	err = host.Run(ctx, withPrerequisites(lockedHostScript("capr-cleanup", cleanupScript, args...)), nil)
 	var cmdErr *sshrunner.CommandError
-	if errors.As(err, &cmdErr) && cmdErr.ExitCode == exitForeignCleanup {
-		return fmt.Errorf("%w (%s); it was not cleaned", ErrForeignBootstrap, strings.Join(cmdErr.Tail, " "))
+	if errors.As(err, &cmdErr) {
+		switch cmdErr.ExitCode {
+		case exitForeignCleanup:
+			return fmt.Errorf("%w (%s); it was not cleaned", ErrForeignBootstrap, strings.Join(cmdErr.Tail, " "))
+		case exitPrerequisites:
+			return prerequisitesError(cmdErr)
+		case -1:
+			return fmt.Errorf("%w: the connection to the host ended during the cleanup", sshrunner.ErrUnreachable)
+		}
+		return fmt.Errorf("the cleanup failed with status %d: %s", cmdErr.ExitCode, outputTail(cmdErr.Tail))
 	}
 	return err
 }

@@ -20,7 +20,6 @@ import (
 type Host interface {
 	Run(ctx context.Context, script string, stdin io.Reader) error
 	Output(ctx context.Context, script string, stdin io.Reader) (string, error)
-	Upload(ctx context.Context, path string, data []byte, mode uint32, owner string, appendTo bool) error
 	Close() error
 }
 
@@ -50,7 +49,7 @@ func hostConfig(ctx context.Context, reader client.Reader, namespace string, h *
 	cfg := sshrunner.Config{
 		Endpoint: sshrunner.Endpoint{
 			Address: h.Address, Port: int(h.Port), User: h.User, Signer: signer,
-			HostKeys: h.HostKeys, Policy: sshrunner.Policy(h.HostKeyPolicy),
+			HostKeys: h.HostKeys,
 		},
 		Sudo: h.UseSudo,
 		Log:  log,
@@ -64,7 +63,7 @@ func hostConfig(ctx context.Context, reader client.Reader, namespace string, h *
 		secrets = append(secrets, bsecrets...)
 		cfg.Bastion = &sshrunner.Endpoint{
 			Address: b.Address, Port: int(b.Port), User: b.User, Signer: bsigner,
-			HostKeys: b.HostKeys, Policy: sshrunner.Policy(b.HostKeyPolicy),
+			HostKeys: b.HostKeys,
 		}
 	}
 	cfg.Secrets = secrets
@@ -95,4 +94,55 @@ func readKey(ctx context.Context, reader client.Reader, namespace string, ref *i
 		secrets = append(secrets, string(p))
 	}
 	return signer, secrets, nil
+}
+
+// Scanner reads the key a host presents (or its bastion's, when that is not pinned yet) without logging in.
+type Scanner func(ctx context.Context, cfg sshrunner.Config) (key string, bastion bool, err error)
+
+// needsPin says whether a host's key, or its bastion's, is still to be pinned.
+func needsPin(h *infrav1.RemoteHost) bool {
+	return len(h.HostKeys) == 0 || (h.Bastion != nil && len(h.Bastion.HostKeys) == 0)
+}
+
+// scanResult is a key read by a scan: the host's, or its bastion's.
+type scanResult struct {
+	Key     string
+	Bastion bool
+}
+
+// pin records a scanned key in h, the way its hostKeyPolicy allows: AcceptNew pins the first key seen; Strict
+// never pins, and a host without keys under it is an error. The key is pinned in spec, and stored, before any
+// connection carries data or a command: every later connection (bootstrap, retries, cleanup, adoption, the probe)
+// requires it.
+func pin(h *infrav1.RemoteHost, res scanResult) error {
+	if res.Bastion {
+		b := h.Bastion
+		if b == nil || len(b.HostKeys) > 0 {
+			return nil
+		}
+		if b.HostKeyPolicy == infrav1.HostKeyPolicyStrict {
+			return fmt.Errorf("%w: the bastion presented %s and its hostKeyPolicy is Strict with no hostKeys pinned; add the bastion's key to bastion.hostKeys",
+				sshrunner.ErrHostKeyUnknown, fingerprint(res.Key))
+		}
+		b.HostKeys = []string{res.Key}
+		return nil
+	}
+	if len(h.HostKeys) > 0 {
+		return nil
+	}
+	if h.HostKeyPolicy == infrav1.HostKeyPolicyStrict {
+		return fmt.Errorf("%w: the host presented %s and hostKeyPolicy is Strict with no hostKeys pinned; add the host's key to hostKeys",
+			sshrunner.ErrHostKeyUnknown, fingerprint(res.Key))
+	}
+	h.HostKeys = []string{res.Key}
+	return nil
+}
+
+// fingerprint returns a key's type and SHA-256 fingerprint, or the key itself if it does not parse.
+func fingerprint(key string) string {
+	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(key))
+	if err != nil {
+		return key
+	}
+	return pk.Type() + " " + ssh.FingerprintSHA256(pk)
 }

@@ -133,7 +133,7 @@ func TestClusterctlMove(t *testing.T) {
 	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
 	g.Expect(movedEntry.Spec.Quarantine).To(BeNil())
 	hostState, _ = h.Exec("cat /run/capr-cleaned; ls /var/lib/capr")
-	g.Expect(hostState).To(Equal("cleaned\n"), "cleanup ran (after the reboot too) and removed CAPR's marker and done record")
+	g.Expect(hostState).To(Equal("cleaned\ncleaned\n"), "cleanup ran (after the reboot too) and removed CAPR's marker and done record, leaving the cleaned list")
 }
 
 // TestDeleteForMoveAndDirtyHosts checks, deterministically, what clusterctl move relies on and what keeps dirty
@@ -197,7 +197,7 @@ func TestMovedCopyNeverRunsBootstrapData(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		c := condition(get(g, rm), infrav1.BootstrapSucceededCondition)
 		g.Expect(c.Reason).To(Equal(infrav1.BootstrapNotFoundReason))
-		g.Expect(c.Message).To(ContainSubstring("it was moved from another management cluster as bootstrapped (UID 0b1f2c3d-1111-4222-8333-444455556666)"))
+		g.Expect(c.Message).To(ContainSubstring("it was moved from another management cluster with its host's bootstrap (UID 0b1f2c3d-1111-4222-8333-444455556666)"))
 	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
 	out, _ := h.Exec("ls /run/capr-runs /var/lib/capr/bootstrap.uid 2>&1 | grep -c 'No such file'")
 	g.Expect(out).To(Equal("2\n"), "no bootstrap data ran and no marker was written")

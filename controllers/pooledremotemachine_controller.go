@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -43,6 +44,8 @@ type PooledRemoteMachineReconciler struct {
 	ProbeInterval time.Duration
 	ProbeSelector labels.Selector
 	Dial          Dialer
+	// Scan reads a host's key to pin it; sshrunner.ScanHostKey when nil.
+	Scan Scanner
 
 	lastProbe  sync.Map // entry UID → time of its last probe
 	moveLabels moveLabeller
@@ -224,32 +227,56 @@ func (r *PooledRemoteMachineReconciler) probeDue(entry *infrav1.PooledRemoteMach
 	return !ok || time.Since(last.(time.Time)) >= r.ProbeInterval
 }
 
-// probe logs in to the host and runs `true`, and records the result in the Reachable condition. Under AcceptNew
-// it pins the first key seen; a changed key is reported (condition and event), never quarantined.
+// probe checks the host over SSH and records the result in the Reachable condition: under AcceptNew it first reads
+// and pins the key (the bastion's, then the host's) on the entry, without logging in; then it logs in with the
+// pinned keys and checks CAPR's prerequisites on the host. A changed key is reported (condition and event), never
+// trusted.
 func (r *PooledRemoteMachineReconciler) probe(ctx context.Context, entry *infrav1.PooledRemoteMachine) {
 	r.lastProbe.Store(entry.UID, time.Now())
 	log := ctrl.LoggerFrom(ctx)
-	cfg, _, err := hostConfig(ctx, r.APIReader, entry.Namespace, &entry.Spec.Machine.RemoteHost, log)
-	var newKey string
-	if err == nil {
-		cfg.OnNewHostKey = func(bastion bool, key string) {
-			if !bastion {
-				newKey = key
-			}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	h := &entry.Spec.Machine.RemoteHost
+	cfg, _, err := hostConfig(ctx, r.APIReader, entry.Namespace, h, log)
+	pinned := entry.DeepCopy()
+	for i := 0; err == nil && needsPin(&pinned.Spec.Machine.RemoteHost) && i < 2; i++ {
+		var res scanResult
+		if res.Key, res.Bastion, err = r.scan()(ctx, cfg); err == nil {
+			err = pin(&pinned.Spec.Machine.RemoteHost, res)
 		}
-		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
+		if err == nil {
+			cfg, _, err = hostConfig(ctx, r.APIReader, entry.Namespace, &pinned.Spec.Machine.RemoteHost, log)
+		}
+	}
+	if err == nil && !equality.Semantic.DeepEqual(pinned.Spec, entry.Spec) {
+		// Stored before the first login.
+		if err = r.Client.Patch(ctx, pinned, client.MergeFromWithOptions(entry, client.MergeFromWithOptimisticLock{})); err != nil {
+			log.Info("Could not pin the probed host key; the next probe tries again", "error", err.Error())
+			r.lastProbe.Delete(entry.UID)
+			return
+		}
+		pinned.Status = entry.Status
+		*entry = *pinned
+	}
+	if err == nil {
 		var host Host
 		if host, err = r.Dial(ctx, cfg); err == nil {
-			err = host.Run(ctx, "true", nil)
+			err = host.Run(ctx, hostScript("capr-prerequisites", prerequisitesScript), nil)
+			var cmdErr *sshrunner.CommandError
+			if errors.As(err, &cmdErr) && cmdErr.ExitCode == exitPrerequisites {
+				err = prerequisitesError(cmdErr)
+			}
 			_ = host.Close()
 		}
 	}
 	countSSHError(err)
 	if err != nil {
 		reason := sshrunner.Reason(err)
-		if errors.Is(err, ErrMissingSecret) {
+		switch {
+		case errors.Is(err, ErrMissingSecret):
 			reason = infrav1.WaitingForSecretReason
+		case errors.Is(err, ErrHostPrerequisites):
+			reason = infrav1.HostPrerequisitesMissingReason
 		}
 		msg := sshrunner.Truncate(err.Error(), 4096)
 		if !conditions.IsFalse(entry, infrav1.ReachableCondition) || conditions.GetReason(entry, infrav1.ReachableCondition) != reason {
@@ -262,13 +289,12 @@ func (r *PooledRemoteMachineReconciler) probe(ctx context.Context, entry *infrav
 		conditions.Set(entry, metav1.Condition{Type: infrav1.ReachableCondition, Status: metav1.ConditionFalse, Reason: reason, Message: msg})
 		return
 	}
-	if newKey != "" && len(entry.Spec.Machine.HostKeys) == 0 {
-		orig := entry.DeepCopy()
-		entry.Spec.Machine.HostKeys = []string{newKey}
-		if err := r.Client.Patch(ctx, entry, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
-			log.Info("Could not pin the probed host key; the next probe tries again", "error", err.Error())
-			r.lastProbe.Delete(entry.UID)
-		}
-	}
 	conditions.Set(entry, metav1.Condition{Type: infrav1.ReachableCondition, Status: metav1.ConditionTrue, Reason: infrav1.ReachableReason})
+}
+
+func (r *PooledRemoteMachineReconciler) scan() Scanner {
+	if r.Scan != nil {
+		return r.Scan
+	}
+	return sshrunner.ScanHostKey
 }

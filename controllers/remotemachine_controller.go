@@ -12,14 +12,17 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
+	clusterctlv1 "sigs.k8s.io/cluster-api/cmd/clusterctl/api/v1alpha3"
 	"sigs.k8s.io/cluster-api/controllers/clustercache"
 	"sigs.k8s.io/cluster-api/util"
 	"sigs.k8s.io/cluster-api/util/annotations"
@@ -79,21 +82,60 @@ type RemoteMachineReconciler struct {
 	// before the pool entry is quarantined.
 	BootstrapTimeout time.Duration
 	CleanupTimeout   time.Duration
-	// RetryInterval is the wait before a failed bootstrap or cleanup is tried again.
-	RetryInterval time.Duration
+	// RetryInterval is the wait before a bootstrap that failed before anything ran on the host is tried again; it
+	// doubles with each failure up to MaxRetryInterval. It is also the wait between cleanup attempts.
+	RetryInterval    time.Duration
+	MaxRetryInterval time.Duration
+	// Scan reads a host's key to pin it before anything is sent; sshrunner.ScanHostKey when nil.
+	Scan Scanner
 	// ClusterCache reaches workload clusters, to set the providerID of the Node; nil skips that.
 	ClusterCache clustercache.ClusterCache
 
-	// retries maps a RemoteMachine's UID to the retry gate of its last failed bootstrap.
+	// retries maps a RemoteMachine's UID to the backoff of its failed attempts. Terminal failures are not here:
+	// they are the BootstrapSucceeded condition itself (see terminalFailure), which survives a restart.
 	retries    sync.Map
 	moveLabels moveLabeller
 }
 
-// retryGate holds back a failed bootstrap: until a time, or (terminal failures) until the spec changes.
+// retryGate holds back a failed attempt until notBefore; attempts counts the failures in a row.
 type retryGate struct {
-	notBefore  time.Time
-	generation int64
-	terminal   bool
+	notBefore time.Time
+	attempts  int
+}
+
+// backoff records one more failure of key and returns the wait before the next attempt: RetryInterval, doubled
+// with each failure in a row, up to MaxRetryInterval.
+func (r *RemoteMachineReconciler) backoff(key string) time.Duration {
+	gate := retryGate{}
+	if v, ok := r.retries.Load(key); ok {
+		gate = v.(retryGate)
+	}
+	gate.attempts++
+	d := r.RetryInterval << min(gate.attempts-1, 16)
+	if d <= 0 || d > r.MaxRetryInterval {
+		d = r.MaxRetryInterval
+	}
+	gate.notBefore = time.Now().Add(d)
+	r.retries.Store(key, gate)
+	return d
+}
+
+// terminalReasons are the BootstrapSucceeded reasons no retry of the same spec can change.
+var terminalReasons = map[string]bool{
+	infrav1.BootstrapFailedReason:            true,
+	infrav1.HostKeyMismatchReason:            true,
+	infrav1.HostKeyUnknownReason:             true,
+	infrav1.UnsupportedBootstrapFormatReason: true,
+	infrav1.BootstrapNotFoundReason:          true,
+}
+
+// terminalFailure says whether rm's bootstrap failed in a way that waits for a person: the condition records a
+// terminal reason for the current generation. A changed spec (say, replaced hostKeys) tries again; for
+// BootstrapFailed the host itself then refuses to run the data twice, so the Machine is replaced (by a
+// MachineHealthCheck, or by hand), never re-run.
+func terminalFailure(rm *infrav1.RemoteMachine) bool {
+	c := conditions.Get(rm, infrav1.BootstrapSucceededCondition)
+	return c != nil && c.Status == metav1.ConditionFalse && terminalReasons[c.Reason] && c.ObservedGeneration == rm.Generation
 }
 
 // SetupWithManager registers the controller.
@@ -106,6 +148,12 @@ func (r *RemoteMachineReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	}
 	if r.RetryInterval == 0 {
 		r.RetryInterval = 20 * time.Second
+	}
+	if r.MaxRetryInterval == 0 {
+		r.MaxRetryInterval = 10 * time.Minute
+	}
+	if r.Scan == nil {
+		r.Scan = sshrunner.ScanHostKey
 	}
 	log := ctrl.LoggerFrom(ctx)
 	clusterToMachines, err := util.ClusterToTypedObjectsMapper(mgr.GetClient(), &infrav1.RemoteMachineList{}, mgr.GetScheme())
@@ -142,10 +190,18 @@ func (r *RemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 			return ctrl.Result{}, err
 		}
 	}
+	recordOnly := false
 	if cluster != nil && rm.DeletionTimestamp.IsZero() {
-		if isPaused, requeue, err := paused.EnsurePausedCondition(ctx, r.Client, cluster, rm); err != nil || isPaused || requeue {
+		isPaused, requeue, err := paused.EnsurePausedCondition(ctx, r.Client, cluster, rm)
+		if err != nil || requeue {
 			return ctrl.Result{}, err
 		}
+		// Paused (clusterctl move pauses the Cluster, then waits for block-move to go): nothing starts, but a run
+		// that ends is recorded, and its block-move removed, so the move carries its result.
+		if isPaused && !r.Tasks.Done(string(rm.UID), "bootstrap") && !r.Tasks.Done(string(rm.UID), "scan") {
+			return ctrl.Result{}, nil
+		}
+		recordOnly = isPaused
 	}
 
 	helper, err := patch.NewHelper(rm, r.Client)
@@ -154,11 +210,21 @@ func (r *RemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	defer func() {
 		setReadyCondition(rm)
+		rm.Status.ObservedGeneration = rm.Generation
 		patchOnExit(ctx, helper, rm, &retErr, infrav1.ReadyCondition, infrav1.BootstrapSucceededCondition, infrav1.PausedCondition)
 	}()
 
 	if !rm.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, rm, machine)
+	}
+	if recordOnly {
+		if res, ok := r.Tasks.Take(string(rm.UID), "bootstrap"); ok {
+			return r.bootstrapFinished(ctx, rm, res)
+		}
+		if res, ok := r.Tasks.Take(string(rm.UID), "scan"); ok {
+			return r.scanFinished(ctx, rm, res)
+		}
+		return ctrl.Result{}, nil
 	}
 	if controllerutil.AddFinalizer(rm, infrav1.RemoteMachineFinalizer) {
 		return ctrl.Result{}, nil
@@ -204,6 +270,7 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 		if _, ok := rm.Annotations[infrav1.BootstrapUIDAnnotation]; !ok {
 			annotations.AddAnnotations(rm, map[string]string{infrav1.BootstrapUIDAnnotation: string(rm.UID)})
 		}
+		delete(rm.Annotations, clusterctlv1.BlockMoveAnnotation)
 		if !conditions.IsTrue(rm, infrav1.BootstrapSucceededCondition) {
 			setBootstrapCondition(rm, metav1.ConditionTrue, infrav1.BootstrapSucceededReason, "Bootstrap succeeded on "+hostPort(rm))
 		}
@@ -224,22 +291,23 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 		return ctrl.Result{}, nil
 	}
 
+	if res, ok := r.Tasks.Take(key, "scan"); ok {
+		return r.scanFinished(ctx, rm, res)
+	}
 	if res, ok := r.Tasks.Take(key, "bootstrap"); ok {
 		return r.bootstrapFinished(ctx, rm, res)
 	}
-	if r.Tasks.Running(key, "bootstrap") {
+	if r.Tasks.Running(key, "bootstrap") || r.Tasks.Running(key, "scan") {
 		return ctrl.Result{}, nil
 	}
-	if v, ok := r.retries.Load(key); ok {
-		gate := v.(retryGate)
-		switch {
-		case gate.terminal && gate.generation == rm.Generation:
-			return ctrl.Result{}, nil // waits for a change of the spec, e.g. new hostKeys
-		case !gate.terminal && time.Now().Before(gate.notBefore):
-			return ctrl.Result{RequeueAfter: time.Until(gate.notBefore)}, nil
-		}
+	if terminalFailure(rm) {
+		return ctrl.Result{}, nil // waits for a person: a changed spec, or the Machine replaced
 	}
-	// The cache may not show a success this controller has just written: check before starting another run.
+	if v, ok := r.retries.Load(key); ok && time.Now().Before(v.(retryGate).notBefore) {
+		return ctrl.Result{RequeueAfter: time.Until(v.(retryGate).notBefore)}, nil
+	}
+	// The cache may not show what this controller has just written (a pinned key, a success): check before
+	// starting anything.
 	fresh := &infrav1.RemoteMachine{}
 	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(rm), fresh); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -255,6 +323,26 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 		}
 		return ctrl.Result{}, err
 	}
+	if needsPin(&rm.Spec.RemoteHost) {
+		// First contact: read the key, and store it in spec before any connection carries data or a command.
+		cfg, scan := in.Config, r.Scan
+		r.Tasks.Start(ctx, key, "scan", rm, func(ctx context.Context) (any, error) {
+			ctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			k, bastion, err := scan(ctx, cfg)
+			countSSHError(err)
+			return scanResult{Key: k, Bastion: bastion}, err
+		})
+		setBootstrapCondition(rm, metav1.ConditionFalse, infrav1.BootstrappingReason, "Reading the host key of "+hostPort(rm)+" to pin it")
+		return ctrl.Result{}, nil
+	}
+	if !adoptOnly && (rm.Annotations[infrav1.BootstrapUIDAnnotation] != string(rm.UID) || !hasAnnotation(rm, clusterctlv1.BlockMoveAnnotation)) {
+		// Recorded, and stored, before the run starts: the host counts as touched from now on (a deletion cleans or
+		// quarantines it whatever happens next, and clusterctl move carries the record), and clusterctl move waits
+		// for the run to end.
+		annotations.AddAnnotations(rm, map[string]string{infrav1.BootstrapUIDAnnotation: string(rm.UID), clusterctlv1.BlockMoveAnnotation: ""})
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
 	log.Info("Running bootstrap", "address", rm.Spec.Address, "adoptOnly", adoptOnly)
 	timeout := r.BootstrapTimeout
 	r.Tasks.Start(ctx, key, "bootstrap", rm, func(ctx context.Context) (any, error) {
@@ -268,6 +356,56 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 	})
 	setBootstrapCondition(rm, metav1.ConditionFalse, infrav1.BootstrappingReason, "Running the bootstrap data on "+hostPort(rm))
 	return ctrl.Result{}, nil
+}
+
+func hasAnnotation(obj client.Object, key string) bool {
+	_, ok := obj.GetAnnotations()[key]
+	return ok
+}
+
+// scanFinished pins the key a scan read (the host's, or its bastion's), on the RemoteMachine and on its pool entry.
+func (r *RemoteMachineReconciler) scanFinished(ctx context.Context, rm *infrav1.RemoteMachine, res TaskResult) (ctrl.Result, error) {
+	if res.Err != nil {
+		return r.attemptFailed(ctx, rm, res.Err, "Reading the host key")
+	}
+	out := res.Value.(scanResult)
+	if err := pin(rm.Spec.RemoteHost.DeepCopy(), out); err != nil {
+		return r.attemptFailed(ctx, rm, err, "Reading the host key")
+	}
+	// The entry first: if that fails, nothing is pinned, and the next attempt scans again.
+	if err := r.pinPoolEntry(ctx, rm, out); err != nil {
+		return ctrl.Result{}, err
+	}
+	_ = pin(&rm.Spec.RemoteHost, out)
+	what := "host"
+	if out.Bastion {
+		what = "bastion"
+	}
+	ctrl.LoggerFrom(ctx).Info("Pinned the "+what+" key seen first (hostKeyPolicy AcceptNew)", "key", fingerprint(out.Key))
+	r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, "HostKeyPinned", "Pin", "Pinned the %s key %s of %s (hostKeyPolicy AcceptNew)", what, fingerprint(out.Key), hostPort(rm))
+	return ctrl.Result{RequeueAfter: time.Second}, nil
+}
+
+// attemptFailed records a failed scan or bootstrap: terminal failures wait in the condition; the others are tried
+// again after a backoff.
+func (r *RemoteMachineReconciler) attemptFailed(ctx context.Context, rm *infrav1.RemoteMachine, err error, what string) (ctrl.Result, error) {
+	reason, terminal := bootstrapFailureReason(err)
+	msg := sshrunner.Truncate(err.Error(), 4096)
+	delete(rm.Annotations, clusterctlv1.BlockMoveAnnotation)
+	setBootstrapCondition(rm, metav1.ConditionFalse, reason, msg)
+	r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, reason, "Bootstrap", "%s on %s failed: %s", what, hostPort(rm), sshrunner.Truncate(msg, 900))
+	if reason == infrav1.BootstrapFailedReason {
+		rm.Status.FailureReason = ptr.To("CreateError")
+		rm.Status.FailureMessage = ptr.To(msg)
+	}
+	if terminal {
+		r.retries.Delete(string(rm.UID))
+		ctrl.LoggerFrom(ctx).Info(what+" failed; not retried", "reason", reason, "error", msg)
+		return ctrl.Result{}, nil
+	}
+	wait := r.backoff(string(rm.UID))
+	ctrl.LoggerFrom(ctx).Info(what+" failed; retrying", "reason", reason, "after", wait.String(), "error", msg)
+	return ctrl.Result{RequeueAfter: wait}, nil
 }
 
 // bootstrapInput reads the bootstrap data (unless adoptOnly) and the SSH keys (directly, uncached).
@@ -300,30 +438,13 @@ func (r *RemoteMachineReconciler) bootstrapInput(ctx context.Context, rm *infrav
 func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *infrav1.RemoteMachine, res TaskResult) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	if res.Err != nil {
-		reason, terminal := bootstrapFailureReason(res.Err)
-		msg := sshrunner.Truncate(res.Err.Error(), 4096)
-		log.Info("Bootstrap failed", "reason", reason, "error", msg)
-		setBootstrapCondition(rm, metav1.ConditionFalse, reason, msg)
-		r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, reason, "Bootstrap", "Bootstrap on %s failed: %s", hostPort(rm), sshrunner.Truncate(msg, 900))
-		r.retries.Store(string(rm.UID), retryGate{notBefore: time.Now().Add(r.RetryInterval), generation: rm.Generation, terminal: terminal})
-		if terminal {
-			return ctrl.Result{}, nil
-		}
-		return ctrl.Result{RequeueAfter: r.RetryInterval}, nil
+		return r.attemptFailed(ctx, rm, res.Err, "Bootstrap")
 	}
 	r.retries.Delete(string(rm.UID))
 	out := res.Value.(*bootstrapResult)
-	if b := rm.Spec.Bastion; b != nil && out.NewBastionKey != "" && len(b.HostKeys) == 0 {
-		b.HostKeys = []string{out.NewBastionKey}
-	}
-	if out.NewHostKey != "" && len(rm.Spec.HostKeys) == 0 {
-		rm.Spec.HostKeys = []string{out.NewHostKey}
-		if err := r.pinPoolEntryHostKey(ctx, rm, out.NewHostKey); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
 	rm.Spec.ProviderID = "remote-machine://" + hostPort(rm)
 	annotations.AddAnnotations(rm, map[string]string{infrav1.BootstrapUIDAnnotation: string(hostMarker(rm))})
+	delete(rm.Annotations, clusterctlv1.BlockMoveAnnotation)
 	rm.Status.Addresses = machineAddresses(rm.Spec.Address, out.Hostname)
 	rm.Status.Initialization.Provisioned = ptr.To(true)
 	rm.Status.Ready = true
@@ -347,23 +468,28 @@ func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *inf
 	return ctrl.Result{RequeueAfter: time.Second}, nil
 }
 
-// pinPoolEntryHostKey records a key pinned on first use on the pool entry too, so the next claim of the host
+// pinPoolEntry records a key pinned on first contact on the pool entry too, so every later claim of the host
 // verifies it.
-func (r *RemoteMachineReconciler) pinPoolEntryHostKey(ctx context.Context, rm *infrav1.RemoteMachine, key string) error {
+func (r *RemoteMachineReconciler) pinPoolEntry(ctx context.Context, rm *infrav1.RemoteMachine, res scanResult) error {
 	ref := rm.Spec.PooledRemoteMachineRef
 	if ref == nil {
 		return nil
 	}
-	entry := &infrav1.PooledRemoteMachine{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: rm.Namespace, Name: ref.Name}, entry); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	if len(entry.Spec.Machine.HostKeys) > 0 || entry.Spec.ClaimRef == nil || entry.Spec.ClaimRef.Name != rm.Name {
-		return nil
-	}
-	orig := entry.DeepCopy()
-	entry.Spec.Machine.HostKeys = []string{key}
-	return r.Client.Patch(ctx, entry, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		entry := &infrav1.PooledRemoteMachine{}
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: rm.Namespace, Name: ref.Name}, entry); err != nil {
+			return err
+		}
+		if entry.Spec.ClaimRef == nil || entry.Spec.ClaimRef.Name != rm.Name {
+			return nil
+		}
+		orig := entry.DeepCopy()
+		if pin(&entry.Spec.Machine.RemoteHost, res) != nil || equality.Semantic.DeepEqual(orig.Spec, entry.Spec) {
+			return nil
+		}
+		return r.Client.Patch(ctx, entry, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+	})
+	return client.IgnoreNotFound(err)
 }
 
 // bootstrapFailureReason maps an error to a condition reason, and says whether retrying unchanged is pointless.
@@ -377,8 +503,12 @@ func bootstrapFailureReason(err error) (string, bool) {
 		return infrav1.HostAlreadyBootstrappedReason, false
 	case errors.Is(err, ErrBootstrapNotFound):
 		return infrav1.BootstrapNotFoundReason, true
+	case errors.Is(err, ErrBootstrapFailed):
+		return infrav1.BootstrapFailedReason, true
+	case errors.Is(err, ErrHostPrerequisites):
+		return infrav1.HostPrerequisitesMissingReason, false
 	case errors.Is(err, sshrunner.ErrHostKeyUnknown):
-		return infrav1.HostKeyUnknownReason, false
+		return infrav1.HostKeyUnknownReason, true
 	case errors.Is(err, sshrunner.ErrAuthFailed):
 		return infrav1.AuthFailedReason, false
 	case errors.Is(err, sshrunner.ErrSudo):
@@ -386,7 +516,8 @@ func bootstrapFailureReason(err error) (string, bool) {
 	case errors.Is(err, sshrunner.ErrUnreachable), errors.Is(err, sshrunner.ErrTimeout):
 		return infrav1.HostUnreachableReason, false
 	}
-	return infrav1.BootstrapFailedReason, false
+	// Anything else (an apiserver error, a command that failed before the run started) is tried again.
+	return infrav1.HostUnreachableReason, false
 }
 
 // countSSHError counts an SSH failure by reason in capr_ssh_errors_total.
@@ -417,41 +548,32 @@ func machineAddresses(address, hostname string) []clusterv1.MachineAddress {
 	return out
 }
 
-// needsCleanup says whether CAPR may have changed the host: a bootstrap ran (or was running), here or before
-// clusterctl move made this copy (spec.providerID is set only by a successful bootstrap).
+// needsCleanup says whether CAPR may have changed the host: the bootstrap-uid annotation is recorded (and stored)
+// before a run sends anything to the host, and carried by clusterctl move; spec.providerID is set only by a
+// successful bootstrap.
 func needsCleanup(rm *infrav1.RemoteMachine) bool {
-	if ptr.Deref(rm.Status.Initialization.Provisioned, false) || rm.Spec.ProviderID != "" || hostMarker(rm) != rm.UID {
-		return true
-	}
-	c := conditions.Get(rm, infrav1.BootstrapSucceededCondition)
-	if c == nil {
-		return false
-	}
-	switch c.Reason {
-	case infrav1.WaitingForMachineReason, infrav1.WaitingForClusterInfrastructureReason, infrav1.WaitingForBootstrapDataReason,
-		infrav1.WaitingForSecretReason, infrav1.HostKeyMismatchReason, infrav1.HostKeyUnknownReason, infrav1.AuthFailedReason,
-		infrav1.UnsupportedBootstrapFormatReason, infrav1.HostAlreadyBootstrappedReason:
-		return false
-	}
-	return true
+	return ptr.Deref(rm.Status.Initialization.Provisioned, false) || rm.Spec.ProviderID != "" || hasAnnotation(rm, infrav1.BootstrapUIDAnnotation)
 }
 
 func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	key := string(rm.UID)
+	if deletedForMove(rm) {
+		// clusterctl move has copied the RemoteMachine to another management cluster: the copy holds the host. A
+		// run still going on the host is left to finish (the copy adopts its result).
+		log.Info("Deleted by clusterctl move; the host is left to the moved copy")
+		controllerutil.RemoveFinalizer(rm, infrav1.RemoteMachineFinalizer)
+		return ctrl.Result{}, nil
+	}
 	wasRunning := r.Tasks.Running(key, "bootstrap")
 	if wasRunning {
 		log.Info("Cancelling bootstrap of a deleted RemoteMachine")
 		r.Tasks.Cancel(key, "bootstrap")
 	}
+	r.Tasks.Cancel(key, "scan")
 	r.Tasks.Take(key, "bootstrap")
+	r.Tasks.Take(key, "scan")
 	r.retries.Delete(key)
-	if deletedForMove(rm) {
-		// clusterctl move has copied the RemoteMachine to another management cluster: the copy holds the host.
-		log.Info("Deleted by clusterctl move; the host is left to the moved copy")
-		controllerutil.RemoveFinalizer(rm, infrav1.RemoteMachineFinalizer)
-		return ctrl.Result{}, nil
-	}
 	_, skip := rm.Annotations[SkipCleanupAnnotation]
 	if c := conditions.Get(rm, infrav1.BootstrapSucceededCondition); !skip && c != nil && c.Reason == infrav1.HostAlreadyBootstrappedReason {
 		// The host held another bootstrap when it was handed to this machine: never return it to the pool as is.
@@ -482,6 +604,11 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 	if r.Tasks.Running(key, "cleanup") {
 		return ctrl.Result{}, nil
 	}
+	if !hasAnnotation(rm, clusterctlv1.BlockMoveAnnotation) {
+		// clusterctl move waits while the host is cleaned; stored before the cleanup starts.
+		annotations.AddAnnotations(rm, map[string]string{clusterctlv1.BlockMoveAnnotation: ""})
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
 	cfg, _, err := hostConfig(ctx, r.APIReader, rm.Namespace, &rm.Spec.RemoteHost, log)
 	if err != nil {
 		// Without a usable key the host cannot be cleaned: never hang, never hand it out dirty. Other errors
@@ -492,6 +619,11 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 		return ctrl.Result{}, err
 	}
 	commands := rm.Spec.CustomCleanUpCommands
+	workingDir := rm.Spec.WorkingDir
+	if entry := r.poolEntry(ctx, rm); entry != nil {
+		// The pool's owner decides how its hosts are cleaned.
+		commands, workingDir = entry.Spec.Machine.CustomCleanUpCommands, entry.Spec.Machine.WorkingDir
+	}
 	if len(commands) == 0 {
 		kind := ""
 		if machine != nil && machine.Spec.Bootstrap.ConfigRef.IsDefined() {
@@ -501,7 +633,7 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 	}
 	log.Info("Running cleanup", "address", rm.Spec.Address)
 	timeout := r.CleanupTimeout
-	in := cleanupInput{UID: hostMarker(rm), Config: cfg, Commands: commands, WorkingDir: rm.Spec.WorkingDir}
+	in := cleanupInput{UID: hostMarker(rm), Config: cfg, Commands: commands, WorkingDir: workingDir}
 	r.Tasks.Start(ctx, key, "cleanup", rm, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
@@ -510,6 +642,22 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 		return nil, err
 	})
 	return ctrl.Result{}, nil
+}
+
+// poolEntry returns the pool entry rm holds, read from the apiserver; nil if none (or it cannot be read).
+func (r *RemoteMachineReconciler) poolEntry(ctx context.Context, rm *infrav1.RemoteMachine) *infrav1.PooledRemoteMachine {
+	ref := rm.Spec.PooledRemoteMachineRef
+	if ref == nil {
+		return nil
+	}
+	entry := &infrav1.PooledRemoteMachine{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: rm.Namespace, Name: ref.Name}, entry); err != nil {
+		return nil
+	}
+	if entry.Spec.ClaimRef == nil || entry.Spec.ClaimRef.Name != rm.Name {
+		return nil
+	}
+	return entry
 }
 
 // finishDelete returns the pool entry (quarantined when cleanupErr is set) and removes the finalizer.

@@ -133,8 +133,9 @@ func setupReconcilers(e *testenv.Environment, skipNames bool) error {
 		Claimer:          e.Claimer,
 		BootstrapTimeout: time.Minute,
 		// Long enough for one cleanup on a loaded machine (make test runs two packages at once on two cores).
-		CleanupTimeout: 10 * time.Second,
-		RetryInterval:  500 * time.Millisecond,
+		CleanupTimeout:   10 * time.Second,
+		RetryInterval:    500 * time.Millisecond,
+		MaxRetryInterval: 2 * time.Second,
 	}).SetupWithManager(context.Background(), mgr, opts(4))
 }
 
@@ -310,8 +311,9 @@ func TestDirectMachineBootstrapsAndCleansUp(t *testing.T) {
 
 	g.Expect(env.Client.Delete(ctx, got)).To(Succeed())
 	waitGone(g, rm)
-	out, _ = h.Exec("cat /run/capr-cleaned; ls /run/cluster-api /var/lib/capr")
-	g.Expect(out).To(Equal("cleaned\n/run/cluster-api:\n\n/var/lib/capr:\n"), "cleanup ran, and removed the sentinel and CAPR's files")
+	out, _ = h.Exec("cat /run/capr-cleaned; ls /run/cluster-api /var/lib/capr; cat /var/lib/capr/cleaned")
+	g.Expect(out).To(Equal("cleaned\n/run/cluster-api:\ncapr-bootstrap.lock\n\n/var/lib/capr:\ncleaned\n"+string(got.UID)+"\n"),
+		"cleanup ran, removed the sentinel and CAPR's files, kept the lock file and recorded the machine as cleaned")
 }
 
 // TestPooledMachineBootstrapsAndIsReleased takes the host from a pool, pins its key on the entry, and returns it.
@@ -362,7 +364,7 @@ func TestFailureReasons(t *testing.T) {
 		{name: "unknown cloud-config key", data: "#cloud-config\npackages: [nginx]\n", reason: infrav1.UnsupportedBootstrapFormatReason, message: "key(s) packages are not supported"},
 		{name: "missing key secret", data: "#!/bin/sh\ntrue\n", reason: infrav1.WaitingForSecretReason, message: "does not exist",
 			mutate: func(rm *infrav1.RemoteMachine, _ *sshdtest.Host) { rm.Spec.SSHKeyRef.Name = "absent" }},
-		{name: "failing command", data: "#cloud-config\nruncmd:\n- 'true'\n- 'echo broken >&2; exit 7'\n", reason: infrav1.BootstrapFailedReason, message: "bootstrap step runcmd[1] failed"},
+		{name: "failing command", data: "#cloud-config\nruncmd:\n- 'true'\n- 'echo broken >&2; exit 7'\n", reason: infrav1.BootstrapFailedReason, message: "step runcmd[1] failed; it is not run again"},
 		{name: "unreachable", data: "#!/bin/sh\ntrue\n", reason: infrav1.HostUnreachableReason, message: "host unreachable",
 			mutate: func(_ *infrav1.RemoteMachine, h *sshdtest.Host) { h.Stop() }},
 	} {
@@ -385,7 +387,11 @@ func TestFailureReasons(t *testing.T) {
 				g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
 			}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
 			got := get(g, rm)
-			g.Expect(got.Status.FailureReason).To(BeNil(), "failures are conditions, not v1beta1 terminal failures")
+			if tc.reason == infrav1.BootstrapFailedReason {
+				g.Expect(got.Status.FailureReason).To(Equal(ptr.To("CreateError")), "a failed run is terminal, for v1beta1 tools too")
+			} else {
+				g.Expect(got.Status.FailureReason).To(BeNil(), "only a failed run is a v1beta1 terminal failure")
+			}
 			g.Expect(condition(got, infrav1.ReadyCondition).Reason).To(Equal(tc.reason))
 			// Deleting never hangs, whatever failed.
 			g.Expect(env.Client.Delete(context.Background(), got)).To(Succeed())

@@ -86,6 +86,14 @@ func (r *TaskRunner) Running(key, kind string) bool {
 	return ok
 }
 
+// Done says whether a result of key's task of that kind is waiting to be taken.
+func (r *TaskRunner) Done(key, kind string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.done[kind+"/"+key]
+	return ok
+}
+
 // Take returns and forgets the result of key's finished task of that kind.
 func (r *TaskRunner) Take(key, kind string) (TaskResult, bool) {
 	key = kind + "/" + key

@@ -5,26 +5,32 @@ import (
 )
 
 // Fill copies a pool entry's host into a RemoteMachine and records the entry in spec.pooledRemoteMachineRef. The
-// entry decides how the host is reached (address, port, user, key, sudo, host keys, bastion); cleanup commands and
-// working directory come from the entry unless the RemoteMachine sets its own.
+// entry decides everything about the host: how it is reached (address, port, user, key, sudo, host keys, bastion)
+// and how it is cleaned (cleanup commands, working directory). Admission refuses a pooled RemoteMachine that sets
+// its own cleanup commands or working directory (OwnHostFields).
 func Fill(m *infrav1.RemoteMachine, entry *infrav1.PooledRemoteMachine) {
-	own := m.Spec.RemoteHost
 	m.Spec.RemoteHost = *entry.Spec.Machine.RemoteHost.DeepCopy()
-	if len(own.CustomCleanUpCommands) > 0 {
-		m.Spec.CustomCleanUpCommands = own.CustomCleanUpCommands
-	}
-	if own.WorkingDir != "" {
-		m.Spec.WorkingDir = own.WorkingDir
-	}
 	m.Spec.PooledRemoteMachineRef = &infrav1.PooledRemoteMachineReference{Name: entry.Name}
+}
+
+// OwnHostFields returns the paths of the fields a pooled RemoteMachine sets that belong to its pool entry: how the
+// host is cleaned is the pool owner's decision.
+func OwnHostFields(m *infrav1.RemoteHost) []string {
+	var out []string
+	if len(m.CustomCleanUpCommands) > 0 {
+		out = append(out, "customCleanUpCommands")
+	}
+	if m.WorkingDir != "" {
+		out = append(out, "workingDir")
+	}
+	return out
 }
 
 // KeepClaimedFields carries the fields admission filled from a pool entry over from the stored RemoteMachine into
 // an update. Cluster API re-applies infrastructure machines with server-side apply carrying only the template's
-// fields, which would otherwise drop (or reset to their defaults) the host fields the claim wrote. How a pooled host
-// is reached belongs to its entry and is always kept; host keys, cleanup commands and working directory are kept
-// when the update leaves them empty (host keys may be pinned by an update, never dropped). A providerID, once set,
-// is kept too.
+// fields, which would otherwise drop (or reset to their defaults) the host fields the claim wrote. Everything about
+// a pooled host belongs to its entry and is kept, except host keys (the host's and the bastion's), which an update
+// may pin where none are, or replace, but never drop. A providerID, once set, is kept too.
 func KeepClaimedFields(old, m *infrav1.RemoteMachine) {
 	if m.Spec.ProviderID == "" {
 		m.Spec.ProviderID = old.Spec.ProviderID
@@ -37,11 +43,8 @@ func KeepClaimedFields(old, m *infrav1.RemoteMachine) {
 	if len(update.HostKeys) > 0 {
 		m.Spec.HostKeys = update.HostKeys
 	}
-	if len(update.CustomCleanUpCommands) > 0 {
-		m.Spec.CustomCleanUpCommands = update.CustomCleanUpCommands
-	}
-	if update.WorkingDir != "" {
-		m.Spec.WorkingDir = update.WorkingDir
+	if b := m.Spec.Bastion; b != nil && update.Bastion != nil && len(update.Bastion.HostKeys) > 0 {
+		b.HostKeys = update.Bastion.HostKeys
 	}
 	if m.Spec.PooledRemoteMachineRef == nil {
 		m.Spec.PooledRemoteMachineRef = old.Spec.PooledRemoteMachineRef.DeepCopy()

@@ -6,30 +6,21 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"al.essio.dev/pkg/shellescape"
 	"github.com/go-logr/logr"
 	"golang.org/x/crypto/ssh"
-)
-
-// Policy says how a host's key is verified.
-type Policy string
-
-const (
-	// Strict accepts only pinned keys and refuses a host with none pinned.
-	Strict Policy = "Strict"
-	// AcceptNew accepts the first key of a host with none pinned and reports it through Config.OnNewHostKey.
-	AcceptNew Policy = "AcceptNew"
 )
 
 // Endpoint is an SSH server and how to log in to it.
@@ -41,10 +32,9 @@ type Endpoint struct {
 	User string
 	// Signer is the private key.
 	Signer ssh.Signer
-	// HostKeys are the accepted host keys in authorized_keys format; any of them is accepted.
+	// HostKeys are the accepted host keys in authorized_keys format; any of them is accepted. Dial refuses a host
+	// with none: a key is pinned first, from ScanHostKey, before anything is sent to the host.
 	HostKeys []string
-	// Policy applies when HostKeys is empty.
-	Policy Policy
 }
 
 // HostPort returns "address:port", with IPv6 addresses in brackets.
@@ -69,11 +59,9 @@ type Config struct {
 	KeepAlive time.Duration
 	// Log receives the commands' output, line by line, redacted.
 	Log logr.Logger
-	// Secrets are strings never to be logged or returned in errors (key material, tokens, bootstrap data).
+	// Secrets are strings never to be logged or returned in errors (key material, tokens, bootstrap data); the
+	// values found inside them (tokens, keys) are redacted wherever they appear in a line.
 	Secrets []string
-	// OnNewHostKey is called under AcceptNew when a host with no pinned key presents key (authorized_keys format);
-	// bastion says whether it is the jump host. Pinning it is the caller's job.
-	OnNewHostKey func(bastion bool, key string)
 }
 
 // Client is a connection to a host.
@@ -81,7 +69,7 @@ type Client struct {
 	cfg     Config
 	client  *ssh.Client
 	bastion *ssh.Client
-	redact  *strings.Replacer
+	redact  *redactor
 	closed  chan struct{}
 	once    sync.Once
 }
@@ -120,7 +108,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	var conn net.Conn
 	var err error
 	if cfg.Bastion != nil {
-		if c.bastion, err = c.handshake(ctx, nil, *cfg.Bastion, true); err != nil {
+		if c.bastion, err = c.handshake(ctx, nil, *cfg.Bastion); err != nil {
 			return nil, fmt.Errorf("bastion %s: %w", cfg.Bastion.HostPort(), err)
 		}
 		dialCtx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
@@ -131,7 +119,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 			return nil, classifyDial(cfg.HostPort()+" via bastion", err)
 		}
 	}
-	if c.client, err = c.handshake(ctx, conn, cfg.Endpoint, false); err != nil {
+	if c.client, err = c.handshake(ctx, conn, cfg.Endpoint); err != nil {
 		if c.bastion != nil {
 			_ = c.bastion.Close()
 		}
@@ -142,8 +130,21 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 }
 
 // handshake opens the SSH connection to one hop, over conn when given (a bastion tunnel), else over a new TCP
-// connection. The dial and handshake end by min(DialTimeout, ctx's deadline).
-func (c *Client) handshake(ctx context.Context, conn net.Conn, ep Endpoint, bastion bool) (*ssh.Client, error) {
+// connection, accepting only the hop's pinned keys.
+func (c *Client) handshake(ctx context.Context, conn net.Conn, ep Endpoint) (*ssh.Client, error) {
+	pinned, err := parseHostKeys(ep.HostKeys)
+	if err != nil {
+		if conn != nil {
+			_ = conn.Close()
+		}
+		return nil, err
+	}
+	return c.dialHop(ctx, conn, ep, verifyHostKey(pinned))
+}
+
+// dialHop dials and runs the SSH handshake with one hop, checking its key with verify. The dial and handshake end
+// by min(DialTimeout, ctx's deadline).
+func (c *Client) dialHop(ctx context.Context, conn net.Conn, ep Endpoint, verify ssh.HostKeyCallback) (*ssh.Client, error) {
 	addr := ep.HostPort()
 	deadline := time.Now().Add(c.cfg.DialTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
@@ -159,15 +160,11 @@ func (c *Client) handshake(ctx context.Context, conn net.Conn, ep Endpoint, bast
 			return nil, classifyDial(addr, err)
 		}
 	}
-	pinned, err := parseHostKeys(ep.HostKeys)
-	if err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
+	pinned, _ := parseHostKeys(ep.HostKeys)
 	config := &ssh.ClientConfig{
 		User:            ep.User,
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(ep.Signer)},
-		HostKeyCallback: c.verifyHostKey(pinned, ep.Policy, bastion),
+		HostKeyCallback: verify,
 		Timeout:         time.Until(deadline),
 	}
 	if len(pinned) > 0 {
@@ -237,9 +234,9 @@ func containsString(list []string, s string) bool {
 	return false
 }
 
-// verifyHostKey accepts any pinned key; with none pinned, Strict refuses and AcceptNew accepts and reports the key.
-// The key is never ignored.
-func (c *Client) verifyHostKey(pinned []ssh.PublicKey, policy Policy, bastion bool) ssh.HostKeyCallback {
+// verifyHostKey accepts any pinned key and refuses every other key, and any key when none is pinned. The key is
+// never ignored.
+func verifyHostKey(pinned []ssh.PublicKey) ssh.HostKeyCallback {
 	return func(hostname string, _ net.Addr, key ssh.PublicKey) error {
 		for _, p := range pinned {
 			if bytes.Equal(p.Marshal(), key.Marshal()) {
@@ -250,15 +247,60 @@ func (c *Client) verifyHostKey(pinned []ssh.PublicKey, policy Policy, bastion bo
 			return fmt.Errorf("%w: %s presented %s %s, which is not among the %d pinned key(s); if the host was reinstalled, check it and replace hostKeys",
 				ErrHostKeyMismatch, hostname, key.Type(), ssh.FingerprintSHA256(key), len(pinned))
 		}
-		if policy == Strict {
-			return fmt.Errorf("%w: %s presented %s %s and hostKeyPolicy is Strict with no hostKeys pinned; add the host's key to hostKeys",
-				ErrHostKeyUnknown, hostname, key.Type(), ssh.FingerprintSHA256(key))
-		}
-		if c.cfg.OnNewHostKey != nil {
-			c.cfg.OnNewHostKey(bastion, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key))))
-		}
-		return nil
+		return fmt.Errorf("%w: %s presented %s %s and no host key is pinned; add the host's key to hostKeys",
+			ErrHostKeyUnknown, hostname, key.Type(), ssh.FingerprintSHA256(key))
 	}
+}
+
+// errScanned ends a handshake once the host has presented its key.
+var errScanned = errors.New("host key read")
+
+// ScanHostKey reads the key a host presents, without logging in or sending anything but the key exchange, so that
+// the caller can pin it before the first connection that carries data. With a bastion whose key is not pinned it
+// reads the bastion's key (bastion is true); with a pinned bastion it logs in to the bastion and reads the target's
+// key through it. The key is in authorized_keys format.
+func ScanHostKey(ctx context.Context, cfg Config) (key string, bastion bool, err error) {
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = 15 * time.Second
+	}
+	c := &Client{cfg: cfg, redact: newRedactor(cfg.Secrets), closed: make(chan struct{})}
+	var conn net.Conn
+	if b := cfg.Bastion; b != nil {
+		if len(b.HostKeys) == 0 {
+			key, err := c.scan(ctx, nil, *b)
+			if err != nil {
+				return "", true, fmt.Errorf("bastion %s: %w", b.HostPort(), err)
+			}
+			return key, true, nil
+		}
+		jump, err := c.handshake(ctx, nil, *b)
+		if err != nil {
+			return "", true, fmt.Errorf("bastion %s: %w", b.HostPort(), err)
+		}
+		defer func() { _ = jump.Close() }()
+		dialCtx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+		conn, err = jump.DialContext(dialCtx, "tcp", cfg.HostPort())
+		cancel()
+		if err != nil {
+			return "", false, classifyDial(cfg.HostPort()+" via bastion", err)
+		}
+	}
+	key, err = c.scan(ctx, conn, cfg.Endpoint)
+	return key, false, err
+}
+
+// scan runs the key exchange with one hop and returns the key it presented.
+func (c *Client) scan(ctx context.Context, conn net.Conn, ep Endpoint) (string, error) {
+	var key string
+	ep.HostKeys = nil
+	_, err := c.dialHop(ctx, conn, ep, func(_ string, _ net.Addr, k ssh.PublicKey) error {
+		key = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k)))
+		return errScanned
+	})
+	if key != "" {
+		return key, nil
+	}
+	return "", err
 }
 
 func (c *Client) keepAlive() {
@@ -469,38 +511,6 @@ func sudoRefused(lines []string) bool {
 	return false
 }
 
-// Upload writes data to path on the host: into a temporary file beside it, checked against its SHA-256, given
-// mode and owner (when owner is not empty), then renamed over path. With appendTo, data is appended to path instead.
-func (c *Client) Upload(ctx context.Context, path string, data []byte, mode uint32, owner string, appendTo bool) error {
-	q := shellescape.Quote
-	sum := sha256.Sum256(data)
-	if appendTo {
-		script := fmt.Sprintf("set -e; mkdir -p %s; cat >> %s", q(dirOf(path)), q(path))
-		return c.Run(ctx, script, bytes.NewReader(data))
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "set -e; umask 077; d=%s; mkdir -p \"$d\"; t=$(mktemp \"$d/.capr-upload.XXXXXX\"); ", q(dirOf(path)))
-	b.WriteString("trap 'rm -f \"$t\"' EXIT; cat > \"$t\"; ")
-	fmt.Fprintf(&b, "[ \"$(sha256sum \"$t\" | cut -d' ' -f1)\" = %s ] || { echo 'upload checksum mismatch' >&2; exit 1; }; ", hex.EncodeToString(sum[:]))
-	fmt.Fprintf(&b, "chmod %o \"$t\"; ", mode)
-	if owner != "" {
-		fmt.Fprintf(&b, "chown %s \"$t\"; ", q(owner))
-	}
-	fmt.Fprintf(&b, "mv -f \"$t\" %s; trap - EXIT", q(path))
-	return c.Run(ctx, b.String(), bytes.NewReader(data))
-}
-
-func dirOf(path string) string {
-	i := strings.LastIndex(path, "/")
-	switch {
-	case i < 0:
-		return "."
-	case i == 0:
-		return "/"
-	}
-	return path[:i]
-}
-
 func shorten(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -508,25 +518,74 @@ func shorten(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// newRedactor replaces every secret (and each of its lines, for multi-line secrets) with [REDACTED].
-func newRedactor(secrets []string) *strings.Replacer {
+// redactor hides secrets in text: every secret, each of its lines, and each value inside it that looks like key
+// material or a token (see secretWords), wherever it appears in a line; and anything shaped like a Kubernetes
+// bootstrap token, secret or not.
+type redactor struct {
+	r *strings.Replacer
+}
+
+const redacted = "[REDACTED]"
+
+// bootstrapToken is the shape of a kubeadm bootstrap token ("abcdef.0123456789abcdef").
+var bootstrapToken = regexp.MustCompile(`\b[a-z0-9]{6}\.[a-z0-9]{16}\b`)
+
+func newRedactor(secrets []string) *redactor {
 	var pairs []string
 	seen := map[string]bool{}
-	add := func(s string) {
+	add := func(s string, minLen int) {
 		s = strings.TrimSpace(s)
-		if len(s) < 8 || seen[s] {
+		if len(s) < minLen || seen[s] {
 			return
 		}
 		seen[s] = true
-		pairs = append(pairs, s, "[REDACTED]")
+		pairs = append(pairs, s, redacted)
 	}
 	for _, s := range secrets {
-		add(s)
+		add(s, 8)
 		for _, line := range strings.Split(s, "\n") {
-			add(line)
+			add(line, 8)
+		}
+		for _, w := range secretWords(s) {
+			add(w, 16)
 		}
 	}
-	return strings.NewReplacer(pairs...)
+	// Longer first: a secret that contains another is replaced whole.
+	type pair struct{ old, new string }
+	ps := make([]pair, 0, len(pairs)/2)
+	for i := 0; i < len(pairs); i += 2 {
+		ps = append(ps, pair{pairs[i], pairs[i+1]})
+	}
+	sort.SliceStable(ps, func(i, j int) bool { return len(ps[i].old) > len(ps[j].old) })
+	pairs = pairs[:0]
+	for _, p := range ps {
+		pairs = append(pairs, p.old, p.new)
+	}
+	return &redactor{r: strings.NewReplacer(pairs...)}
+}
+
+// Replace returns s with every secret replaced by [REDACTED].
+func (r *redactor) Replace(s string) string {
+	return bootstrapToken.ReplaceAllString(r.r.Replace(s), redacted)
+}
+
+// secretWords returns the values inside a secret that look like key material or tokens: runs of 16 or more
+// characters between separators (space, quotes, and ,;:=()[]{}<>|&) that mix letters and digits, except file
+// paths (starting with /) shorter than 40 characters.
+func secretWords(s string) []string {
+	words := strings.FieldsFunc(s, func(r rune) bool {
+		return unicode.IsSpace(r) || strings.ContainsRune("'\"`,;:=()[]{}<>|&", r)
+	})
+	var out []string
+	for _, w := range words {
+		if len(w) < 16 || (strings.HasPrefix(w, "/") && len(w) < 40) {
+			continue
+		}
+		if strings.ContainsFunc(w, unicode.IsDigit) && strings.ContainsFunc(w, unicode.IsLetter) {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // tail keeps the last n lines.

@@ -40,46 +40,43 @@ func (l *logSink) text() string {
 	return strings.Join(l.lines, "\n")
 }
 
-func TestHostKeyPolicies(t *testing.T) {
+// TestHostKeys checks that Dial accepts only pinned keys (never a host with none), and that ScanHostKey reads a
+// host's key without logging in.
+func TestHostKeys(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	h := sshdtest.Start(t)
 	logs := &logSink{}
 
-	// Strict with the right key.
 	cfg := logs.config(h, "root")
-	cfg.Policy = sshrunner.Strict
 	c, err := sshrunner.Dial(ctx, cfg)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(c.Run(ctx, "true", nil)).To(Succeed())
 	g.Expect(c.Close()).To(Succeed())
 
-	// Strict with nothing pinned.
+	// Nothing pinned: refused, whatever the host presents.
 	cfg.HostKeys = nil
 	_, err = sshrunner.Dial(ctx, cfg)
 	g.Expect(err).To(MatchError(sshrunner.ErrHostKeyUnknown))
-	g.Expect(sshrunner.Retryable(err)).To(BeFalse())
+	g.Expect(err.Error()).To(ContainSubstring("no host key is pinned"))
 
-	// AcceptNew with nothing pinned reports the key it accepted.
-	var seen string
-	cfg.Policy = sshrunner.AcceptNew
-	cfg.OnNewHostKey = func(bastion bool, key string) { seen = key }
-	c, err = sshrunner.Dial(ctx, cfg)
+	// The scan reads the key without logging in: a client key the host does not know does not matter.
+	other := sshdtest.Start(t)
+	scanCfg := cfg
+	scanCfg.Signer = other.ClientSigner
+	key, bastion, err := sshrunner.ScanHostKey(ctx, scanCfg)
 	g.Expect(err).NotTo(HaveOccurred())
-	_ = c.Close()
-	g.Expect(seen).To(Equal(h.HostKey))
+	g.Expect(bastion).To(BeFalse())
+	g.Expect(key).To(Equal(h.HostKey))
 
-	// A pinned key that is no longer the host's is a mismatch, whatever the policy.
+	// A pinned key that is no longer the host's is a mismatch.
 	old := h.HostKey
 	h.RotateHostKey()
 	h.Restart()
-	for _, policy := range []sshrunner.Policy{sshrunner.Strict, sshrunner.AcceptNew} {
-		cfg.Policy, cfg.HostKeys, seen = policy, []string{old}, ""
-		_, err = sshrunner.Dial(ctx, cfg)
-		g.Expect(err).To(MatchError(sshrunner.ErrHostKeyMismatch))
-		g.Expect(err.Error()).To(ContainSubstring("not among the 1 pinned key(s)"))
-		g.Expect(seen).To(BeEmpty(), "a mismatch is never pinned")
-	}
+	cfg.HostKeys = []string{old}
+	_, err = sshrunner.Dial(ctx, cfg)
+	g.Expect(err).To(MatchError(sshrunner.ErrHostKeyMismatch))
+	g.Expect(err.Error()).To(ContainSubstring("not among the 1 pinned key(s)"))
 	// Any of several pinned keys is accepted, so keys can be rotated.
 	cfg.HostKeys = []string{old, h.HostKey}
 	c, err = sshrunner.Dial(ctx, cfg)
@@ -99,14 +96,12 @@ func TestDialFailures(t *testing.T) {
 	cfg.Signer = other.ClientSigner
 	_, err := sshrunner.Dial(ctx, cfg)
 	g.Expect(err).To(MatchError(sshrunner.ErrAuthFailed))
-	g.Expect(sshrunner.Retryable(err)).To(BeFalse())
 
 	// Nothing listening.
 	cfg = logs.config(h, "root")
 	h.Stop()
 	_, err = sshrunner.Dial(ctx, cfg)
 	g.Expect(err).To(MatchError(sshrunner.ErrUnreachable))
-	g.Expect(sshrunner.Retryable(err)).To(BeTrue())
 
 	// A server that accepts TCP and never speaks SSH: the handshake deadline ends the dial.
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
@@ -189,27 +184,6 @@ func TestSudo(t *testing.T) {
 	g.Expect(err.Error()).To(ContainSubstring("NOPASSWD"))
 }
 
-func TestUpload(t *testing.T) {
-	g := NewWithT(t)
-	ctx := context.Background()
-	h := sshdtest.Start(t, sshdtest.User{Name: "capr", Sudo: true})
-	logs := &logSink{}
-	cfg := logs.config(h, "capr")
-	cfg.Sudo = true
-	c, err := sshrunner.Dial(ctx, cfg)
-	g.Expect(err).NotTo(HaveOccurred())
-	defer c.Close()
-
-	g.Expect(c.Upload(ctx, "/etc/capr/secret.conf", []byte("line one\nline 'two'\n"), 0o640, "capr:capr", false)).To(Succeed())
-	out, err := h.Exec("stat -c '%a %U:%G' /etc/capr/secret.conf; cat /etc/capr/secret.conf; ls -a /etc/capr")
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(out).To(Equal("640 capr:capr\nline one\nline 'two'\n.\n..\nsecret.conf\n"), "no temporary file is left")
-
-	g.Expect(c.Upload(ctx, "/etc/capr/secret.conf", []byte("three\n"), 0, "", true)).To(Succeed())
-	out, _ = h.Exec("cat /etc/capr/secret.conf")
-	g.Expect(out).To(Equal("line one\nline 'two'\nthree\n"))
-}
-
 func TestBastion(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
@@ -228,11 +202,26 @@ func TestBastion(t *testing.T) {
 	_, err = jump.Exec("test -f /run/reached")
 	g.Expect(err).To(HaveOccurred(), "the command ran on the target, not on the bastion")
 
-	// The bastion's key is verified too.
+	// The bastion's key is verified too, and required.
 	cfg.Bastion.HostKeys = []string{target.HostKey}
 	_, err = sshrunner.Dial(ctx, cfg)
 	g.Expect(err).To(MatchError(sshrunner.ErrHostKeyMismatch))
 	g.Expect(err.Error()).To(ContainSubstring("bastion"))
+	cfg.Bastion.HostKeys = nil
+	_, err = sshrunner.Dial(ctx, cfg)
+	g.Expect(err).To(MatchError(sshrunner.ErrHostKeyUnknown))
+
+	// Scanning: first the bastion's key (nothing else is done), then, once it is pinned, the target's through it.
+	cfg.HostKeys = nil
+	key, bastion, err := sshrunner.ScanHostKey(ctx, cfg)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(bastion).To(BeTrue())
+	g.Expect(key).To(Equal(jump.HostKey))
+	cfg.Bastion.HostKeys = []string{key}
+	key, bastion, err = sshrunner.ScanHostKey(ctx, cfg)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(bastion).To(BeFalse())
+	g.Expect(key).To(Equal(target.HostKey))
 }
 
 func TestRedaction(t *testing.T) {
@@ -252,4 +241,36 @@ func TestRedaction(t *testing.T) {
 	g.Expect(err.Error()).NotTo(ContainSubstring(token))
 	g.Expect(logs.text()).To(ContainSubstring("joining with token [REDACTED]"))
 	g.Expect(logs.text()).NotTo(ContainSubstring(token))
+}
+
+// TestRedactionInsideLines checks that values inside bootstrap data (a token in a YAML line, a certificate key, a
+// line of a key) are redacted wherever they appear in an output line, not only as whole lines, and that a
+// bootstrap token is redacted even when it is not among the secrets.
+func TestRedactionInsideLines(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t)
+	logs := &logSink{}
+	cfg := logs.config(h, "root")
+	const (
+		token   = "q1w2e3.r4t5y6u7i8o9p0a1"
+		certKey = "8f3c2a9d4e5b6a7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c"
+		other   = "zyxwvu.0987654321zyxwvu"
+	)
+	data := "#cloud-config\nwrite_files:\n- path: /run/kubeadm.yaml\n  content: |\n    discovery:\n      bootstrapToken:\n        token: " + token +
+		"\n    certificateKey: \"" + certKey + "\"\n"
+	cfg.Secrets = []string{data, string(h.ClientKeyPEM)}
+	keyLine := strings.Split(string(h.ClientKeyPEM), "\n")[2]
+	c, err := sshrunner.Dial(ctx, cfg)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer c.Close()
+	err = c.Run(ctx, "echo 'kubeadm join --token "+token+" --certificate-key="+certKey+"'; echo 'key part "+keyLine+" ends'; echo 'fresh "+other+"' >&2; exit 1", nil)
+	g.Expect(err).To(HaveOccurred())
+	for _, text := range []string{err.Error(), logs.text()} {
+		for _, secret := range []string{token, certKey, keyLine, other} {
+			g.Expect(text).NotTo(ContainSubstring(secret))
+		}
+	}
+	g.Expect(logs.text()).To(ContainSubstring("kubeadm join --token [REDACTED] --certificate-key=[REDACTED]"))
+	g.Expect(err.Error()).To(ContainSubstring("fresh [REDACTED]"))
 }

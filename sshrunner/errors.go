@@ -61,11 +61,6 @@ func Truncate(s string, n int) string {
 // Is makes errors.Is(err, ErrCommandFailed) true.
 func (e *CommandError) Is(target error) bool { return target == ErrCommandFailed }
 
-// Retryable says whether an operation that failed with err may succeed when tried again unchanged.
-func Retryable(err error) bool {
-	return errors.Is(err, ErrUnreachable) || errors.Is(err, ErrTimeout) || errors.Is(err, ErrCommandFailed)
-}
-
 // Reason is a short CamelCase name for an error, for conditions and metrics.
 func Reason(err error) string {
 	for _, r := range []struct {

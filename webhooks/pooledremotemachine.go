@@ -45,8 +45,12 @@ func (w *PooledRemoteMachine) ValidateCreate(ctx context.Context, m *infrav1.Poo
 	return nil, invalid("PooledRemoteMachine", m.Name, append(errs, dup...))
 }
 
-// ValidateUpdate checks a changed pool entry.
+// ValidateUpdate checks a changed pool entry. An entry being deleted is not checked, so a finalizer can always be
+// removed.
 func (w *PooledRemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav1.PooledRemoteMachine) (admission.Warnings, error) {
+	if !m.DeletionTimestamp.IsZero() {
+		return nil, nil
+	}
 	errs := validatePooledRemoteMachineSpec(&m.Spec)
 	if pool.Endpoint(old.Spec.Machine.Address, old.Spec.Machine.Port) != pool.Endpoint(m.Spec.Machine.Address, m.Spec.Machine.Port) {
 		dup, err := w.duplicateEndpoint(ctx, m)
@@ -133,13 +137,15 @@ func (i *Identity) Get(ctx context.Context) (string, error) {
 	return i.name, nil
 }
 
-// sameHostExceptPinnedKeys says whether two machine specs are equal, allowing host keys to go from none to pinned
-// (CAPR pins the first key seen under AcceptNew).
+// sameHostExceptPinnedKeys says whether two machine specs are equal, allowing the host's and the bastion's keys to
+// go from none to pinned (CAPR pins the first key seen under AcceptNew).
 func sameHostExceptPinnedKeys(old, m *infrav1.PooledMachineSpec) bool {
-	if len(old.HostKeys) == 0 {
-		o, n := old.DeepCopy(), m.DeepCopy()
+	o, n := old.DeepCopy(), m.DeepCopy()
+	if len(o.HostKeys) == 0 {
 		o.HostKeys, n.HostKeys = nil, nil
-		return equality.Semantic.DeepEqual(o, n)
 	}
-	return equality.Semantic.DeepEqual(old, m)
+	if o.Bastion != nil && n.Bastion != nil && len(o.Bastion.HostKeys) == 0 {
+		o.Bastion.HostKeys, n.Bastion.HostKeys = nil, nil
+	}
+	return equality.Semantic.DeepEqual(o, n)
 }

@@ -25,8 +25,12 @@ func (w *RemoteCluster) ValidateCreate(_ context.Context, c *infrav1.RemoteClust
 	return nil, invalid("RemoteCluster", c.Name, validateRemoteClusterSpec(field.NewPath("spec"), &c.Spec))
 }
 
-// ValidateUpdate checks a changed RemoteCluster.
+// ValidateUpdate checks a changed RemoteCluster; one being deleted is not checked, so a finalizer can always be
+// removed.
 func (w *RemoteCluster) ValidateUpdate(_ context.Context, _, c *infrav1.RemoteCluster) (admission.Warnings, error) {
+	if !c.DeletionTimestamp.IsZero() {
+		return nil, nil
+	}
 	return nil, invalid("RemoteCluster", c.Name, validateRemoteClusterSpec(field.NewPath("spec"), &c.Spec))
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -60,9 +61,36 @@ func (w *RemoteMachine) Default(ctx context.Context, m *infrav1.RemoteMachine) e
 		if err := json.Unmarshal(req.OldObject.Raw, old); err != nil {
 			return apierrors.NewBadRequest(fmt.Sprintf("decoding the stored RemoteMachine: %v", err))
 		}
+		if old.Spec.PooledRemoteMachineRef != nil && m.DeletionTimestamp.IsZero() {
+			if errs := overriddenEntryFields(old, m); len(errs) > 0 {
+				return apierrors.NewInvalid(remoteMachineGK, m.Name, errs)
+			}
+		}
 		pool.KeepClaimedFields(old, m)
 	}
 	return nil
+}
+
+// overriddenEntryFields refuses an update of a pooled RemoteMachine that sets cleanup fields other than its entry's
+// (kept from the stored object): the pool's owner decides how its hosts are cleaned.
+func overriddenEntryFields(old, m *infrav1.RemoteMachine) field.ErrorList {
+	var errs field.ErrorList
+	spec := field.NewPath("spec")
+	if len(m.Spec.CustomCleanUpCommands) > 0 && !slices.Equal(m.Spec.CustomCleanUpCommands, old.Spec.CustomCleanUpCommands) {
+		errs = append(errs, field.Forbidden(spec.Child("customCleanUpCommands"), entryOwnsMessage(old.Spec.PooledRemoteMachineRef.Name)))
+	}
+	if m.Spec.WorkingDir != "" && m.Spec.WorkingDir != old.Spec.WorkingDir {
+		errs = append(errs, field.Forbidden(spec.Child("workingDir"), entryOwnsMessage(old.Spec.PooledRemoteMachineRef.Name)))
+	}
+	return errs
+}
+
+func entryOwnsMessage(entry string) string {
+	where := "its PooledRemoteMachine"
+	if entry != "" {
+		where = "PooledRemoteMachine " + entry
+	}
+	return "a pooled host is cleaned the way its pool entry says: set it on " + where + " (spec.machine), not on the RemoteMachine"
 }
 
 // claim takes a pool entry for a RemoteMachine that names a pool or selector and no address.
@@ -98,6 +126,13 @@ func (w *RemoteMachine) claim(ctx context.Context, req admission.Request, m *inf
 		if selector, err = metav1.LabelSelectorAsSelector(m.Spec.Selector); err != nil {
 			return apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Invalid(field.NewPath("spec", "selector"), m.Spec.Selector, err.Error())})
 		}
+	}
+	var own field.ErrorList
+	for _, f := range pool.OwnHostFields(&m.Spec.RemoteHost) {
+		own = append(own, field.Forbidden(field.NewPath("spec", f), entryOwnsMessage("")))
+	}
+	if len(own) > 0 {
+		return apierrors.NewInvalid(remoteMachineGK, m.Name, own)
 	}
 	// Refuse before claiming what validation would refuse anyway, so no claim is left behind.
 	if errs := w.Guard.CheckRemoteMachine(ctx, m); len(errs) > 0 {
@@ -151,21 +186,20 @@ var uidPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 // ValidateCreate checks a new RemoteMachine after defaulting.
 func (w *RemoteMachine) ValidateCreate(ctx context.Context, m *infrav1.RemoteMachine) (admission.Warnings, error) {
 	errs := validateRemoteMachineSpec(field.NewPath("spec"), &m.Spec)
-	if uid, ok := m.Annotations[infrav1.BootstrapUIDAnnotation]; ok {
-		switch {
-		case m.Spec.ProviderID == "":
-			errs = append(errs, field.Forbidden(bootstrapUIDPath,
-				"is set by CAPR when the host's bootstrap succeeds; only a bootstrapped RemoteMachine recreated by clusterctl move (with its spec.providerID) may carry it"))
-		case !uidPattern.MatchString(uid):
-			errs = append(errs, field.Invalid(bootstrapUIDPath, uid, "must be the UID of the RemoteMachine that bootstrapped the host"))
-		}
+	// A RemoteMachine recreated by clusterctl move carries the annotation (a new pooled claim may not: see claim).
+	if uid, ok := m.Annotations[infrav1.BootstrapUIDAnnotation]; ok && !uidPattern.MatchString(uid) {
+		errs = append(errs, field.Invalid(bootstrapUIDPath, uid, "must be the UID of the RemoteMachine whose bootstrap the host holds"))
 	}
 	errs = append(errs, w.Guard.CheckRemoteMachine(ctx, m)...)
 	return nil, invalid("RemoteMachine", m.Name, errs)
 }
 
-// ValidateUpdate checks a changed RemoteMachine.
+// ValidateUpdate checks a changed RemoteMachine. An object being deleted is not checked, so its finalizer can
+// always be removed (CAPR never trusts what such an update changes: keys are only ever pinned, never accepted).
 func (w *RemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav1.RemoteMachine) (admission.Warnings, error) {
+	if !m.DeletionTimestamp.IsZero() {
+		return nil, nil
+	}
 	spec := field.NewPath("spec")
 	errs := validateRemoteMachineSpec(spec, &m.Spec)
 	_, wasDeletingForMove := old.Annotations[clusterctlv1.DeleteForMoveAnnotation]
@@ -199,6 +233,10 @@ func (w *RemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav1.Remo
 	if len(old.Spec.HostKeys) > 0 && len(m.Spec.HostKeys) == 0 {
 		errs = append(errs, field.Forbidden(spec.Child("hostKeys"),
 			"pinned host keys cannot be removed, or the next connection would trust any key; replace them with the host's new keys instead"))
+	}
+	if old.Spec.Bastion != nil && len(old.Spec.Bastion.HostKeys) > 0 && (m.Spec.Bastion == nil || len(m.Spec.Bastion.HostKeys) == 0) {
+		errs = append(errs, field.Forbidden(spec.Child("bastion", "hostKeys"),
+			"the bastion's pinned host keys cannot be removed, or the next connection would trust any key; replace them with its new keys instead"))
 	}
 	return nil, invalid("RemoteMachine", m.Name, errs)
 }

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/pool"
 )
 
 // +kubebuilder:webhook:verbs=create;update,path=/validate-infrastructure-cluster-x-k8s-io-v1beta1-remotemachinetemplate,mutating=false,failurePolicy=fail,matchPolicy=Equivalent,groups=infrastructure.cluster.x-k8s.io,resources=remotemachinetemplates,versions=v1beta1,name=validation.remotemachinetemplate.infrastructure.cluster.x-k8s.io,sideEffects=None,admissionReviewVersions=v1
@@ -28,11 +29,23 @@ func (w *RemoteMachineTemplate) SetupWebhookWithManager(mgr ctrl.Manager) error 
 
 // ValidateCreate checks a new template.
 func (w *RemoteMachineTemplate) ValidateCreate(_ context.Context, t *infrav1.RemoteMachineTemplate) (admission.Warnings, error) {
-	return nil, invalid("RemoteMachineTemplate", t.Name, validateRemoteHost(field.NewPath("spec", "template", "spec"), &t.Spec.Template.Spec.RemoteHost))
+	path := field.NewPath("spec", "template", "spec")
+	spec := &t.Spec.Template.Spec
+	errs := validateRemoteHost(path, &spec.RemoteHost)
+	if spec.Address == "" && (spec.Pool != "" || spec.Selector != nil) {
+		// Its machines would be refused at their claim.
+		for _, f := range pool.OwnHostFields(&spec.RemoteHost) {
+			errs = append(errs, field.Forbidden(path.Child(f), entryOwnsMessage("")))
+		}
+	}
+	return nil, invalid("RemoteMachineTemplate", t.Name, errs)
 }
 
 // ValidateUpdate refuses spec changes, except in Cluster API topology dry-runs.
 func (w *RemoteMachineTemplate) ValidateUpdate(ctx context.Context, old, t *infrav1.RemoteMachineTemplate) (admission.Warnings, error) {
+	if !t.DeletionTimestamp.IsZero() {
+		return nil, nil
+	}
 	return nil, immutableTemplate(ctx, "RemoteMachineTemplate", t, equality.Semantic.DeepEqual(old.Spec, t.Spec))
 }
 
@@ -56,6 +69,9 @@ func (w *RemoteClusterTemplate) ValidateCreate(_ context.Context, t *infrav1.Rem
 
 // ValidateUpdate refuses spec changes, except in Cluster API topology dry-runs.
 func (w *RemoteClusterTemplate) ValidateUpdate(ctx context.Context, old, t *infrav1.RemoteClusterTemplate) (admission.Warnings, error) {
+	if !t.DeletionTimestamp.IsZero() {
+		return nil, nil
+	}
 	return nil, immutableTemplate(ctx, "RemoteClusterTemplate", t, equality.Semantic.DeepEqual(old.Spec, t.Spec))
 }
 

@@ -4,8 +4,6 @@ package v1beta1
 const (
 	// RemoteMachineFinalizer keeps a RemoteMachine until its host is cleaned and its pool entry released.
 	RemoteMachineFinalizer = "remotemachine.infrastructure.cluster.x-k8s.io"
-	// RemoteClusterFinalizer keeps a RemoteCluster until its machines are gone.
-	RemoteClusterFinalizer = "remotecluster.infrastructure.cluster.x-k8s.io"
 )
 
 // Condition types and reasons shared by every kind.
@@ -33,7 +31,10 @@ const (
 	BootstrappingReason = "Bootstrapping"
 	// BootstrapSucceededReason: bootstrap finished successfully.
 	BootstrapSucceededReason = "BootstrapSucceeded"
-	// BootstrapFailedReason: bootstrap failed and will be retried.
+	// BootstrapFailedReason: the bootstrap ran on the host and failed (a step exited non-zero, or it timed out or
+	// was stopped after it started). Terminal: bootstrap data is not idempotent, so it is never run again for this
+	// machine; the Machine is replaced (a MachineHealthCheck on InfrastructureReady False does it), and deleting it
+	// cleans the host.
 	BootstrapFailedReason = "BootstrapFailed"
 	// HostKeyMismatchReason: the host presented a key that is not in hostKeys (terminal).
 	HostKeyMismatchReason = "HostKeyMismatch"
@@ -43,6 +44,9 @@ const (
 	WaitingForSecretReason = "WaitingForSecret"
 	// HostKeyUnknownReason: hostKeyPolicy is Strict and no host key is pinned.
 	HostKeyUnknownReason = "HostKeyUnknown"
+	// HostPrerequisitesMissingReason: the host lacks a command CAPR's scripts need (POSIX sh, flock, setsid, GNU
+	// tail --pid, ...) or root; retried with backoff, as it may be installed.
+	HostPrerequisitesMissingReason = "HostPrerequisitesMissing"
 	// AuthFailedReason: the host refused the SSH key; retried, as the key Secret may be fixed.
 	AuthFailedReason = "AuthFailed"
 	// SudoUnavailableReason: the user has no passwordless sudo; retried, as sudoers may be fixed.

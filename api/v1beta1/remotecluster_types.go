@@ -55,16 +55,6 @@ type RemoteClusterStatus struct {
 	// +kubebuilder:validation:MaxItems=100
 	FailureDomains []clusterv1.FailureDomain `json:"failureDomains,omitempty"`
 
-	// failureReason is a short machine-readable reason for a terminal failure (Cluster API contract v1beta1).
-	// +optional
-	// +kubebuilder:validation:MaxLength=256
-	FailureReason *string `json:"failureReason,omitempty"`
-
-	// failureMessage explains a terminal failure to a person (Cluster API contract v1beta1).
-	// +optional
-	// +kubebuilder:validation:MaxLength=10240
-	FailureMessage *string `json:"failureMessage,omitempty"`
-
 	// observedGeneration is the generation the status was last computed for.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`

@@ -84,7 +84,9 @@ type RemoteMachineStatus struct {
 	// +kubebuilder:validation:MaxLength=256
 	FailureDomain string `json:"failureDomain,omitempty"`
 
-	// failureReason is a short machine-readable reason for a terminal failure (Cluster API contract v1beta1).
+	// failureReason is set, with failureMessage, when the bootstrap failed on the host (the BootstrapFailed
+	// condition reason), for tools written against the Cluster API v1beta1 contract; Cluster API v1.14 acts on the
+	// conditions only.
 	// +optional
 	// +kubebuilder:validation:MaxLength=256
 	FailureReason *string `json:"failureReason,omitempty"`

@@ -1,0 +1,59 @@
+# shellcheck shell=sh
+# The part of CAPR's bootstrap that holds the host's bootstrap lock. Bootstrap data is not idempotent, so it runs
+# at most once per host and RemoteMachine UID, whatever happened before:
+#   - the host was cleaned for this UID (cleaned lists it): refused, exit 94;
+#   - no marker, no sentinel, no done record: the UID is written to the marker first, then the plan runs; success
+#     writes the sentinel and the done record, failure the failed record;
+#   - the marker names this UID: a finished run (sentinel or done record) is adopted; an unfinished or failed one
+#     is reported, exit 93, and never run again;
+#   - anything else (another UID, or a sentinel without CAPR's marker): another machine's bootstrap, exit 97.
+#
+# Arguments: UID PLAN_FILE. The plan file is removed whatever happens.
+uid=$1
+f=$2
+state_dir=/var/lib/capr
+sentinel=/run/cluster-api/bootstrap-success.complete
+marker=$state_dir/bootstrap.uid
+done_record=$state_dir/bootstrap.done
+failed_record=$state_dir/bootstrap.failed
+cleaned=$state_dir/cleaned
+
+trap 'rm -f "$f"' EXIT
+trap 'rm -f "$f"; echo "$uid 143 stopped" > "$failed_record"; exit 143' HUP INT TERM
+
+if grep -qxF -- "$uid" "$cleaned" 2>/dev/null; then
+  echo "capr: the host was cleaned after this machine's bootstrap; it is not bootstrapped for it again" >&2
+  exit 94
+fi
+mk=$(cat "$marker" 2>/dev/null || true)
+if [ "$mk" = "$uid" ]; then
+  if [ -f "$sentinel" ] || [ "$(cat "$done_record" 2>/dev/null)" = "$uid" ]; then
+    echo capr-adopted
+    exit 0
+  fi
+  if [ -f "$failed_record" ]; then
+    echo "capr: this machine's bootstrap already ran on the host and failed ($(cat "$failed_record")); bootstrap data is not run twice" >&2
+  else
+    echo "capr: this machine's bootstrap started on the host and never finished (the host rebooted or the run was killed); bootstrap data is not run twice" >&2
+  fi
+  exit 93
+fi
+if [ -n "$mk" ]; then
+  echo "capr: the host holds the bootstrap of another machine ($mk)" >&2
+  exit 97
+fi
+if [ -f "$sentinel" ] || [ -f "$done_record" ]; then
+  echo "capr: the host was bootstrapped before, not by this machine" >&2
+  exit 97
+fi
+
+echo "$uid" > "$marker"
+rm -f "$failed_record"
+sh "$f"
+rc=$?
+if [ "$rc" -ne 0 ]; then
+  echo "$uid $rc" > "$failed_record"
+  exit "$rc"
+fi
+echo success > "$sentinel"
+echo "$uid" > "$done_record"

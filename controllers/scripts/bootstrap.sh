@@ -1,0 +1,30 @@
+# shellcheck shell=sh
+# CAPR's bootstrap command. It stores the plan script arriving on stdin in a private file, then runs it detached
+# from the SSH session (its own session, output to a log file on the host) under flock on the host's bootstrap
+# lock, and follows the log until the run ends. If the connection drops or the manager stops, the run goes on to
+# its end, and a later command waits for the lock and finds the result. Cancelled (TERM), it stops the run too.
+#
+# Arguments: UID WORKDIR RUN, where RUN is the text of bootstrap-run.sh (the part that holds the lock).
+set -eu
+uid=$1
+workdir=$2
+run=$3
+run_dir=/run/cluster-api
+lock=$run_dir/capr-bootstrap.lock
+
+mkdir -p "$run_dir" "$workdir" /var/lib/capr
+f=$(mktemp "$workdir/.capr-bootstrap-$uid.XXXXXX")
+cat > "$f"
+echo "capr-hostname=$(hostname -s 2>/dev/null || hostname)"
+log=$(mktemp "$run_dir/capr-bootstrap-log.XXXXXX")
+
+set +e
+setsid nohup flock -o "$lock" sh -c "$run" capr-bootstrap-run "$uid" "$f" > "$log" 2>&1 < /dev/null &
+bg=$!
+trap 'kill -TERM -- "-$bg" 2>/dev/null; rm -f "$f" "$log"; exit 143' TERM INT HUP
+tail -s 0.05 -n +1 -f --pid="$bg" "$log" &
+wait "$bg"
+rc=$?
+wait
+rm -f "$log" "$f"
+exit "$rc"
