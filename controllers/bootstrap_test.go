@@ -3,7 +3,9 @@ package controllers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
@@ -40,4 +42,79 @@ func TestBootstrapRefusesAnotherMachinesUnfinishedRun(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	out, _ = h.Exec("test -e /run/ran && echo ran")
 	g.Expect(out).To(Equal("ran\n"))
+}
+
+func testConfig(h *sshdtest.Host) sshrunner.Config {
+	return sshrunner.Config{Endpoint: sshrunner.Endpoint{Address: h.Address, Port: h.Port, User: "root", Signer: h.ClientSigner,
+		HostKeys: []string{h.HostKey}}, Log: logr.Discard()}
+}
+
+// TestLateBootstrapAfterCleanupNeverRuns: cleanup keeps the lock file and records the machine as cleaned, so a
+// bootstrap of the same machine arriving late (its cancel lost) finds the record and runs nothing.
+func TestLateBootstrapAfterCleanupNeverRuns(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t)
+	cfg := testConfig(h)
+	g.Expect(runCleanup(ctx, DialSSH, cleanupInput{UID: "late-machine", Config: cfg, Commands: []string{"true"}})).To(Succeed())
+	out, _ := h.Exec("ls " + lockFile + "; cat /var/lib/capr/cleaned")
+	g.Expect(out).To(Equal(lockFile + "\nlate-machine\n"))
+
+	_, err := runBootstrap(ctx, DialSSH, bootstrapInput{UID: "late-machine", Config: cfg, Data: []byte("#!/bin/sh\ntouch /run/ran\n")})
+	g.Expect(errors.Is(err, ErrBootstrapFailed)).To(BeTrue(), "got %v", err)
+	g.Expect(err.Error()).To(ContainSubstring("the host was cleaned after this machine's bootstrap"))
+	out, _ = h.Exec("ls /run/ran /var/lib/capr/bootstrap.uid 2>&1 | grep -c 'No such file'")
+	g.Expect(out).To(Equal("2\n"), "nothing ran and no marker was written")
+
+	// Another machine may still use the host.
+	_, err = runBootstrap(ctx, DialSSH, bootstrapInput{UID: "next-machine", Config: cfg, Data: []byte("#!/bin/sh\ntouch /run/ran\n")})
+	g.Expect(err).NotTo(HaveOccurred())
+}
+
+// TestFailedRunIsNeverRepeated: a run whose step failed, or that was stopped by its deadline, is reported and
+// never run again for the same machine: the host's failed record (or the unfinished marker) says so.
+func TestFailedRunIsNeverRepeated(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t)
+	cfg := testConfig(h)
+	failing := bootstrapInput{UID: "failing", Config: cfg, Data: []byte("#cloud-config\nruncmd:\n- echo run >> /run/runs\n- exit 4\n")}
+	_, err := runBootstrap(ctx, DialSSH, failing)
+	g.Expect(errors.Is(err, ErrBootstrapFailed)).To(BeTrue(), "got %v", err)
+	g.Expect(err.Error()).To(ContainSubstring("step runcmd[1] failed"))
+	_, err = runBootstrap(ctx, DialSSH, failing)
+	g.Expect(errors.Is(err, ErrBootstrapFailed)).To(BeTrue(), "got %v", err)
+	g.Expect(err.Error()).To(ContainSubstring("already ran on the host and failed (failing 98)"))
+	out, _ := h.Exec("cat /run/runs")
+	g.Expect(out).To(Equal("run\n"))
+
+	// A run past its deadline is stopped, reported as failed, and not run again either.
+	other := sshdtest.Start(t)
+	slow := bootstrapInput{UID: "slow", Config: testConfig(other), Data: []byte("#cloud-config\nruncmd:\n- echo run >> /run/runs; sleep 30\n")}
+	tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err = runBootstrap(tctx, DialSSH, slow)
+	g.Expect(errors.Is(err, ErrBootstrapFailed)).To(BeTrue(), "got %v", err)
+	g.Expect(err.Error()).To(ContainSubstring("timed out after it started"))
+	g.Eventually(func() error {
+		_, err := runBootstrap(ctx, DialSSH, slow)
+		if !errors.Is(err, ErrBootstrapFailed) {
+			return fmt.Errorf("got %v", err)
+		}
+		return nil
+	}, 10*time.Second, 200*time.Millisecond).Should(Succeed())
+	out, _ = other.Exec("cat /run/runs")
+	g.Expect(out).To(Equal("run\n"))
+}
+
+// TestBackoff checks the waits between attempts that failed before anything ran: doubling, up to the cap.
+func TestBackoff(t *testing.T) {
+	g := NewWithT(t)
+	r := &RemoteMachineReconciler{RetryInterval: time.Second, MaxRetryInterval: 10 * time.Second}
+	var waits []time.Duration
+	for range 6 {
+		waits = append(waits, r.backoff("m"))
+	}
+	g.Expect(waits).To(Equal([]time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second}))
+	g.Expect(r.backoff("other")).To(Equal(time.Second), "per machine")
 }

@@ -380,7 +380,7 @@ func (c *Client) stop(pgid string) {
 		return
 	}
 	defer session.Close()
-	_ = session.Run(c.sudo("kill -TERM -- -" + pgid))
+	_ = session.Run(c.sudo("kill -TERM -" + pgid)) // no "--": dash's kill takes it for a process id
 }
 
 // Run runs a shell script on the host with stdin (may be nil), streaming its output to the logger. A cancelled

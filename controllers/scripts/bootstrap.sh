@@ -21,7 +21,7 @@ log=$(mktemp "$run_dir/capr-bootstrap-log.XXXXXX")
 set +e
 setsid nohup flock -o "$lock" sh -c "$run" capr-bootstrap-run "$uid" "$f" > "$log" 2>&1 < /dev/null &
 bg=$!
-trap 'kill -TERM -- "-$bg" 2>/dev/null; rm -f "$f" "$log"; exit 143' TERM INT HUP
+trap 'kill -TERM "-$bg" 2>/dev/null; rm -f "$f" "$log"; exit 143' TERM INT HUP
 tail -s 0.05 -n +1 -f --pid="$bg" "$log" &
 wait "$bg"
 rc=$?
