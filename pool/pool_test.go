@@ -48,12 +48,11 @@ func TestFillAndKeepClaimedFields(t *testing.T) {
 	m := &infrav1.RemoteMachine{}
 	m.Spec.Pool = "default"
 	m.Spec.Port, m.Spec.User = 22, "root" // schema defaults
-	m.Spec.CustomCleanUpCommands = []string{"mine"}
 	Fill(m, entry)
 	g.Expect(m.Spec.Address).To(Equal("10.0.0.1"))
 	g.Expect(m.Spec.Port).To(Equal(int32(2222)))
 	g.Expect(m.Spec.User).To(Equal("capr"))
-	g.Expect(m.Spec.CustomCleanUpCommands).To(Equal([]string{"mine"}), "the machine's own cleanup wins")
+	g.Expect(m.Spec.CustomCleanUpCommands).To(Equal([]string{"wipe"}), "the pool's owner decides the cleanup")
 	g.Expect(m.Spec.WorkingDir).To(Equal("/var/tmp"))
 	g.Expect(m.Spec.PooledRemoteMachineRef.Name).To(Equal("e1"))
 	entry.Spec.Machine.HostKeys[0] = "changed"
@@ -74,6 +73,20 @@ func TestFillAndKeepClaimedFields(t *testing.T) {
 	KeepClaimedFields(m, pinned)
 	g.Expect(pinned.Spec.HostKeys).To(Equal([]string{"ssh-ed25519 BBBB"}))
 	g.Expect(pinned.Spec.ProviderID).To(Equal("remote-machine://10.0.0.1:2222"))
+
+	// The cleanup is the entry's, whatever an update brings; a bastion key may be pinned, never dropped.
+	m.Spec.Bastion = &infrav1.Bastion{Address: "10.0.0.2", SSHKeyRef: infrav1.SecretReference{Name: "k"}}
+	update := m.DeepCopy()
+	update.Spec.CustomCleanUpCommands, update.Spec.WorkingDir = []string{"other"}, "/srv"
+	update.Spec.Bastion.HostKeys = []string{"ssh-ed25519 CCCC"}
+	KeepClaimedFields(m, update)
+	g.Expect(update.Spec.CustomCleanUpCommands).To(Equal([]string{"wipe"}))
+	g.Expect(update.Spec.WorkingDir).To(Equal("/var/tmp"))
+	g.Expect(update.Spec.Bastion.HostKeys).To(Equal([]string{"ssh-ed25519 CCCC"}))
+	dropped := update.DeepCopy()
+	dropped.Spec.Bastion.HostKeys = nil
+	KeepClaimedFields(update, dropped)
+	g.Expect(dropped.Spec.Bastion.HostKeys).To(Equal([]string{"ssh-ed25519 CCCC"}))
 }
 
 func TestEndpointAndBuckets(t *testing.T) {

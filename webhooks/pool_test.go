@@ -295,7 +295,7 @@ func TestBootstrapUIDAnnotationIsCAPRs(t *testing.T) {
 
 	adopting := testenv.NewPooledMachine(ns, "adopting", "default")
 	adopting.Annotations = map[string]string{infrav1.BootstrapUIDAnnotation: "0b1f2c3d-other-machine"}
-	g.Expect(user.Create(ctx, adopting)).To(MatchError(ContainSubstring(path + ": is set by CAPR when the host's bootstrap succeeds; remove it")))
+	g.Expect(user.Create(ctx, adopting)).To(MatchError(ContainSubstring(path + ": is set by CAPR when it first runs the bootstrap on the host; remove it")))
 	g.Expect(getEntry(t, ns, "default-000").Spec.ClaimRef).To(BeNil(), "refused before claiming")
 
 	m := testenv.NewPooledMachine(ns, "m", "default")
@@ -313,12 +313,11 @@ func TestBootstrapUIDAnnotationIsCAPRs(t *testing.T) {
 	g.Expect(annotate(env.Client, "another-uid")).To(MatchError(ContainSubstring(path)))
 	g.Expect(annotate(user, "")).To(MatchError(ContainSubstring(path)))
 
-	// A bootstrapped RemoteMachine naming its host directly may be recreated with it (by clusterctl move), with a UID.
+	// A RemoteMachine naming its host directly may be recreated with it (by clusterctl move), with a UID: its host
+	// was touched by that machine, bootstrapped or not.
 	direct := testenv.NewPooledMachine(ns, "direct", "")
 	direct.Spec.Address, direct.Spec.SSHKeyRef = "10.0.0.99", &infrav1.SecretReference{Name: "key"}
 	direct.Annotations = map[string]string{infrav1.BootstrapUIDAnnotation: "0b1f2c3d-other-machine"}
-	g.Expect(user.Create(ctx, direct)).To(MatchError(ContainSubstring(path + ": is set by CAPR when the host's bootstrap succeeds; only a bootstrapped RemoteMachine recreated by clusterctl move")))
-	direct.Spec.ProviderID = "remote-machine://10.0.0.99:22"
 	g.Expect(user.Create(ctx, direct)).To(MatchError(ContainSubstring(`Invalid value: "0b1f2c3d-other-machine": must be the UID`)))
 	direct.Annotations[infrav1.BootstrapUIDAnnotation] = "0b1f2c3d-1111-4222-8333-444455556666"
 	g.Expect(user.Create(ctx, direct)).To(Succeed())

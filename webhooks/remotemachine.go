@@ -115,7 +115,7 @@ func (w *RemoteMachine) claim(ctx context.Context, req admission.Request, m *inf
 		// Only a RemoteMachine recreated with its claimed entry (clusterctl move) may carry it: on a new claim it
 		// would make CAPR adopt whatever bootstrap the host holds.
 		return apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Forbidden(bootstrapUIDPath,
-			"is set by CAPR when the host's bootstrap succeeds; remove it from a RemoteMachine that takes a new host from a pool")})
+			"is set by CAPR when it first runs the bootstrap on the host; remove it from a RemoteMachine that takes a new host from a pool")})
 	}
 	if m.Namespace == "" {
 		m.Namespace = req.Namespace
@@ -224,7 +224,7 @@ func (w *RemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav1.Remo
 		}
 		if !byCAPR {
 			errs = append(errs, field.Forbidden(bootstrapUIDPath,
-				"is set by CAPR when the host's bootstrap succeeds and names the machine the host's marker belongs to; it cannot be added, changed or removed"))
+				"is set by CAPR when it first runs the bootstrap on the host and names the machine the host's marker belongs to; it cannot be added, changed or removed"))
 		}
 	}
 	if old.Spec.PooledRemoteMachineRef == nil && m.Spec.PooledRemoteMachineRef != nil {

@@ -86,9 +86,10 @@ const (
 	RemoteMachineVanishedReason = "RemoteMachineVanished"
 )
 
-// BootstrapUIDAnnotation records, on a bootstrapped RemoteMachine, the UID its host's marker names: its own UID,
-// set by CAPR when the bootstrap succeeds. clusterctl move recreates the RemoteMachine with a new UID and without
-// status but keeps this annotation, so the copy adopts its host's bootstrap (checked over SSH) instead of running
-// it again, and cleans the host when it is deleted. Admission keeps it from being changed, or set on a RemoteMachine
-// that claims a new pool entry.
+// BootstrapUIDAnnotation records, on a RemoteMachine whose bootstrap was sent to its host, the UID the host's marker
+// names: its own UID, set and stored by CAPR before the first run sends anything, so the host counts as touched
+// (cleaned, or its entry quarantined, on deletion) whatever fails afterwards. clusterctl move recreates the
+// RemoteMachine with a new UID and without status but keeps this annotation, so the copy adopts its host's
+// bootstrap (checked over SSH) instead of running it again, and cleans the host when it is deleted. Admission keeps
+// it from being changed, or set on a RemoteMachine that claims a new pool entry.
 const BootstrapUIDAnnotation = "infrastructure.cluster.x-k8s.io/bootstrap-uid"
