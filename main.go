@@ -2,9 +2,11 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -103,6 +105,17 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	flags.AddManagerOptions(fs, &o.manager)
 	o.logs = logs.NewOptions()
 	logsv1.AddFlags(o.logs, fs)
+}
+
+// managerNamespace is the manager's own namespace: --leader-elect-namespace, else the Pod's namespace.
+func (o *options) managerNamespace() (string, error) {
+	if o.leaderElectNamespace != "" {
+		return o.leaderElectNamespace, nil
+	}
+	if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	return "", errors.New("outside a Pod, set --leader-elect-namespace to the manager's namespace: it holds the leader election Lease and the Leases that keep each host in one pool entry")
 }
 
 func (o *options) validate() error {
@@ -234,7 +247,11 @@ func run(o *options) error {
 	}
 	metrics.Register(mgr.GetClient())
 	if o.webhookPort != 0 {
-		if err := webhooks.SetupWithManager(mgr, claimer); err != nil {
+		namespace, err := o.managerNamespace()
+		if err != nil {
+			return err
+		}
+		if err := webhooks.SetupWithManager(mgr, claimer, namespace); err != nil {
 			return fmt.Errorf("setting up webhooks: %w", err)
 		}
 		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {

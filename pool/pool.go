@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net"
+	"net/netip"
 	"slices"
 	"sort"
 	"strconv"
@@ -88,12 +89,19 @@ func bucketOf(name string) uint64 {
 	return h.Sum64() % buckets
 }
 
-// Endpoint returns the "address:port" key of a host; the address is compared case-insensitively.
+// Endpoint returns the normalised "address:port" key of a host: an IP address in its canonical form (IPv6
+// compressed and lower-case, an IPv4-mapped IPv6 address as IPv4), a DNS name lower-case without a final dot; port
+// 0 is 22.
 func Endpoint(address string, port int32) string {
 	if port == 0 {
 		port = 22
 	}
-	return net.JoinHostPort(strings.ToLower(address), strconv.Itoa(int(port)))
+	if ip, err := netip.ParseAddr(address); err == nil {
+		address = ip.Unmap().String()
+	} else {
+		address = strings.TrimSuffix(strings.ToLower(address), ".")
+	}
+	return net.JoinHostPort(address, strconv.Itoa(int(port)))
 }
 
 // Reasons an entry is not offered, as counted in the exhausted-pool message.

@@ -93,6 +93,11 @@ func TestEndpointAndBuckets(t *testing.T) {
 	g := NewWithT(t)
 	g.Expect(Endpoint("Host.Example.com", 0)).To(Equal("host.example.com:22"))
 	g.Expect(Endpoint("2001:db8::1", 2222)).To(Equal("[2001:db8::1]:2222"))
+	for _, same := range []string{"2001:DB8::1", "2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8:0::0:1"} {
+		g.Expect(Endpoint(same, 2222)).To(Equal("[2001:db8::1]:2222"), same)
+	}
+	g.Expect(Endpoint("::ffff:10.0.0.1", 22)).To(Equal("10.0.0.1:22"))
+	g.Expect(Endpoint("host.example.com.", 22)).To(Equal("host.example.com:22"))
 	seen := map[uint64]bool{}
 	for i := range 200 {
 		b := bucketOf(string(rune('a'+i%26)) + string(rune('a'+i/26)))

@@ -3,6 +3,7 @@ package webhooks_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,7 +52,7 @@ func TestPooledFlow(t *testing.T) {
 	g.Expect(entry.Spec.ClaimRef.Name).To(Equal("remote-test-0"))
 	g.Expect(entry.Spec.ClaimRef.ClaimedAt).NotTo(BeNil())
 	g.Expect(m.Spec.Address).To(Equal(entry.Spec.Machine.Address))
-	g.Expect(m.Spec.Port).To(Equal(int32(2222)))
+	g.Expect(m.Spec.Port).To(Equal(testenv.EntryPort(ns)))
 	g.Expect(m.Spec.User).To(Equal("capr"))
 	g.Expect(m.Spec.UseSudo).To(BeTrue())
 	g.Expect(m.Spec.SSHKeyRef).To(Equal(entry.Spec.Machine.SSHKeyRef))
@@ -223,7 +224,7 @@ func TestClaimedFieldsAreImmutable(t *testing.T) {
 	bare.Labels = map[string]string{"touched": "yes"}
 	g.Expect(env.Client.Update(ctx, bare)).To(Succeed())
 	g.Expect(bare.Spec.Address).To(Equal(m.Spec.Address))
-	g.Expect(bare.Spec.Port).To(Equal(int32(2222)))
+	g.Expect(bare.Spec.Port).To(Equal(testenv.EntryPort(ns)))
 
 	// Naming a pool entry by hand is refused: only a claim sets the reference.
 	sneaky := testenv.NewPooledMachine(ns, "sneaky", "default")
@@ -272,7 +273,7 @@ func TestClaimedEntryIsGuarded(t *testing.T) {
 	// A second entry for the same host is refused.
 	dup := testenv.NewEntry(ns, "default", 0)
 	dup.Name, dup.Spec.Pool = "same-host", "other"
-	g.Expect(env.Client.Create(ctx, dup)).To(MatchError(ContainSubstring(`spec.machine.address: Invalid value: "10.0.0.1": this host (port 2222) is already offered by PooledRemoteMachine "default-000"`)))
+	g.Expect(env.Client.Create(ctx, dup)).To(MatchError(ContainSubstring(fmt.Sprintf(`spec.machine.address: Invalid value: "10.0.0.1": host 10.0.0.1:%d is already offered by PooledRemoteMachine default-000 in namespace %s; a host can be in one pool entry only (cluster-wide)`, testenv.EntryPort(ns), ns))))
 
 	// clusterctl move deletes the claimed entry after copying it: it marks it delete-for-move first.
 	g.Expect(user.Patch(ctx, getEntry(t, ns, "default-000"), client.RawPatch(types.MergePatchType,
@@ -327,4 +328,64 @@ func TestBootstrapUIDAnnotationIsCAPRs(t *testing.T) {
 	g.Expect(user.Patch(ctx, direct, forMove)).To(Succeed())
 	g.Expect(user.Patch(ctx, direct, client.RawPatch(types.JSONPatchType, []byte(`[{"op":"remove","path":"/metadata/annotations"}]`)))).To(
 		MatchError(ContainSubstring("metadata.annotations[clusterctl.cluster.x-k8s.io/delete-for-move]: Forbidden")))
+}
+
+// TestOneEntryPerHostClusterWide: a host (address:port, IPv6 normalised) is offered by one PooledRemoteMachine in
+// the whole cluster, even when many creates race for it from several namespaces; deleting the entry frees it.
+func TestOneEntryPerHostClusterWide(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns1, ns2 := env.NewNamespace(t), env.NewNamespace(t)
+	spellings := []string{"fd00:10::7", "FD00:10:0::7", "fd00:0010:0000:0000:0000:0000:0000:0007", "fd00:10::0:7"}
+	port := testenv.EntryPort(ns1)
+	entry := func(ns string, i int, address string) *infrav1.PooledRemoteMachine {
+		e := testenv.NewEntry(ns, "race", i)
+		e.Spec.Machine.Address, e.Spec.Machine.Port = address, port
+		return e
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 20)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ns := ns1
+			if i%2 == 1 {
+				ns = ns2
+			}
+			errs[i] = env.Client.Create(ctx, entry(ns, i, spellings[i%len(spellings)]))
+		}()
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		if err == nil {
+			g.Expect(winner).To(Equal(-1), "two entries were stored for one host: %d and %d", winner, i)
+			winner = i
+			continue
+		}
+		g.Expect(err).To(MatchError(ContainSubstring(fmt.Sprintf("host [fd00:10::7]:%d is already offered by PooledRemoteMachine", port))))
+	}
+	g.Expect(winner).NotTo(Equal(-1), "one create succeeds")
+	winnerNS := ns1
+	if winner%2 == 1 {
+		winnerNS = ns2
+	}
+	stored := &infrav1.PooledRemoteMachine{}
+	g.Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: winnerNS, Name: fmt.Sprintf("race-%03d", winner)}, stored)).To(Succeed())
+
+	// A dry run is refused the same way, and takes nothing.
+	dry := entry(ns2, 100, "fd00:10::8")
+	g.Expect(env.Client.Create(ctx, entry(ns2, 101, "fd00:10::7"), client.DryRunAll)).To(MatchError(ContainSubstring("is already offered")))
+	g.Expect(env.Client.Create(ctx, dry, client.DryRunAll)).To(Succeed())
+	g.Expect(env.Client.Create(ctx, entry(ns1, 102, "FD00:10::8"))).To(Succeed(), "the dry run held nothing")
+	// Moving an entry onto a taken host is refused too.
+	moved := entry(ns2, 103, "fd00:10::9")
+	g.Expect(env.Client.Create(ctx, moved)).To(Succeed())
+	moved.Spec.Machine.Address = "fd00:10::8"
+	g.Expect(env.Client.Update(ctx, moved)).To(MatchError(ContainSubstring("is already offered by PooledRemoteMachine race-102 in namespace " + ns1)))
+
+	// Deleting the entry frees its host at once.
+	g.Expect(env.Client.Delete(ctx, stored)).To(Succeed())
+	g.Expect(env.Client.Create(ctx, entry(ns2, 104, "fd00:10:0:0::7"))).To(Succeed())
 }

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/ptr"
 	clusterctlv1 "sigs.k8s.io/cluster-api/cmd/clusterctl/api/v1alpha3"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -18,13 +19,13 @@ import (
 	"github.com/capr-project/cluster-api-provider-remote/pool"
 )
 
-// +kubebuilder:webhook:verbs=create;update;delete,path=/validate-infrastructure-cluster-x-k8s-io-v1beta1-pooledremotemachine,mutating=false,failurePolicy=fail,matchPolicy=Equivalent,groups=infrastructure.cluster.x-k8s.io,resources=pooledremotemachines,versions=v1beta1,name=validation.pooledremotemachine.infrastructure.cluster.x-k8s.io,sideEffects=None,admissionReviewVersions=v1
+// +kubebuilder:webhook:verbs=create;update;delete,path=/validate-infrastructure-cluster-x-k8s-io-v1beta1-pooledremotemachine,mutating=false,failurePolicy=fail,matchPolicy=Equivalent,groups=infrastructure.cluster.x-k8s.io,resources=pooledremotemachines,versions=v1beta1,name=validation.pooledremotemachine.infrastructure.cluster.x-k8s.io,sideEffects=NoneOnDryRun,admissionReviewVersions=v1
 
-// PooledRemoteMachine admits pool entries: host fields parse, a host is offered once per namespace, only CAPR
-// changes a claim, and a claimed entry is not deleted.
+// PooledRemoteMachine admits pool entries: host fields parse, a host is offered by one entry cluster-wide (its
+// Lease, see EndpointLocks), only CAPR changes a claim, and a claimed entry is not deleted.
 type PooledRemoteMachine struct {
-	// Reader is the manager's cached reader with the pool indexes.
-	Reader client.Reader
+	// Locks holds each offered host's Lease.
+	Locks *EndpointLocks
 	// Identity is the user name CAPR's manager acts as.
 	Identity *Identity
 }
@@ -38,11 +39,13 @@ func (w *PooledRemoteMachine) SetupWebhookWithManager(mgr ctrl.Manager) error {
 // claimed entries.
 func (w *PooledRemoteMachine) ValidateCreate(ctx context.Context, m *infrav1.PooledRemoteMachine) (admission.Warnings, error) {
 	errs := validatePooledRemoteMachineSpec(&m.Spec)
-	dup, err := w.duplicateEndpoint(ctx, m)
-	if err != nil {
-		return nil, apierrors.NewInternalError(err)
+	if len(errs) == 0 {
+		var err error
+		if errs, err = w.lockEndpoint(ctx, m); err != nil {
+			return nil, apierrors.NewInternalError(err)
+		}
 	}
-	return nil, invalid("PooledRemoteMachine", m.Name, append(errs, dup...))
+	return nil, invalid("PooledRemoteMachine", m.Name, errs)
 }
 
 // ValidateUpdate checks a changed pool entry. An entry being deleted is not checked, so a finalizer can always be
@@ -52,8 +55,8 @@ func (w *PooledRemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav
 		return nil, nil
 	}
 	errs := validatePooledRemoteMachineSpec(&m.Spec)
-	if pool.Endpoint(old.Spec.Machine.Address, old.Spec.Machine.Port) != pool.Endpoint(m.Spec.Machine.Address, m.Spec.Machine.Port) {
-		dup, err := w.duplicateEndpoint(ctx, m)
+	if len(errs) == 0 && pool.Endpoint(old.Spec.Machine.Address, old.Spec.Machine.Port) != pool.Endpoint(m.Spec.Machine.Address, m.Spec.Machine.Port) {
+		dup, err := w.lockEndpoint(ctx, m)
 		if err != nil {
 			return nil, apierrors.NewInternalError(err)
 		}
@@ -82,8 +85,15 @@ func (w *PooledRemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav
 
 // ValidateDelete refuses to delete an entry while a RemoteMachine holds it, unless clusterctl move deletes it
 // after copying it (and its claim) to another management cluster.
-func (w *PooledRemoteMachine) ValidateDelete(_ context.Context, m *infrav1.PooledRemoteMachine) (admission.Warnings, error) {
+func (w *PooledRemoteMachine) ValidateDelete(ctx context.Context, m *infrav1.PooledRemoteMachine) (admission.Warnings, error) {
 	if _, moved := m.Annotations[clusterctlv1.DeleteForMoveAnnotation]; m.Spec.ClaimRef == nil || moved {
+		if req, err := admission.RequestFromContext(ctx); err == nil && !ptr.Deref(req.DryRun, false) {
+			// The host may be offered again at once. A Lease left behind (this delete failing later) is stale
+			// anyway once the entry is gone.
+			if err := w.Locks.Release(ctx, m); err != nil {
+				ctrl.LoggerFrom(ctx).Info("Could not release the host's Lease; it is taken over once stale", "error", err.Error())
+			}
+		}
 		return nil, nil
 	}
 	return nil, apierrors.NewForbidden(infrav1.GroupVersion.WithResource("pooledremotemachines").GroupResource(), m.Name,
@@ -94,23 +104,20 @@ func validatePooledRemoteMachineSpec(s *infrav1.PooledRemoteMachineSpec) field.E
 	return validateRemoteHost(field.NewPath("spec", "machine"), &s.Machine.RemoteHost)
 }
 
-// duplicateEndpoint refuses a host that another entry of the namespace already offers.
-func (w *PooledRemoteMachine) duplicateEndpoint(ctx context.Context, m *infrav1.PooledRemoteMachine) (field.ErrorList, error) {
+// lockEndpoint takes the host's Lease for m, or refuses the host another entry offers.
+func (w *PooledRemoteMachine) lockEndpoint(ctx context.Context, m *infrav1.PooledRemoteMachine) (field.ErrorList, error) {
 	if m.Spec.Machine.Address == "" {
 		return nil, nil
 	}
-	list := &infrav1.PooledRemoteMachineList{}
-	if err := w.Reader.List(ctx, list, client.InNamespace(m.Namespace),
-		client.MatchingFields{pool.IndexEndpoint: pool.Endpoint(m.Spec.Machine.Address, m.Spec.Machine.Port)}); err != nil {
-		return nil, err
+	dryRun := false
+	if req, err := admission.RequestFromContext(ctx); err == nil {
+		dryRun = ptr.Deref(req.DryRun, false)
 	}
-	for _, other := range list.Items {
-		if other.Name != m.Name {
-			return field.ErrorList{field.Invalid(field.NewPath("spec", "machine", "address"), m.Spec.Machine.Address,
-				fmt.Sprintf("this host (port %d) is already offered by PooledRemoteMachine %q; a host can be in one pool entry only", m.Spec.Machine.Port, other.Name))}, nil
-		}
+	err := w.Locks.Acquire(ctx, m, dryRun)
+	if held, ok := isHeld(err); ok {
+		return field.ErrorList{field.Invalid(field.NewPath("spec", "machine", "address"), m.Spec.Machine.Address, held.Error())}, nil
 	}
-	return nil, nil
+	return nil, err
 }
 
 // Identity is the user name the manager authenticates as, asked of the apiserver once.

@@ -3,6 +3,9 @@
 package webhooks
 
 import (
+	"errors"
+	"time"
+
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/capr-project/cluster-api-provider-remote/pool"
@@ -13,14 +16,18 @@ import (
 // +kubebuilder:rbac:groups=infrastructure.cluster.x-k8s.io,resources=remoteclusters;remotemachinetemplates;remoteclustertemplates,verbs=get;list;watch
 
 // SetupWithManager registers every CAPR webhook with the manager's webhook server. The claimer's reader needs the
-// field indexes of pool.SetupIndexes.
-func SetupWithManager(mgr ctrl.Manager, claimer *pool.Claimer) error {
+// field indexes of pool.SetupIndexes. namespace is the manager's own, which holds the hosts' Leases.
+func SetupWithManager(mgr ctrl.Manager, claimer *pool.Claimer, namespace string) error {
+	if namespace == "" {
+		return errors.New("the webhooks need the manager's namespace, for the Leases that keep a host in one pool entry")
+	}
+	locks := &EndpointLocks{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: namespace, Grace: 30 * time.Second}
 	guard := &EndpointGuard{APIReader: mgr.GetAPIReader(), Mapper: mgr.GetRESTMapper()}
 	self := &Identity{Client: mgr.GetClient()}
 	for _, w := range []interface{ SetupWebhookWithManager(ctrl.Manager) error }{
 		&RemoteMachine{Claimer: claimer, Guard: guard, Identity: self,
 			Exhausted: NewExhaustedNotifier(mgr.GetEventRecorder("remotemachine-webhook"))},
-		&PooledRemoteMachine{Reader: mgr.GetClient(), Identity: self},
+		&PooledRemoteMachine{Locks: locks, Identity: self},
 		&RemoteCluster{},
 		&RemoteMachineTemplate{},
 		&RemoteClusterTemplate{},

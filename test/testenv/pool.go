@@ -16,8 +16,29 @@ import (
 // HostKey is a well-formed ed25519 public host key for fixtures.
 const HostKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
+// entryPorts gives each namespace its own port for NewEntry's hosts: a host may be offered by one entry
+// cluster-wide, and every test has a namespace of its own.
+var entryPorts = struct {
+	sync.Mutex
+	next  int32
+	ports map[string]int32
+}{next: 10000, ports: map[string]int32{}}
+
+// EntryPort returns the port of NewEntry's hosts in namespace ns.
+func EntryPort(ns string) int32 {
+	entryPorts.Lock()
+	defer entryPorts.Unlock()
+	p, ok := entryPorts.ports[ns]
+	if !ok {
+		p = entryPorts.next
+		entryPorts.next++
+		entryPorts.ports[ns] = p
+	}
+	return p
+}
+
 // NewEntry returns pool entry i of a pool: host 10.<i/250>.<i%250>.1 in pool "default", h<i>.<pool>.example.com in
-// other pools, port 2222, user capr with sudo, a pinned host key and a custom cleanup command.
+// other pools, port EntryPort(ns), user capr with sudo, a pinned host key and a custom cleanup command.
 func NewEntry(ns, poolName string, i int) *infrav1.PooledRemoteMachine {
 	p := &infrav1.PooledRemoteMachine{}
 	p.Namespace, p.Name = ns, fmt.Sprintf("%s-%03d", poolName, i)
@@ -26,7 +47,7 @@ func NewEntry(ns, poolName string, i int) *infrav1.PooledRemoteMachine {
 	if poolName == "default" {
 		p.Spec.Machine.Address = fmt.Sprintf("10.%d.%d.1", i/250, i%250)
 	}
-	p.Spec.Machine.Port = 2222
+	p.Spec.Machine.Port = EntryPort(ns)
 	p.Spec.Machine.User = "capr"
 	p.Spec.Machine.UseSudo = true
 	p.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: fmt.Sprintf("key-%d", i)}

@@ -28,6 +28,7 @@ import (
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -102,6 +103,9 @@ type Environment struct {
 	cancel       context.CancelFunc
 	done         chan error
 }
+
+// ManagerNamespace is the namespace the test manager acts as running in.
+const ManagerNamespace = "capr-system"
 
 // RootDir returns the repository root.
 func RootDir() string {
@@ -250,7 +254,11 @@ func (e *Environment) start(opts Options) error {
 		return err
 	}
 	e.Claimer = pool.NewClaimer(mgr)
-	if err := webhooks.SetupWithManager(mgr, e.Claimer); err != nil {
+	// The manager's own namespace holds the Leases of the hosts offered by pool entries.
+	if err := e.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ManagerNamespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	if err := webhooks.SetupWithManager(mgr, e.Claimer, ManagerNamespace); err != nil {
 		return err
 	}
 	for _, w := range []interface{ SetupWebhookWithManager(ctrl.Manager) error }{
