@@ -43,7 +43,7 @@ type EndpointLocks struct {
 const (
 	endpointLockPrefix = "capr-host-"
 	// EndpointLockLabel marks CAPR's host Leases.
-	EndpointLockLabel = "infrastructure.cluster.x-k8s.io/host-lock"
+	EndpointLockLabel  = "infrastructure.cluster.x-k8s.io/host-lock"
 	endpointAnnotation = "infrastructure.cluster.x-k8s.io/endpoint"
 )
 
