@@ -205,3 +205,33 @@ func TestMovedCopyNeverRunsBootstrapData(t *testing.T) {
 	g.Expect(env.Client.Delete(ctx, rm)).To(Succeed())
 	waitGone(g, rm)
 }
+
+// TestSlowMoveKeepsTheClaim: clusterctl move recreates a claimed entry, then (maybe minutes later, for large pools
+// or retries) its RemoteMachine, while the Cluster stays paused. The claim waits as long as the Cluster is paused,
+// far past the grace period, and is quarantined as vanished only once the Cluster resumes without it.
+func TestSlowMoveKeepsTheClaim(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	f := newFixture(t, "#!/bin/sh\ntrue\n", "")
+	f.cluster.Spec.Paused = ptr.To(true)
+	g.Expect(env.Client.Update(ctx, f.cluster)).To(Succeed())
+
+	entry := testenv.NewEntry(f.ns, "default", 0)
+	entry.Spec.ClaimRef = &infrav1.PooledMachineClaim{Name: "still-moving", UID: "0b1f2c3d-1111-4222-8333-444455556666",
+		ClaimedAt: &metav1.Time{Time: time.Now().Add(-time.Hour)}, ClusterName: f.cluster.Name}
+	g.Expect(env.Client.Create(ctx, entry)).To(Succeed())
+	g.Consistently(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(entry), entry)).To(Succeed())
+		g.Expect(entry.Spec.Quarantine).To(BeNil())
+		g.Expect(entry.Spec.ClaimRef).NotTo(BeNil())
+	}, 3*orphanGrace, 200*time.Millisecond).Should(Succeed())
+
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(f.cluster), f.cluster)).To(Succeed())
+	f.cluster.Spec.Paused = nil
+	g.Expect(env.Client.Update(ctx, f.cluster)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(entry), entry)).To(Succeed())
+		g.Expect(entry.Spec.Quarantine).NotTo(BeNil())
+		g.Expect(entry.Spec.Quarantine.Reason).To(Equal(infrav1.RemoteMachineVanishedReason))
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+}

@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
+	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
+	"sigs.k8s.io/cluster-api/util/annotations"
 	"sigs.k8s.io/cluster-api/util/conditions"
 	"sigs.k8s.io/cluster-api/util/patch"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -98,6 +100,14 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: entry.Namespace, Name: claim.Name}, rm)
 		switch {
 		case apierrors.IsNotFound(err):
+			if moving, err := r.clusterPaused(ctx, entry.Namespace, claim.ClusterName); err != nil {
+				return ctrl.Result{}, err
+			} else if moving {
+				// clusterctl move creates the Cluster paused, then its objects, and resumes it last: the RemoteMachine
+				// may still come, however long the move takes.
+				requeue = 10 * time.Second
+				break
+			}
 			// The grace counts from the claim, or from the entry's creation in this cluster if later: clusterctl move
 			// recreates a claimed entry well after its claim, and its RemoteMachine a moment after it.
 			since := entry.CreationTimestamp.Time
@@ -163,6 +173,18 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 		conditions.Set(entry, metav1.Condition{Type: infrav1.ClaimedCondition, Status: metav1.ConditionFalse, Reason: infrav1.NotClaimedReason})
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
+}
+
+// clusterPaused says whether the claim's Cluster exists and is paused (spec.paused or the paused annotation).
+func (r *PooledRemoteMachineReconciler) clusterPaused(ctx context.Context, namespace, name string) (bool, error) {
+	if name == "" {
+		return false, nil
+	}
+	cluster := &clusterv1.Cluster{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, cluster); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	return annotations.IsPaused(cluster, cluster), nil
 }
 
 // phaseOf derives an entry's phase from its spec, its holder and the last probe.

@@ -30,6 +30,9 @@ import (
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
 
+// orphanGrace is the test manager's grace for a claim whose RemoteMachine is missing.
+const orphanGrace = 2 * time.Second
+
 var (
 	env *testenv.Environment
 	// dials records every connection the controller opens, so a test can drop them as a crashed manager would.
@@ -114,7 +117,7 @@ func setupReconcilers(e *testenv.Environment, skipNames bool) error {
 	}
 	if err := (&controllers.PooledRemoteMachineReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("pooledremotemachine-controller"),
-		Claimer: e.Claimer, OrphanGracePeriod: 2 * time.Second,
+		Claimer: e.Claimer, OrphanGracePeriod: orphanGrace,
 		// Only entries of the probe test point at real sshd hosts; the others' addresses must never be dialled.
 		ProbeInterval: time.Second, ProbeSelector: labels.SelectorFromSet(labels.Set{"capr-test-probe": "true"}), Dial: dials.dial,
 	}).SetupWithManager(context.Background(), mgr, opts(1)); err != nil {

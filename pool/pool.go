@@ -469,7 +469,7 @@ func (c *Claimer) claimEntry(ctx context.Context, req Request, candidate *infrav
 			return errTaken
 		}
 		orig := entry.DeepCopy()
-		entry.Spec.ClaimRef = &infrav1.PooledMachineClaim{Name: req.MachineName, ClaimedAt: &metav1.Time{Time: c.now()}}
+		entry.Spec.ClaimRef = &infrav1.PooledMachineClaim{Name: req.MachineName, ClaimedAt: &metav1.Time{Time: c.now()}, ClusterName: req.ClusterName}
 		return c.Writer.Patch(ctx, entry, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 	})
 	return entry, err

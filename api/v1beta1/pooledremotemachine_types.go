@@ -29,6 +29,13 @@ type PooledMachineClaim struct {
 	// a grace period.
 	// +optional
 	ClaimedAt *metav1.Time `json:"claimedAt,omitempty"`
+
+	// clusterName is the Cluster API cluster of the RemoteMachine (its cluster.x-k8s.io/cluster-name label). While
+	// that Cluster is paused (clusterctl move creates it paused and resumes it last), a claim whose RemoteMachine
+	// is missing waits for it, however long the move takes.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	ClusterName string `json:"clusterName,omitempty"`
 }
 
 // PooledMachineQuarantine records why an entry was taken out of service after a failed cleanup.
