@@ -321,3 +321,40 @@ func TestMissingPrerequisitesAreNamed(t *testing.T) {
 	g.Expect(env.Client.Delete(ctx, get(g, rm))).To(Succeed())
 	waitGone(g, rm)
 }
+
+// TestFailureDomainMismatchIsReported: a pooled host in another failure domain than the one Cluster API gave the
+// Machine is reported on the RemoteMachine, naming both; one in the same domain is reported as matched.
+func TestFailureDomainMismatchIsReported(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t)
+	f := newFixture(t, "#!/bin/sh\ntrue\n", "")
+	f.keySecret(t, "key", h)
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(f.machine), f.machine)).To(Succeed())
+	f.machine.Spec.FailureDomain = "rack-b"
+	g.Expect(env.Client.Update(ctx, f.machine)).To(Succeed())
+	entry := f.hostEntry("in-rack-a", h, "key", "true")
+	entry.Spec.FailureDomain = "rack-a"
+	env.CreateEntryAndWait(g, entry)
+	rm := f.remoteMachine()
+	rm.Spec.Pool = "default"
+	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		c := condition(get(g, rm), infrav1.FailureDomainMatchedCondition)
+		g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
+		g.Expect(c.Reason).To(Equal(infrav1.FailureDomainMismatchReason))
+		g.Expect(c.Message).To(Equal(`Machine m0 asks for failure domain "rack-b", but its host (PooledRemoteMachine in-rack-a) is in failure domain "rack-a"`))
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	waitProvisioned(g, rm)
+	g.Expect(get(g, rm).Status.FailureDomain).To(Equal("rack-a"), "the actual domain is reported")
+
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(f.machine), f.machine)).To(Succeed())
+	f.machine.Spec.FailureDomain = "rack-a"
+	g.Expect(env.Client.Update(ctx, f.machine)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		c := condition(get(g, rm), infrav1.FailureDomainMatchedCondition)
+		g.Expect(c.Status).To(Equal(metav1.ConditionTrue), c.Message)
+	}, 30*time.Second, 100*time.Millisecond).Should(Succeed())
+	g.Expect(env.Client.Delete(ctx, get(g, rm))).To(Succeed())
+	waitGone(g, rm)
+}

@@ -211,7 +211,7 @@ func (r *RemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	defer func() {
 		setReadyCondition(rm)
 		rm.Status.ObservedGeneration = rm.Generation
-		patchOnExit(ctx, helper, rm, &retErr, infrav1.ReadyCondition, infrav1.BootstrapSucceededCondition, infrav1.PausedCondition)
+		patchOnExit(ctx, helper, rm, &retErr, infrav1.ReadyCondition, infrav1.BootstrapSucceededCondition, infrav1.PausedCondition, infrav1.FailureDomainMatchedCondition)
 	}()
 
 	if !rm.DeletionTimestamp.IsZero() {
@@ -265,6 +265,7 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 	log := ctrl.LoggerFrom(ctx)
 	key := string(rm.UID)
 	r.moveLabels.ensure(ctx, r.Client, r.APIReader, rm.Namespace, &rm.Spec.RemoteHost)
+	r.reconcileFailureDomain(ctx, rm, machine)
 	if ptr.Deref(rm.Status.Initialization.Provisioned, false) {
 		r.Tasks.Take(key, "bootstrap") // a late result of a run that adopted this one's
 		if _, ok := rm.Annotations[infrav1.BootstrapUIDAnnotation]; !ok {
@@ -356,6 +357,34 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 	})
 	setBootstrapCondition(rm, metav1.ConditionFalse, infrav1.BootstrappingReason, "Running the bootstrap data on "+hostPort(rm))
 	return ctrl.Result{}, nil
+}
+
+// reconcileFailureDomain says whether the pooled host is in the failure domain Cluster API gave the Machine. The
+// claim follows Cluster API's choice where it can (see the RemoteMachine webhook); KubeadmControlPlane breaks ties
+// at random, and a pool may have no free host in the domain asked for: then the condition names both.
+func (r *RemoteMachineReconciler) reconcileFailureDomain(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine) {
+	ref := rm.Spec.PooledRemoteMachineRef
+	if machine == nil || ref == nil {
+		return
+	}
+	entry := &infrav1.PooledRemoteMachine{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: rm.Namespace, Name: ref.Name}, entry); err != nil {
+		return
+	}
+	want, have := machine.Spec.FailureDomain, entry.Spec.FailureDomain
+	switch {
+	case want == "" && have == "":
+		conditions.Delete(rm, infrav1.FailureDomainMatchedCondition)
+	case want == have:
+		conditions.Set(rm, metav1.Condition{Type: infrav1.FailureDomainMatchedCondition, Status: metav1.ConditionTrue, Reason: infrav1.FailureDomainMatchedReason,
+			Message: fmt.Sprintf("The host (PooledRemoteMachine %s) is in failure domain %q, as Machine %s asks", entry.Name, have, machine.Name)})
+	default:
+		msg := fmt.Sprintf("Machine %s asks for failure domain %q, but its host (PooledRemoteMachine %s) is in failure domain %q", machine.Name, want, entry.Name, have)
+		if c := conditions.Get(rm, infrav1.FailureDomainMatchedCondition); c == nil || c.Message != msg {
+			r.Recorder.Eventf(rm, machine, corev1.EventTypeWarning, infrav1.FailureDomainMismatchReason, "Claim", msg)
+		}
+		conditions.Set(rm, metav1.Condition{Type: infrav1.FailureDomainMatchedCondition, Status: metav1.ConditionFalse, Reason: infrav1.FailureDomainMismatchReason, Message: msg})
+	}
 }
 
 func hasAnnotation(obj client.Object, key string) bool {

@@ -145,6 +145,9 @@ type Request struct {
 	// cluster are spread across failure domains.
 	ClusterName  string
 	ControlPlane bool
+	// FailureDomains are the failure domains Cluster API will ask of the Machine (the one its MachineSet names, or
+	// those KubeadmControlPlane would pick from): entries in them are offered first.
+	FailureDomains []string
 }
 
 // ExhaustedError is returned when no entry can be claimed; its message counts why each entry was skipped.
@@ -287,8 +290,9 @@ func (c *Claimer) filter(ctx context.Context, req Request, items []infrav1.Poole
 	return candidates, nil
 }
 
-// order sorts candidates: for a control-plane machine, entries in the failure domains least used by the cluster's
-// other control-plane machines come first; ties are broken by a hash of machine and entry names, which is
+// order sorts candidates: entries in the failure domains Cluster API will ask for come first; then, for a
+// control-plane machine, entries in the failure domains least used by the cluster's other control-plane machines;
+// ties are broken by a hash of machine and entry names, which is
 // deterministic for one machine and spreads concurrent claims over different entries.
 func (c *Claimer) order(ctx context.Context, req Request, candidates []infrav1.PooledRemoteMachine) error {
 	used := map[string]int{}
@@ -300,6 +304,7 @@ func (c *Claimer) order(ctx context.Context, req Request, candidates []infrav1.P
 	}
 	// Rank by index: the entries themselves are large, so they are moved once, after sorting.
 	inDomain := make([]int, len(candidates))
+	wanted := make([]bool, len(candidates))
 	score := make([]uint64, len(candidates))
 	idx := make([]int, len(candidates))
 	h := fnv.New64a()
@@ -309,8 +314,15 @@ func (c *Claimer) order(ctx context.Context, req Request, candidates []infrav1.P
 		_, _ = h.Write([]byte{0})
 		_, _ = h.Write([]byte(candidates[i].Name))
 		inDomain[i], score[i], idx[i] = used[candidates[i].Spec.FailureDomain], h.Sum64(), i
+		wanted[i] = slices.Contains(req.FailureDomains, candidates[i].Spec.FailureDomain)
 	}
 	slices.SortFunc(idx, func(a, b int) int {
+		if wanted[a] != wanted[b] {
+			if wanted[a] {
+				return -1
+			}
+			return 1
+		}
 		if inDomain[a] != inDomain[b] {
 			return inDomain[a] - inDomain[b]
 		}

@@ -142,16 +142,20 @@ func (w *RemoteMachine) claim(ctx context.Context, req admission.Request, m *inf
 	if m.Name == "" && m.GenerateName != "" {
 		m.Name = names.SimpleNameGenerator.GenerateName(m.GenerateName)
 	}
+	domains, err := wantedFailureDomains(ctx, w.Claimer.APIReader, m)
+	if err != nil {
+		return apierrors.NewInternalError(err)
+	}
 	preq := pool.Request{
-		Namespace:    m.Namespace,
-		Pool:         m.Spec.Pool,
-		Selector:     selector,
-		MachineName:  m.Name,
-		ClusterName:  m.Labels[pool.ClusterNameLabel],
-		ControlPlane: hasLabel(m.Labels, pool.ControlPlaneLabel),
+		FailureDomains: domains,
+		Namespace:      m.Namespace,
+		Pool:           m.Spec.Pool,
+		Selector:       selector,
+		MachineName:    m.Name,
+		ClusterName:    m.Labels[pool.ClusterNameLabel],
+		ControlPlane:   hasLabel(m.Labels, pool.ControlPlaneLabel),
 	}
 	var entry *infrav1.PooledRemoteMachine
-	var err error
 	if req.DryRun != nil && *req.DryRun {
 		entry, err = w.Claimer.Pick(ctx, preq)
 	} else {

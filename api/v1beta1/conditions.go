@@ -56,6 +56,14 @@ const (
 	// HostAlreadyBootstrappedReason: the host carries another machine's bootstrap; retried, so a cleaned host is
 	// picked up.
 	HostAlreadyBootstrappedReason = "HostAlreadyBootstrapped"
+	// FailureDomainMatchedCondition compares the failure domain Cluster API gave the Machine (spec.failureDomain)
+	// with the one of the pool entry the RemoteMachine's host came from; it is set on pooled machines when either
+	// names one. False means the host is not where Cluster API thinks, and the message names both.
+	FailureDomainMatchedCondition = "FailureDomainMatched"
+	// FailureDomainMatchedReason: the host is in the Machine's failure domain.
+	FailureDomainMatchedReason = "FailureDomainMatched"
+	// FailureDomainMismatchReason: the host is in another failure domain than the Machine's.
+	FailureDomainMismatchReason = "FailureDomainMismatch"
 	// DeletingReason: the RemoteMachine is being deleted and its host cleaned.
 	DeletingReason = "Deleting"
 )

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	controlplanev1 "sigs.k8s.io/cluster-api/api/controlplane/kubeadm/v1beta2"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
@@ -41,7 +42,14 @@ kind: RemoteCluster
 metadata:
   name: kcp
   namespace: kcp
-spec: {}
+spec:
+  failureDomains:
+  - name: rack-a
+    controlPlane: false
+  - name: rack-b
+    controlPlane: true
+  - name: rack-c
+    controlPlane: false
 ---
 apiVersion: infrastructure.cluster.x-k8s.io/v1beta1
 kind: RemoteMachineTemplate
@@ -91,8 +99,12 @@ func TestKubeadmControlPlane(t *testing.T) {
 		e.AddHost(fmt.Sprintf("kcp-%d", i))
 	}
 	endpoint := e.PrepareNamespace("kcp", "kcp")
+	// One host per rack; only rack-b may hold control-plane machines, so KubeadmControlPlane gives its Machine
+	// rack-b, and the claim (made before that Machine exists) must take the rack-b host.
 	for i, h := range e.Hosts {
-		g.Expect(c.Create(ctx, poolEntry("kcp", "control-plane", fmt.Sprintf("cp-%d", i), h))).To(Succeed())
+		entry := poolEntry("kcp", "control-plane", fmt.Sprintf("cp-%d", i), h)
+		entry.Spec.FailureDomain = "rack-" + string(rune('a'+i))
+		g.Expect(c.Create(ctx, entry)).To(Succeed())
 	}
 	out, err := mgmt.Kubectl(t, e.Management, fmt.Sprintf(kcpCluster, endpoint.Host, endpoint.Port), "apply", "-f", "-")
 	g.Expect(err).NotTo(HaveOccurred(), out)
@@ -112,6 +124,23 @@ func TestKubeadmControlPlane(t *testing.T) {
 		inits += Runs(h, "init")
 	}
 	g.Expect(inits).To(Equal(1))
+	g.Expect(Runs(e.Hosts[1], "init")).To(Equal(1), "kubeadm init ran on the rack-b host")
+	machines := &clusterv1.MachineList{}
+	g.Expect(c.List(ctx, machines, client.InNamespace("kcp"))).To(Succeed())
+	g.Expect(machines.Items).To(HaveLen(1))
+	g.Expect(machines.Items[0].Spec.FailureDomain).To(Equal("rack-b"), "KubeadmControlPlane's choice")
+	rm := &infrav1.RemoteMachine{}
+	g.Expect(c.Get(ctx, client.ObjectKey{Namespace: "kcp", Name: machines.Items[0].Spec.InfrastructureRef.Name}, rm)).To(Succeed())
+	g.Expect(rm.Status.FailureDomain).To(Equal("rack-b"))
+	g.Eventually(func(g Gomega) {
+		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(rm), rm)).To(Succeed())
+		matched := conditions.Get(rm, infrav1.FailureDomainMatchedCondition)
+		g.Expect(matched).NotTo(BeNil())
+		g.Expect(matched.Status).To(Equal(metav1.ConditionTrue), matched.Message)
+		machine := &clusterv1.Machine{}
+		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(&machines.Items[0]), machine)).To(Succeed())
+		g.Expect(machine.Status.FailureDomain).To(Equal("rack-b"), "Cluster API reports the domain the host is in")
+	}, timeout, time.Second).Should(Succeed())
 
 	// Scaled to 3, KubeadmControlPlane waits for its first machine's control-plane components.
 	out, err = mgmt.Kubectl(t, e.Management, "", "scale", "-n", "kcp", "kubeadmcontrolplane/kcp", "--replicas=3")
@@ -128,7 +157,6 @@ func TestKubeadmControlPlane(t *testing.T) {
 		g.Expect(components).NotTo(BeNil())
 		g.Expect(components.Message).To(ContainSubstring("Pod does not exist"))
 	}, timeout, time.Second).Should(Succeed())
-	machines := &clusterv1.MachineList{}
 	g.Expect(c.List(ctx, machines, client.InNamespace("kcp"))).To(Succeed())
 	g.Expect(machines.Items).To(HaveLen(1), "no second control-plane machine while the first is not healthy")
 	entries := &infrav1.PooledRemoteMachineList{}
