@@ -190,8 +190,10 @@ func TestFailedBootstrapIsNotRunAgain(t *testing.T) {
 	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
 	c := waitReason(g, rm, infrav1.BootstrapFailedReason)
 	g.Expect(c.Message).To(ContainSubstring("step runcmd[1] failed; it is not run again"))
+	g.Eventually(func(g Gomega) {
+		g.Expect(get(g, rm).Status.FailureReason).To(Equal(ptr.To("CreateError")))
+	}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
 	got := get(g, rm)
-	g.Expect(got.Status.FailureReason).To(Equal(ptr.To("CreateError")))
 	g.Expect(condition(got, infrav1.ReadyCondition).Reason).To(Equal(infrav1.BootstrapFailedReason), "mirrored into the Machine's InfrastructureReady")
 
 	// Reconciles keep coming (an annotation changes, the retry interval passes many times): nothing runs again.
@@ -238,7 +240,13 @@ func TestSecretsStayOutOfConditions(t *testing.T) {
 	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
 	c := waitReason(g, rm, infrav1.BootstrapFailedReason)
 	g.Expect(c.Message).To(ContainSubstring("joining with [REDACTED]"))
-	texts := append([]string{c.Message, *get(g, rm).Status.FailureMessage}, eventsOf(g, f.ns, rm.Name)...)
+	var failureMessage string
+	g.Eventually(func(g Gomega) {
+		// The conditions and the rest of the status are separate patches.
+		failureMessage = ptr.Deref(get(g, rm).Status.FailureMessage, "")
+		g.Expect(failureMessage).NotTo(BeEmpty())
+	}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
+	texts := append([]string{c.Message, failureMessage}, eventsOf(g, f.ns, rm.Name)...)
 	for _, text := range texts {
 		g.Expect(text).NotTo(ContainSubstring(token))
 		g.Expect(text).NotTo(ContainSubstring(certKey))

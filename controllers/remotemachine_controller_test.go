@@ -391,7 +391,9 @@ func TestFailureReasons(t *testing.T) {
 			}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
 			got := get(g, rm)
 			if tc.reason == infrav1.BootstrapFailedReason {
-				g.Expect(got.Status.FailureReason).To(Equal(ptr.To("CreateError")), "a failed run is terminal, for v1beta1 tools too")
+				g.Eventually(func(g Gomega) {
+					g.Expect(get(g, rm).Status.FailureReason).To(Equal(ptr.To("CreateError")), "a failed run is terminal, for v1beta1 tools too")
+				}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
 			} else {
 				g.Expect(got.Status.FailureReason).To(BeNil(), "only a failed run is a v1beta1 terminal failure")
 			}

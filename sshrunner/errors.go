@@ -12,17 +12,17 @@ import (
 
 // Errors a caller can branch on with errors.Is.
 var (
-	// ErrHostKeyMismatch: the host presented a key that is not among the pinned ones. Never retried.
+	// ErrHostKeyMismatch: the host presented a key that is not among the pinned ones.
 	ErrHostKeyMismatch = errors.New("host key mismatch")
-	// ErrHostKeyUnknown: policy Strict and no key pinned. Never retried.
+	// ErrHostKeyUnknown: no key is pinned for the host (pin one first, from ScanHostKey).
 	ErrHostKeyUnknown = errors.New("host key unknown")
-	// ErrAuthFailed: the host refused the key. Never retried.
+	// ErrAuthFailed: the host refused the key.
 	ErrAuthFailed = errors.New("authentication failed")
-	// ErrUnreachable: no TCP connection or SSH handshake could be made. Retried.
+	// ErrUnreachable: no TCP connection or SSH handshake could be made, or the connection ended.
 	ErrUnreachable = errors.New("host unreachable")
-	// ErrTimeout: a dial, handshake or command ran past its deadline. Retried.
+	// ErrTimeout: a dial, handshake or command ran past its deadline.
 	ErrTimeout = errors.New("timed out")
-	// ErrSudo: the user has no passwordless sudo. Never retried.
+	// ErrSudo: the user has no passwordless sudo.
 	ErrSudo = errors.New("passwordless sudo not available")
 	// ErrCommandFailed: a command exited non-zero; the error is a *CommandError.
 	ErrCommandFailed = errors.New("command failed")

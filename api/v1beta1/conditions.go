@@ -42,16 +42,17 @@ const (
 	UnsupportedBootstrapFormatReason = "UnsupportedBootstrapFormat"
 	// WaitingForSecretReason: the SSH key Secret or the bootstrap data Secret is missing or incomplete.
 	WaitingForSecretReason = "WaitingForSecret"
-	// HostKeyUnknownReason: hostKeyPolicy is Strict and no host key is pinned.
+	// HostKeyUnknownReason: hostKeyPolicy is Strict and no host key is pinned (terminal until hostKeys are set).
 	HostKeyUnknownReason = "HostKeyUnknown"
 	// HostPrerequisitesMissingReason: the host lacks a command CAPR's scripts need (POSIX sh, flock, setsid, GNU
 	// tail --pid, ...) or root; retried with backoff, as it may be installed.
 	HostPrerequisitesMissingReason = "HostPrerequisitesMissing"
-	// AuthFailedReason: the host refused the SSH key; retried, as the key Secret may be fixed.
+	// AuthFailedReason: the host refused the SSH key; retried with backoff, as the key Secret may be fixed.
 	AuthFailedReason = "AuthFailed"
-	// SudoUnavailableReason: the user has no passwordless sudo; retried, as sudoers may be fixed.
+	// SudoUnavailableReason: the user has no passwordless sudo; retried with backoff, as sudoers may be fixed.
 	SudoUnavailableReason = "SudoUnavailable"
-	// HostUnreachableReason: the host could not be reached or timed out; retried.
+	// HostUnreachableReason: the host could not be reached, or the connection ended before the run's result was
+	// read; retried with backoff (a run still going on the host is waited for, never started again).
 	HostUnreachableReason = "HostUnreachable"
 	// HostAlreadyBootstrappedReason: the host carries another machine's bootstrap; retried, so a cleaned host is
 	// picked up.
