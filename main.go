@@ -2,7 +2,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -107,15 +106,18 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	logsv1.AddFlags(o.logs, fs)
 }
 
-// managerNamespace is the manager's own namespace: --leader-elect-namespace, else the Pod's namespace.
-func (o *options) managerNamespace() (string, error) {
+// managerNamespace is the manager's own namespace: --leader-elect-namespace, else the Pod's namespace; outside a
+// Pod without the flag (a development run), "default". It holds the Leases that keep each host in one pool entry,
+// so every replica must use the same one.
+func (o *options) managerNamespace() string {
 	if o.leaderElectNamespace != "" {
-		return o.leaderElectNamespace, nil
+		return o.leaderElectNamespace
 	}
 	if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-		return strings.TrimSpace(string(b)), nil
+		return strings.TrimSpace(string(b))
 	}
-	return "", errors.New("outside a Pod, set --leader-elect-namespace to the manager's namespace: it holds the leader election Lease and the Leases that keep each host in one pool entry")
+	setupLog.Info("Not in a Pod and no --leader-elect-namespace: the hosts' Leases go to namespace default")
+	return "default"
 }
 
 func (o *options) validate() error {
@@ -247,11 +249,7 @@ func run(o *options) error {
 	}
 	metrics.Register(mgr.GetClient())
 	if o.webhookPort != 0 {
-		namespace, err := o.managerNamespace()
-		if err != nil {
-			return err
-		}
-		if err := webhooks.SetupWithManager(mgr, claimer, namespace); err != nil {
+		if err := webhooks.SetupWithManager(mgr, claimer, o.managerNamespace()); err != nil {
 			return fmt.Errorf("setting up webhooks: %w", err)
 		}
 		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {

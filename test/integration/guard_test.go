@@ -55,6 +55,7 @@ func TestControlPlaneEndpointGuard(t *testing.T) {
 		t.Run(order.name, func(t *testing.T) {
 			g := NewWithT(t)
 			ns := env.NewNamespace(t)
+			env.ReleaseHostsOnCleanup(t, ns)
 			_, errOut, err := env.Kubectl(context.Background(), inNamespace(blocks[3], ns), "apply", "-n", ns, "-f", "-")
 			g.Expect(err).NotTo(HaveOccurred(), errOut)
 			out, errOut, err := env.Kubectl(context.Background(), inNamespace(testenv.JoinDocuments(order.docs...), ns), "apply", "-n", ns, "-f", "-")

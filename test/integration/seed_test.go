@@ -18,6 +18,7 @@ func TestSeedDocumentsApplyUnchanged(t *testing.T) {
 	ctx := context.Background()
 	blocks := testenv.SeedBlocks(t)
 	key := types.NamespacedName{Namespace: "default", Name: "remote-test"}
+	env.ReleaseHostsOnCleanup(t, "default")
 
 	// The direct example: Cluster + K0smotronControlPlane, RemoteCluster, Machine + K0sWorkerConfig + RemoteMachine.
 	direct := testenv.JoinDocuments(blocks[0], blocks[1], blocks[2])

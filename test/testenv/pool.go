@@ -141,3 +141,30 @@ func ExpectRejections(g Gomega, errs []error, want int, message string) {
 	}
 	g.Expect(rejected).To(Equal(want))
 }
+
+// ReleaseHostsOnCleanup deletes the namespace's pool entries when the test ends, clearing their claims first (as
+// CAPR's identity), so that the hosts they offer can be offered again by a later test: a host is in one pool entry
+// cluster-wide, and the seed document names the same hosts each time it is applied.
+func (e *Environment) ReleaseHostsOnCleanup(t testing.TB, ns string) {
+	t.Cleanup(func() {
+		ctx := context.Background()
+		list := &infrav1.PooledRemoteMachineList{}
+		if err := e.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
+			t.Errorf("listing the pool entries of %s: %v", ns, err)
+			return
+		}
+		for i := range list.Items {
+			entry := &list.Items[i]
+			if entry.Spec.ClaimRef != nil {
+				orig := entry.DeepCopy()
+				entry.Spec.ClaimRef = nil
+				if err := e.Client.Patch(ctx, entry, client.MergeFrom(orig)); err != nil {
+					t.Errorf("releasing %s: %v", entry.Name, err)
+				}
+			}
+			if err := e.Client.Delete(ctx, entry); client.IgnoreNotFound(err) != nil {
+				t.Errorf("deleting %s: %v", entry.Name, err)
+			}
+		}
+	})
+}
