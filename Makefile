@@ -128,6 +128,19 @@ quickstart: prereqs test-tools ## Run CAPR on a local management plane with Clus
 	@go build -o $(BIN)/quickstart ./test/e2e/quickstart
 	@$(BIN)/quickstart
 
+FUZZTIME ?= 10s
+# Each fuzz target, as package:target. CI runs each for FUZZTIME; a crash it finds is written under the package's
+# testdata/fuzz and becomes a regression test of `go test`.
+FUZZ_TARGETS = ./sshrunner/cloudinit:FuzzParse ./sshrunner/cloudinit:FuzzPlanScript ./sshrunner:FuzzRedact \
+	./pool:FuzzEndpoint ./webhooks:FuzzValidateRemoteHost
+
+.PHONY: fuzz
+fuzz: ## Run every Go fuzz target for FUZZTIME (default 10s) each.
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; target=$${t##*:}; echo "==> $$target ($$pkg) for $(FUZZTIME)"; \
+		go test $$pkg -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME); \
+	done
+
 ##@ Tools (built from the Go module proxy into bin/, once)
 
 $(CONTROLLER_GEN): $(TOOLS_MOD)

@@ -3,13 +3,10 @@ package controllers
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"path"
 	"strings"
 
-	"al.essio.dev/pkg/shellescape"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner"
@@ -33,13 +30,13 @@ const (
 
 // Exit codes of CAPR's scripts on the host that mean something to CAPR.
 const (
-	exitPrerequisites    = 92 // prerequisites.sh: the host lacks a command CAPR needs
-	exitAlreadyRan       = 93 // bootstrap: this machine's bootstrap ran on the host before and did not succeed
-	exitCleaned          = 94 // bootstrap: the host was cleaned for this machine
-	exitForeignCleanup   = 95 // cleanup: the host holds a bootstrap that is not this machine's
-	exitNotAdoptable     = 96 // adopt: the host does not hold the bootstrap of the moved RemoteMachine
-	exitForeignBootstrap = 97 // bootstrap: the host holds another machine's bootstrap, finished or not
-	exitStepFailed       = 98 // bootstrap: a step of the plan failed
+	exitPrerequisites    = 92                       // prerequisites.sh: the host lacks a command CAPR needs
+	exitAlreadyRan       = 93                       // bootstrap: this machine's bootstrap ran on the host before and did not succeed
+	exitCleaned          = 94                       // bootstrap: the host was cleaned for this machine
+	exitForeignCleanup   = 95                       // cleanup: the host holds a bootstrap that is not this machine's
+	exitNotAdoptable     = 96                       // adopt: the host does not hold the bootstrap of the moved RemoteMachine
+	exitForeignBootstrap = 97                       // bootstrap: the host holds another machine's bootstrap, finished or not
+	exitStepFailed       = cloudinit.ExitStepFailed // bootstrap: a step of the plan failed
 )
 
 // ErrForeignBootstrap: cleanup found a bootstrap that is not this machine's on the host; the host is quarantined at
@@ -124,7 +121,7 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	// One SSH session: the prerequisites are checked, then the script arrives on stdin and the wrapper stores,
 	// runs and removes it.
 	command := withPrerequisites(hostScript("capr-bootstrap", bootstrapScript, string(in.UID), workDir, bootstrapRunScript))
-	out, err := host.Output(ctx, command, strings.NewReader(planScript(plan)))
+	out, err := host.Output(ctx, command, strings.NewReader(cloudinit.Script(plan)))
 	started := strings.Contains(out, hostnameMarker)
 	var cmdErr *sshrunner.CommandError
 	if errors.As(err, &cmdErr) {
@@ -232,7 +229,7 @@ func adopt(ctx context.Context, host Host, uid types.UID, res *bootstrapResult) 
 	return res, nil
 }
 
-const stepMarker = "capr-failed-step: "
+const stepMarker = cloudinit.StepMarker
 
 func failedStep(tail []string) string {
 	for i := len(tail) - 1; i >= 0; i-- {
@@ -241,49 +238,6 @@ func failedStep(tail []string) string {
 		}
 	}
 	return "(unknown)"
-}
-
-// planScript renders a plan as one shell script: files are written from base64 (atomically, via a temporary file
-// beside the target), commands run in order, and the first failing step stops the script and names itself.
-func planScript(plan *cloudinit.Plan) string {
-	q := shellescape.Quote
-	var b strings.Builder
-	b.WriteString("#!/bin/sh\n# Written by CAPR; removed when the bootstrap ends.\nfail() { echo \"" + stepMarker + "$1\" >&2; exit " + fmt.Sprint(exitStepFailed) + "; }\n")
-	for _, s := range plan.Steps {
-		fmt.Fprintf(&b, "# %s\n", s.Source)
-		if f := s.File; f != nil {
-			dir := path.Dir(f.Path)
-			enc := base64.StdEncoding.EncodeToString(f.Content)
-			target := q(f.Path)
-			if f.Append {
-				fmt.Fprintf(&b, "mkdir -p %s && base64 -d >> %s <<'CAPR_EOF' || fail %s\n%s\nCAPR_EOF\n", q(dir), target, q(s.Source), wrap(enc))
-				continue
-			}
-			fmt.Fprintf(&b, "mkdir -p %s && t=$(mktemp %s) && base64 -d > \"$t\" <<'CAPR_EOF' || fail %s\n%s\nCAPR_EOF\n",
-				q(dir), q(dir+"/.capr-write.XXXXXX"), q(s.Source), wrap(enc))
-			fmt.Fprintf(&b, "chmod %o \"$t\" && { chown %s \"$t\" 2>/dev/null || echo %s >&2; } && mv -f \"$t\" %s || fail %s\n",
-				f.Permissions, q(f.Owner), q("capr: owner "+f.Owner+" does not exist yet, keeping root"), target, q(s.Source))
-			continue
-		}
-		if plan.Format == "shell" {
-			// Run as its own file, so its #! line chooses the interpreter and it cannot read the rest of this one.
-			fmt.Fprintf(&b, "t=$(mktemp) && base64 -d > \"$t\" <<'CAPR_EOF' && chmod 700 \"$t\" || fail %s\n%s\nCAPR_EOF\n", q(s.Source), wrap(base64.StdEncoding.EncodeToString([]byte(s.Command))))
-			fmt.Fprintf(&b, "\"$t\" < /dev/null; rc=$?; rm -f \"$t\"; [ $rc -eq 0 ] || fail %s\n", q(s.Source))
-			continue
-		}
-		fmt.Fprintf(&b, "sh -c %s < /dev/null || fail %s\n", q(s.Command), q(s.Source))
-	}
-	return b.String()
-}
-
-func wrap(s string) string {
-	var b strings.Builder
-	for len(s) > 76 {
-		b.WriteString(s[:76] + "\n")
-		s = s[76:]
-	}
-	b.WriteString(s)
-	return b.String()
 }
 
 // cleanupInput is what a cleanup task needs.

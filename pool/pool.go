@@ -90,16 +90,15 @@ func bucketOf(name string) uint64 {
 }
 
 // Endpoint returns the normalised "address:port" key of a host: an IP address in its canonical form (IPv6
-// compressed and lower-case, an IPv4-mapped IPv6 address as IPv4), a DNS name lower-case without a final dot; port
+// compressed and lower-case, an IPv4-mapped IPv6 address as IPv4), a DNS name lower-case without final dots; port
 // 0 is 22.
 func Endpoint(address string, port int32) string {
 	if port == 0 {
 		port = 22
 	}
+	address = strings.TrimRight(strings.ToLower(address), ".")
 	if ip, err := netip.ParseAddr(address); err == nil {
 		address = ip.Unmap().String()
-	} else {
-		address = strings.TrimSuffix(strings.ToLower(address), ".")
 	}
 	return net.JoinHostPort(address, strconv.Itoa(int(port)))
 }
