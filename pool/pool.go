@@ -411,12 +411,13 @@ func (c *Claimer) Claim(ctx context.Context, req Request) (*infrav1.PooledRemote
 
 // eachCandidateSet offers candidates to try, in claim order, until try says it is done. A worker of a named pool
 // reads one bucket of the pool's free entries at a time, starting at a bucket picked by its name; a control-plane
-// machine reads the whole pool, to weigh failure domains. When the cache offers nothing that works, the entries
-// are read once more from the apiserver; inPool is that read, for the exhausted message.
+// machine, or one whose failure domain is known, reads the whole pool, to weigh failure domains. When the cache
+// offers nothing that works, the entries are read once more from the apiserver; inPool is that read, for the
+// exhausted message.
 func (c *Claimer) eachCandidateSet(ctx context.Context, req Request, try func([]infrav1.PooledRemoteMachine) (bool, error)) (inPool []infrav1.PooledRemoteMachine, err error) {
 	keys := []string{AnyPool}
 	switch {
-	case req.Pool != "" && !req.ControlPlane:
+	case req.Pool != "" && !req.ControlPlane && len(req.FailureDomains) == 0:
 		keys = keys[:0]
 		start := bucketOf(req.MachineName)
 		for i := range uint64(buckets) {
