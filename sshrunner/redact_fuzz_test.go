@@ -23,7 +23,7 @@ func FuzzRedact(f *testing.F) {
 		}
 		// The token shape is matched as a word: not glued to other letters or digits.
 		standalone := !endsWithWordChar(before) && !startsWithWordChar(after)
-		if standalone && bootstrapToken.FindString(value) == value && strings.Contains(out, value) {
+		if standalone && value != "" && bootstrapToken.FindString(value) == value && strings.Contains(out, value) {
 			t.Fatalf("bootstrap token %q survived in %q", value, out)
 		}
 	})
