@@ -255,20 +255,29 @@ func TestSecretsStayOutOfConditions(t *testing.T) {
 	waitGone(g, rm)
 }
 
+// bootstrapping starts a direct RemoteMachine whose bootstrap runs for two seconds, and returns once it has started
+// on the host.
+func bootstrapping(t *testing.T) (*fixture, *sshdtest.Host, *infrav1.RemoteMachine) {
+	t.Helper()
+	g := NewWithT(t)
+	h := sshdtest.Start(t)
+	f := newFixture(t, "#cloud-config\nruncmd:\n- touch /run/capr-started; sleep 2\n", "")
+	f.keySecret(t, "key", h)
+	rm := f.directMachine(h)
+	g.Expect(env.Client.Create(context.Background(), rm)).To(Succeed())
+	g.Eventually(func() error {
+		_, err := h.Exec("test -f /run/capr-started")
+		return err
+	}, 30*time.Second, 50*time.Millisecond).Should(Succeed())
+	return f, h, rm
+}
+
 // TestBlockMoveWhileBootstrapping: clusterctl move waits (block-move) while a bootstrap runs; a run that ends while
 // the Cluster is paused (as move pauses it) is recorded at once and the block lifted, so the move carries it.
 func TestBlockMoveWhileBootstrapping(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	h := sshdtest.Start(t)
-	f := newFixture(t, "#cloud-config\nruncmd:\n- touch /run/capr-started; sleep 2\n", "")
-	f.keySecret(t, "key", h)
-	rm := f.directMachine(h)
-	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
-	g.Eventually(func() error {
-		_, err := h.Exec("test -f /run/capr-started")
-		return err
-	}, 30*time.Second, 50*time.Millisecond).Should(Succeed())
+	f, _, rm := bootstrapping(t)
 	g.Expect(get(g, rm).Annotations).To(HaveKey(clusterctlv1.BlockMoveAnnotation))
 
 	f.cluster.Spec.Paused = ptr.To(true)
@@ -288,15 +297,7 @@ func TestBlockMoveWhileBootstrapping(t *testing.T) {
 func TestDeleteForMoveLeavesTheRunAlone(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	h := sshdtest.Start(t)
-	f := newFixture(t, "#cloud-config\nruncmd:\n- touch /run/capr-started; sleep 2\n", "")
-	f.keySecret(t, "key", h)
-	rm := f.directMachine(h)
-	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
-	g.Eventually(func() error {
-		_, err := h.Exec("test -f /run/capr-started")
-		return err
-	}, 30*time.Second, 50*time.Millisecond).Should(Succeed())
+	_, h, rm := bootstrapping(t)
 	uid := get(g, rm).UID
 	// What clusterctl does: replace the annotations with its own, delete.
 	g.Expect(env.Client.Patch(ctx, get(g, rm), client.RawPatch(types.JSONPatchType,

@@ -34,7 +34,7 @@ func FuzzPlanScript(f *testing.F) {
 	f.Add("/x\ny", "a\nb", "\x00\xff", "s\nt", "$(rm -rf .)")
 	f.Fuzz(func(t *testing.T, file, owner, content, source, command string) {
 		if file == "" || strings.ContainsRune(file+owner+source+command, 0) {
-			t.Skip("a NUL cannot be in a shell argument")
+			return // a NUL cannot be in a shell argument
 		}
 		plan := &cloudinit.Plan{Format: "cloud-config", Steps: []cloudinit.Step{
 			{Source: "cmd", Command: command},
