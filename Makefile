@@ -78,7 +78,7 @@ fmt: ## Run gofmt.
 
 .PHONY: vet
 vet: ## Run go vet.
-	go vet ./...
+	go vet -tags stress ./...
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## Run golangci-lint, and shellcheck on the shell scripts.
@@ -101,6 +101,10 @@ test: prereqs test-tools verify-generate vet ## Run every test: unit, integratio
 .PHONY: test-e2e
 test-e2e: prereqs test-tools ## Run the end-to-end suite: Cluster API's managers, CAPR installed by clusterctl, real sshd hosts.
 	go test ./test/e2e/... -count=1 -timeout 15m -v
+
+.PHONY: stress
+stress: prereqs test-tools ## Run CAPR under faults and load (3 replicas, SIGKILLs, broken hosts) and print figures against goals; STRESS_FULL=1: full size, writes bench/stress.md.
+	STRESS_FULL=$(STRESS_FULL) go test -tags stress ./test/stress/ -count=1 -timeout 60m -v -run '^TestStress$$'
 
 .PHONY: test-tools
 test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(KUBE_CONTROLLER_MANAGER) $(CAPI_MANAGER) $(CAPI_BOOTSTRAP_MANAGER) $(CAPI_CONTROLPLANE_MANAGER) $(CLUSTERCTL) $(KUSTOMIZE) $(HELM) $(HELM3) $(CERT_MANAGER) ## Build the binaries the tests run (reused from bin/).

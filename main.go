@@ -53,6 +53,9 @@ func init() {
 type options struct {
 	leaderElect              bool
 	leaderElectNamespace     string
+	leaseDuration            time.Duration
+	renewDeadline            time.Duration
+	retryPeriod              time.Duration
 	healthAddr               string
 	webhookPort              int
 	webhookCertDir           string
@@ -62,6 +65,7 @@ type options struct {
 	remoteMachineConcurrency int
 	bootstrapConcurrency     int
 	bootstrapTimeout         time.Duration
+	retryInterval            time.Duration
 	retryMaxInterval         time.Duration
 	cleanupTimeout           time.Duration
 	orphanClaimGrace         time.Duration
@@ -75,6 +79,12 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 		"Enable leader election, so that only one of several manager replicas reconciles at a time. Webhooks are served by every replica.")
 	fs.StringVar(&o.leaderElectNamespace, "leader-elect-namespace", "",
 		"Namespace of the leader election lease. Empty means the manager's own namespace when it runs in a cluster; outside a cluster it must be set.")
+	fs.DurationVar(&o.leaseDuration, "leader-elect-lease-duration", 15*time.Second,
+		"How long replicas that are not the leader wait before taking over a leader that stopped renewing its lease.")
+	fs.DurationVar(&o.renewDeadline, "leader-elect-renew-deadline", 10*time.Second,
+		"How long the leader keeps trying to renew its lease before it gives up leading (and exits).")
+	fs.DurationVar(&o.retryPeriod, "leader-elect-retry-period", 2*time.Second,
+		"How often replicas try to take or renew the lease.")
 	fs.StringVar(&o.healthAddr, "health-addr", ":9440",
 		"Address the health (/healthz) and readiness (/readyz) probes are served on.")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443,
@@ -93,8 +103,10 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 		"Number of SSH bootstraps and cleanups run at the same time, off the reconcile workers.")
 	fs.DurationVar(&o.bootstrapTimeout, "bootstrap-timeout", 30*time.Minute,
 		"Longest one bootstrap (or one cleanup) may run on a host. A bootstrap that runs longer is stopped and reported BootstrapFailed, and not run again.")
+	fs.DurationVar(&o.retryInterval, "retry-interval", 20*time.Second,
+		"First wait before a bootstrap that failed before anything ran on the host (unreachable, refused key, no sudo, disk full) is tried again; it doubles with each failure in a row. Also the wait between cleanup attempts.")
 	fs.DurationVar(&o.retryMaxInterval, "retry-max-interval", 10*time.Minute,
-		"Longest wait between attempts of a bootstrap that failed before anything ran on the host (unreachable, refused key, no sudo); the wait starts at 20s and doubles.")
+		"Longest wait between attempts of a bootstrap that failed before anything ran on the host (see --retry-interval).")
 	fs.DurationVar(&o.cleanupTimeout, "cleanup-timeout", 10*time.Minute,
 		"How long after a RemoteMachine's deletion a failing cleanup is retried before its pool entry is quarantined.")
 	fs.DurationVar(&o.orphanClaimGrace, "orphan-claim-grace", 2*time.Minute,
@@ -127,8 +139,15 @@ func (o *options) validate() error {
 	if o.bootstrapConcurrency < 1 {
 		return fmt.Errorf("--bootstrap-concurrency must be at least 1, got %d", o.bootstrapConcurrency)
 	}
+	if o.retryInterval <= 0 || o.retryMaxInterval < o.retryInterval {
+		return fmt.Errorf("--retry-interval (%s) must be positive and at most --retry-max-interval (%s)", o.retryInterval, o.retryMaxInterval)
+	}
 	if o.syncPeriod <= 0 {
 		return fmt.Errorf("--sync-period must be positive, got %s", o.syncPeriod)
+	}
+	if o.leaseDuration <= o.renewDeadline || o.renewDeadline <= o.retryPeriod || o.retryPeriod <= 0 {
+		return fmt.Errorf("the leader election durations must satisfy --leader-elect-lease-duration (%s) > --leader-elect-renew-deadline (%s) > --leader-elect-retry-period (%s) > 0",
+			o.leaseDuration, o.renewDeadline, o.retryPeriod)
 	}
 	if o.webhookPort < 0 || o.webhookPort > 65535 {
 		return fmt.Errorf("--webhook-port must be between 0 and 65535, got %d", o.webhookPort)
@@ -186,6 +205,9 @@ func run(o *options) error {
 		LeaderElectionNamespace:       o.leaderElectNamespace,
 		LeaderElectionResourceLock:    resourcelock.LeasesResourceLock,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &o.leaseDuration,
+		RenewDeadline:                 &o.renewDeadline,
+		RetryPeriod:                   &o.retryPeriod,
 		HealthProbeBindAddress:        o.healthAddr,
 		Metrics:                       *metricsOptions,
 		Cache:                         cacheOptions,
@@ -224,6 +246,7 @@ func run(o *options) error {
 		Claimer:          claimer,
 		WatchFilterValue: o.watchFilter,
 		BootstrapTimeout: o.bootstrapTimeout,
+		RetryInterval:    o.retryInterval,
 		MaxRetryInterval: o.retryMaxInterval,
 		CleanupTimeout:   o.cleanupTimeout,
 		ClusterCache:     clusterCache,

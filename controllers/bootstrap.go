@@ -30,6 +30,7 @@ const (
 
 // Exit codes of CAPR's scripts on the host that mean something to CAPR.
 const (
+	exitStateUnwritable  = 91                       // bootstrap: the marker could not be written (disk full); nothing ran
 	exitPrerequisites    = 92                       // prerequisites.sh: the host lacks a command CAPR needs
 	exitAlreadyRan       = 93                       // bootstrap: this machine's bootstrap ran on the host before and did not succeed
 	exitCleaned          = 94                       // bootstrap: the host was cleaned for this machine
@@ -53,6 +54,9 @@ var ErrBootstrapNotFound = errors.New("the host does not hold this RemoteMachine
 // ErrBootstrapFailed: the bootstrap ran on the host and failed (a step exited non-zero, it was stopped or timed out,
 // or it ran before and did not succeed). Bootstrap data is not idempotent: it is never run again for this machine.
 var ErrBootstrapFailed = errors.New("bootstrap failed on the host")
+
+// ErrHostDiskFull: the host had no room for the plan or CAPR's record of the run, so nothing ran.
+var ErrHostDiskFull = errors.New("the host's disk is full")
 
 // ErrHostPrerequisites: the host lacks a command CAPR's scripts need.
 var ErrHostPrerequisites = errors.New("the host lacks what CAPR needs")
@@ -128,6 +132,9 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 		switch code := cmdErr.ExitCode; {
 		case code == exitPrerequisites:
 			return nil, prerequisitesError(cmdErr)
+		case code == exitStateUnwritable, code >= 0 && !started && strings.Contains(strings.Join(cmdErr.Tail, "\n"), "No space left on device"):
+			return nil, fmt.Errorf("%w: nothing was run; free space in the working directory (%s), /run and /var/lib/capr on the host. Last output: %s",
+				ErrHostDiskFull, workDir, outputTail(cmdErr.Tail))
 		case code == exitForeignBootstrap:
 			return nil, fmt.Errorf("%w: %s names another RemoteMachine; clean the host (kubeadm reset -f or k0s reset) and "+
 				"remove %s, %s, %s and %s before using it", ErrHostAlreadyBootstrapped, markerFile, sentinelFile, markerFile, doneFile, failedFile)

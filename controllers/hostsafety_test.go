@@ -367,3 +367,42 @@ func TestFailureDomainMismatchIsReported(t *testing.T) {
 	g.Expect(env.Client.Delete(ctx, get(g, rm))).To(Succeed())
 	waitGone(g, rm)
 }
+
+// TestFullDiskRunsNothing: a host whose disk is full (no room for CAPR's record of the run, or for the plan in the
+// working directory) runs nothing, says HostDiskFull, and is bootstrapped once space is freed.
+func TestFullDiskRunsNothing(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t)
+	f := newFixture(t, "#!/bin/sh\necho run >> /run/capr-runs\n", "")
+	f.keySecret(t, "key", h)
+	full := func(dir string) {
+		out, err := h.Exec("mkdir -p " + dir + " && mount -t tmpfs -o size=16k tmpfs " + dir + " && (dd if=/dev/zero of=" + dir + "/fill bs=4k count=64 2>/dev/null; true)")
+		g.Expect(err).NotTo(HaveOccurred(), out)
+	}
+	for _, c := range []struct{ name, dir, workingDir string }{
+		{"CAPR's record", "/var/lib/capr", ""},
+		{"the working directory", "/run/capr-work", "/run/capr-work"},
+	} {
+		full(c.dir)
+		rm := f.directMachine(h)
+		rm.Name = "full-" + strings.ReplaceAll(c.dir[1:], "/", "-")
+		rm.Spec.WorkingDir = c.workingDir
+		g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
+		cond := waitReason(g, rm, infrav1.HostDiskFullReason)
+		g.Expect(cond.Message).To(ContainSubstring("nothing was run"), c.name)
+		out, _ := h.Exec("cat /run/capr-runs 2>/dev/null; cat /var/lib/capr/bootstrap.uid 2>/dev/null")
+		g.Expect(out).To(BeEmpty(), c.name)
+
+		_, err := h.Exec("rm -f " + c.dir + "/fill")
+		g.Expect(err).NotTo(HaveOccurred())
+		waitProvisioned(g, rm)
+		out, _ = h.Exec("cat /run/capr-runs")
+		g.Expect(out).To(Equal("run\n"), c.name)
+
+		g.Expect(env.Client.Delete(ctx, get(g, rm))).To(Succeed())
+		waitGone(g, rm)
+		_, err = h.Exec("rm -rf /run/capr-runs /run/cluster-api; umount " + c.dir + "; rm -rf /var/lib/capr/*")
+		g.Expect(err).NotTo(HaveOccurred())
+	}
+}

@@ -536,6 +536,8 @@ func bootstrapFailureReason(err error) (string, bool) {
 		return infrav1.BootstrapFailedReason, true
 	case errors.Is(err, ErrHostPrerequisites):
 		return infrav1.HostPrerequisitesMissingReason, false
+	case errors.Is(err, ErrHostDiskFull):
+		return infrav1.HostDiskFullReason, false
 	case errors.Is(err, sshrunner.ErrHostKeyUnknown):
 		return infrav1.HostKeyUnknownReason, true
 	case errors.Is(err, sshrunner.ErrAuthFailed):

@@ -203,9 +203,10 @@ type Claimer struct {
 	// Now returns the current time; time.Now when nil.
 	Now func() time.Time
 
-	// reserved maps an entry key to the time a claim in this process started on it. Concurrent claims in one
-	// process never race for the same entry, and an entry just claimed is skipped until the cache shows the claim.
-	// It is only an optimisation: the apiserver's resourceVersion check decides between processes.
+	// reserved maps an entry key to the reservation of a claim in this process: the entry's resourceVersion it
+	// started on and when. Concurrent claims in one process never race for the same entry, and an entry just
+	// claimed is skipped until the cache shows a newer version of it. It is only an optimisation: the apiserver's
+	// resourceVersion check decides between processes.
 	reserved sync.Map
 }
 
@@ -220,26 +221,40 @@ func NewClaimer(mgr interface {
 // reservationTTL is how long an entry reserved by this process is skipped without asking the apiserver.
 const reservationTTL = 30 * time.Second
 
+// reservation is a claim this process started on an entry at one resourceVersion.
+type reservation struct {
+	resourceVersion string
+	at              time.Time
+}
+
 // reserve marks an entry as being claimed by this process; false if another claim here holds it.
 func (c *Claimer) reserve(m *infrav1.PooledRemoteMachine) bool {
 	now := c.now()
+	mine := reservation{resourceVersion: m.ResourceVersion, at: now}
 	for {
-		prev, loaded := c.reserved.LoadOrStore(recentKey(m), now)
+		prev, loaded := c.reserved.LoadOrStore(recentKey(m), mine)
 		if !loaded {
 			return true
 		}
-		if now.Sub(prev.(time.Time)) < reservationTTL {
+		if holds(prev.(reservation), m, now) {
 			return false
 		}
-		if c.reserved.CompareAndSwap(recentKey(m), prev, now) {
+		if c.reserved.CompareAndSwap(recentKey(m), prev, mine) {
 			return true
 		}
 	}
 }
 
+// isReserved says whether a claim of this process holds the entry as read: one started on this very version of
+// it, not long ago. Once the entry changed (claimed, released, edited, by any replica) the reservation is void, so
+// an entry another replica released is offered here at once.
 func (c *Claimer) isReserved(m *infrav1.PooledRemoteMachine, now time.Time) bool {
-	t, ok := c.reserved.Load(recentKey(m))
-	return ok && now.Sub(t.(time.Time)) < reservationTTL
+	r, ok := c.reserved.Load(recentKey(m))
+	return ok && holds(r.(reservation), m, now)
+}
+
+func holds(r reservation, m *infrav1.PooledRemoteMachine, now time.Time) bool {
+	return r.resourceVersion == m.ResourceVersion && now.Sub(r.at) < reservationTTL
 }
 
 // errTaken means the entry was claimed or changed by someone else since it was listed.

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -105,4 +106,24 @@ func TestEndpointAndBuckets(t *testing.T) {
 		seen[b] = true
 	}
 	g.Expect(seen).To(HaveLen(buckets), "names spread over every bucket")
+}
+
+// TestReservationEndsWhenTheEntryChanges: an entry this process tried to claim is skipped while it reads the same
+// version of it, and offered again as soon as it changed: released by another replica, say, whose Release cannot
+// clear this process's reservation.
+func TestReservationEndsWhenTheEntryChanges(t *testing.T) {
+	g := NewWithT(t)
+	now := time.Unix(1000, 0)
+	c := &Claimer{Now: func() time.Time { return now }}
+	m := &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "e", ResourceVersion: "10"}}
+	g.Expect(c.reserve(m)).To(BeTrue())
+	g.Expect(c.reserve(m)).To(BeFalse(), "a second claim in this process waits for the first")
+	g.Expect(c.isReserved(m, now)).To(BeTrue())
+
+	released := m.DeepCopy()
+	released.ResourceVersion = "12"
+	g.Expect(c.isReserved(released, now)).To(BeFalse(), "a newer version of the entry is not reserved")
+	g.Expect(c.reserve(released)).To(BeTrue())
+
+	g.Expect(c.isReserved(released, now.Add(reservationTTL))).To(BeFalse(), "a reservation lapses")
 }

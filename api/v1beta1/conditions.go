@@ -47,6 +47,9 @@ const (
 	// HostPrerequisitesMissingReason: the host lacks a command CAPR's scripts need (POSIX sh, flock, setsid, GNU
 	// tail --pid, ...) or root; retried with backoff, as it may be installed.
 	HostPrerequisitesMissingReason = "HostPrerequisitesMissing"
+	// HostDiskFullReason: the host had no room for the bootstrap plan (in the working directory) or for CAPR's record
+	// of the run (/run, /var/lib/capr), so nothing ran; retried with backoff, as space may be freed.
+	HostDiskFullReason = "HostDiskFull"
 	// AuthFailedReason: the host refused the SSH key; retried with backoff, as the key Secret may be fixed.
 	AuthFailedReason = "AuthFailed"
 	// SudoUnavailableReason: the user has no passwordless sudo; retried with backoff, as sudoers may be fixed.

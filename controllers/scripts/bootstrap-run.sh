@@ -2,7 +2,8 @@
 # The part of CAPR's bootstrap that holds the host's bootstrap lock. Bootstrap data is not idempotent, so it runs
 # at most once per host and RemoteMachine UID, whatever happened before:
 #   - the host was cleaned for this UID (cleaned lists it): refused, exit 94;
-#   - no marker, no sentinel, no done record: the UID is written to the marker first, then the plan runs; success
+#   - no marker, no sentinel, no done record: the UID is written to the marker first (if it cannot be, as on a full
+#     disk, nothing runs: exit 91), then the plan runs; success
 #     writes the sentinel and the done record, failure the failed record;
 #   - the marker names this UID: a finished run (sentinel or done record) is adopted; an unfinished or failed one
 #     is reported, exit 93, and never run again;
@@ -47,8 +48,12 @@ if [ -f "$sentinel" ] || [ -f "$done_record" ]; then
   exit 97
 fi
 
-echo "$uid" > "$marker"
-rm -f "$failed_record"
+# Nothing runs unless the marker is written: a full disk is reported, exit 91, and the bootstrap is tried again.
+if ! { echo "$uid" > "$marker" && rm -f "$failed_record"; }; then
+  rm -f "$marker"
+  echo "capr: cannot record this machine's bootstrap in $marker (No space left on device?); nothing was run" >&2
+  exit 91
+fi
 sh "$f"
 rc=$?
 if [ "$rc" -ne 0 ]; then

@@ -4,6 +4,7 @@
 package sshdtest
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -68,9 +69,10 @@ type Host struct {
 	// Dir holds the host's files: etc/ (mounted over /etc inside the host), the sshd config and keys.
 	Dir string
 
-	t    T
-	cmd  *exec.Cmd
-	opts Options
+	t      T
+	holder *exec.Cmd // keeps the host's namespaces
+	sshd   *exec.Cmd
+	opts   Options
 }
 
 // Start starts a host with the given extra users.
@@ -198,6 +200,7 @@ func (h *Host) RotateHostKey() string {
 
 func (h *Host) start() {
 	t := h.t
+	// The holder process keeps the host's namespaces (and so its private mounts) while sshd stops and starts.
 	script := fmt.Sprintf("set -e; mount --bind %s /etc; mount -t tmpfs tmpfs /run; mkdir -p /var/lib/capr; mount -t tmpfs tmpfs /var/lib/capr; ",
 		h.path("etc"))
 	for _, dir := range h.opts.Private {
@@ -211,13 +214,40 @@ func (h *Host) start() {
 		unshare = append(unshare, "--uts")
 		script += fmt.Sprintf("hostname %s; ", h.opts.Hostname)
 	}
-	script += fmt.Sprintf("mkdir -p /run/sshd; chmod 755 /run/sshd; exec /usr/sbin/sshd -D -e -f %s -o ListenAddress=%s -o Port=%d",
-		h.path("sshd_config"), h.Address, h.Port)
-	h.cmd = exec.Command("unshare", append(unshare, "--", "sh", "-c", script)...)
+	script += "mkdir -p /run/sshd; chmod 755 /run/sshd; echo ready; exec sleep infinity"
+	h.holder = exec.Command("unshare", append(unshare, "--", "sh", "-c", script)...)
 	var logs bytes.Buffer
-	h.cmd.Stdout, h.cmd.Stderr = &logs, &logs
-	h.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := h.cmd.Start(); err != nil {
+	h.holder.Stderr = &logs
+	out, err := h.holder.StdoutPipe()
+	must(t, err)
+	h.holder.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := h.holder.Start(); err != nil {
+		t.Fatalf("starting the host's namespace: %v", err)
+	}
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if line != "ready\n" {
+		_ = h.holder.Process.Kill()
+		_ = h.holder.Wait()
+		t.Fatalf("setting up the host's namespace failed: %s", logs.String())
+	}
+	h.StartSSHD()
+}
+
+// StartSSHD starts the host's sshd again after StopSSHD, in the same namespaces: the host's files, /run and
+// /var/lib/capr are as they were.
+func (h *Host) StartSSHD() {
+	t := h.t
+	args := []string{"--target", strconv.Itoa(h.holder.Process.Pid), "--mount"}
+	if h.opts.Hostname != "" {
+		args = append(args, "--uts")
+	}
+	args = append(args, "--", "/usr/sbin/sshd", "-D", "-e", "-f", h.path("sshd_config"), "-o", "ListenAddress="+h.Address, "-o", fmt.Sprintf("Port=%d", h.Port))
+	h.sshd = exec.Command("nsenter", args...)
+	var logs bytes.Buffer
+	h.sshd.Stdout, h.sshd.Stderr = &logs, &logs
+	// Its own process group: StopSSHD stops sshd and its per-connection processes, and nothing else.
+	h.sshd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := h.sshd.Start(); err != nil {
 		t.Fatalf("starting sshd: %v", err)
 	}
 	addr := net.JoinHostPort(h.Address, strconv.Itoa(h.Port))
@@ -228,21 +258,51 @@ func (h *Host) start() {
 			_ = conn.Close()
 			return
 		}
-		if time.Now().After(deadline) || h.cmd.ProcessState != nil {
+		if time.Now().After(deadline) || h.sshd.ProcessState != nil {
 			t.Fatalf("sshd on %s did not start: %v\n%s", addr, err, logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// Stop stops the sshd; the host's files stay until the test ends.
-func (h *Host) Stop() {
-	if h.cmd == nil || h.cmd.Process == nil {
+// StopSSHD stops the host's sshd and every SSH connection it serves (SIGKILL), as when sshd crashes or the host
+// drops off the network. Commands a session started go on (sshd runs each in a session of its own), and so do the
+// host's files; StartSSHD brings sshd back.
+func (h *Host) StopSSHD() {
+	if h.sshd == nil || h.sshd.Process == nil {
 		return
 	}
-	_ = h.cmd.Process.Kill()
-	_, _ = h.cmd.Process.Wait()
-	h.cmd = nil
+	_ = syscall.Kill(-h.sshd.Process.Pid, syscall.SIGKILL)
+	_, _ = h.sshd.Process.Wait()
+	h.sshd = nil
+	// sshd serves each connection in a session of its own (sshd-session): find them in the host's mount namespace.
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", h.holder.Process.Pid))
+	if err != nil {
+		return
+	}
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if other, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); other == ns && strings.HasPrefix(string(comm), "sshd") {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// Stop stops the sshd and ends the host's namespaces; the host's files below Dir stay until the test ends. A start
+// after Stop (Restart) is like a reboot: /run and /var/lib/capr start empty.
+func (h *Host) Stop() {
+	h.StopSSHD()
+	if h.holder == nil || h.holder.Process == nil {
+		return
+	}
+	_ = h.holder.Process.Kill()
+	_ = h.holder.Wait()
+	h.holder = nil
 }
 
 // Restart stops and starts the sshd on the same address and port (with the current host key).
@@ -253,10 +313,10 @@ func (h *Host) Restart() {
 
 // Exec runs a shell command inside the host's mount namespace, as root, and returns its output.
 func (h *Host) Exec(command string) (string, error) {
-	if h.cmd == nil {
+	if h.holder == nil {
 		return "", fmt.Errorf("host %s is stopped", h.Address)
 	}
-	args := []string{"--target", strconv.Itoa(h.cmd.Process.Pid), "--mount"}
+	args := []string{"--target", strconv.Itoa(h.holder.Process.Pid), "--mount"}
 	if h.opts.Hostname != "" {
 		args = append(args, "--uts")
 	}

@@ -103,12 +103,21 @@ func (e *Env) StartManagement(say func(string)) (*testenv.APIServer, *mgmt.Insta
 	return a, mgmt.RunCAPR(t, a, "capr-system", e.manager)
 }
 
+// ManagerBinary is the path of CAPR's manager binary the environment built, to start more replicas of it.
+func (e *Env) ManagerBinary() string { return e.manager }
+
 // AddHost starts an SSH host named name, with the kubeadm stand-in on its PATH and the workload cluster's
 // credentials for the stand-in.
 func (e *Env) AddHost(name string) *sshdtest.Host {
+	e.t.Helper()
+	return e.AddHostWith(name)
+}
+
+// AddHostWith starts an SSH host like AddHost, with accounts besides root.
+func (e *Env) AddHostWith(name string, users ...sshdtest.User) *sshdtest.Host {
 	t := e.t
 	t.Helper()
-	opts := sshdtest.Options{Hostname: name, Sbin: e.sbin, Private: []string{"/var/lib/kubelet"}}
+	opts := sshdtest.Options{Hostname: name, Sbin: e.sbin, Private: []string{"/var/lib/kubelet"}, Users: users}
 	if len(e.Hosts) > 0 {
 		// Every host accepts the first host's key: one key Secret serves them all.
 		opts.ClientKeyPEM = e.Hosts[0].ClientKeyPEM

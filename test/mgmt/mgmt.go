@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -107,15 +108,32 @@ func BuildManager(t T) string {
 	return bin
 }
 
-// FreePort returns a TCP port free on 127.0.0.1.
+var (
+	portsMu sync.Mutex
+	given   = map[int]bool{}
+)
+
+// FreePort returns a TCP port free on 127.0.0.1 for a program to listen on. It is below Linux's ephemeral range
+// (32768 and up), so no outgoing connection takes it before the program listens, and never handed out twice.
 func FreePort(t T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("%v", err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := 20000 + mathrand.IntN(12000)
+		if given[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		_ = l.Close()
+		given[port] = true
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free port in 20000-31999")
+	return 0
 }
 
 // StartCertManager runs cert-manager's own issuance controllers and CA injector (bin/cert-manager, built by
@@ -162,6 +180,26 @@ func StartProcess(t T, name, bin string, args ...string) *Process {
 	return p
 }
 
+// Kill kills the program with SIGKILL and waits for it to exit, as a node failure or an OOM kill would.
+func (p *Process) Kill() {
+	p.once.Do(func() {
+		_ = p.cmd.Process.Kill()
+		err := <-p.exited
+		p.exited <- err
+	})
+}
+
+// Exited says whether the program has exited.
+func (p *Process) Exited() bool {
+	select {
+	case err := <-p.exited:
+		p.exited <- err
+		return true
+	default:
+		return false
+	}
+}
+
 // stop stops the program: SIGTERM, then SIGKILL after 20 seconds. Stopping a stopped program does nothing.
 func (p *Process) Stop() {
 	p.once.Do(func() {
@@ -200,7 +238,14 @@ func slicesWithout(env []string, prefix string) []string {
 type WebhookRedirect struct {
 	addr    string
 	service *corev1.Service
-	target  atomic.Pointer[string]
+	targets atomic.Pointer[[]string]
+	next    atomic.Uint64
+}
+
+// SetTargets sets the webhook servers the calls go to, in turn (round robin), as a Service spreads them over a
+// Deployment's replicas.
+func (r *WebhookRedirect) SetTargets(addrs ...string) {
+	r.targets.Store(&addrs)
 }
 
 func RedirectWebhookService(t T, a *testenv.APIServer, namespace, name string) *WebhookRedirect {
@@ -245,11 +290,12 @@ func (r *WebhookRedirect) Remove(t T, a *testenv.APIServer) {
 
 func (r *WebhookRedirect) forward(in net.Conn) {
 	defer in.Close()
-	target := r.target.Load()
-	if target == nil {
+	targets := r.targets.Load()
+	if targets == nil || len(*targets) == 0 {
 		return
 	}
-	out, err := net.DialTimeout("tcp", *target, 5*time.Second)
+	target := (*targets)[r.next.Add(1)%uint64(len(*targets))]
+	out, err := net.DialTimeout("tcp", target, 5*time.Second)
 	if err != nil {
 		return
 	}
@@ -486,7 +532,7 @@ func RunCAPIManagers(t T, a *testenv.APIServer) {
 		redirect := RedirectWebhookService(t, a, m.namespace, service)
 		// Cluster API's managers offer no flag for their leader-election namespace, which only a Pod can tell them.
 		installed := RunAsInstalled(t, a, m.namespace, m.deployment, Tool(t, m.binary), "--leader-elect=false")
-		redirect.target.Store(&installed.WebhookAddr)
+		redirect.SetTargets(installed.WebhookAddr)
 	}
 }
 
@@ -497,7 +543,7 @@ func RunCAPR(t T, a *testenv.APIServer, system, manager string) *InstalledManage
 	redirect := RedirectWebhookService(t, a, system, "capr-webhook-service")
 	// Outside a Pod the manager cannot read its namespace from the service-account mount: it is given as a flag.
 	capr := RunAsInstalled(t, a, system, "capr-controller-manager", manager, "--leader-elect-namespace="+system)
-	redirect.target.Store(&capr.WebhookAddr)
+	redirect.SetTargets(capr.WebhookAddr)
 	capr.Redirect = redirect
 	NewWithT(t).Expect(capr.Deployment.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--leader-elect"))
 	return capr
