@@ -17,6 +17,7 @@ import (
 	clusterctlv1 "sigs.k8s.io/cluster-api/cmd/clusterctl/api/v1alpha3"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
@@ -176,6 +177,9 @@ func (w *RemoteMachine) claim(ctx context.Context, req admission.Request, m *inf
 		return apierrors.NewInternalError(err)
 	}
 	pool.Fill(m, entry)
+	// Stored holding a host, the machine carries the finalizer by which its deletion releases the host at once,
+	// even when it is deleted before CAPR's controller first sees it (else the orphan sweep frees the entry later).
+	controllerutil.AddFinalizer(m, infrav1.RemoteMachineFinalizer)
 	return nil
 }
 

@@ -20,12 +20,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -86,6 +88,12 @@ type stress struct {
 
 	hosts    []*sshdtest.Host // the MachineDeployment "md"'s pool
 	observed map[types.UID]bool
+}
+
+func TestMain(m *testing.M) {
+	// The clients' own logs say nothing worth reading; the managers' logs are kept per process.
+	ctrl.SetLogger(logr.Discard())
+	os.Exit(m.Run())
 }
 
 func TestStress(t *testing.T) {
