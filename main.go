@@ -194,7 +194,8 @@ func run(o *options) error {
 	}
 	restConfig.UserAgent = "capr-manager"
 
-	cacheOptions := cache.Options{SyncPeriod: &o.syncPeriod}
+	// CAPR never reads managed fields: the cache drops them (a sizeable part of every cached object).
+	cacheOptions := cache.Options{SyncPeriod: &o.syncPeriod, DefaultTransform: cache.TransformStripManagedFields()}
 	if o.namespace != "" {
 		cacheOptions.DefaultNamespaces = map[string]cache.Config{o.namespace: {}}
 	}
