@@ -294,9 +294,16 @@ func (r *WebhookRedirect) forward(in net.Conn) {
 	if targets == nil || len(*targets) == 0 {
 		return
 	}
-	target := (*targets)[r.next.Add(1)%uint64(len(*targets))]
-	out, err := net.DialTimeout("tcp", target, 5*time.Second)
-	if err != nil {
+	// Round robin over the targets; one that does not answer is skipped, as a Service drops a Pod that is not ready.
+	first := r.next.Add(1)
+	var out net.Conn
+	for i := range uint64(len(*targets)) {
+		var err error
+		if out, err = net.DialTimeout("tcp", (*targets)[(first+i)%uint64(len(*targets))], 2*time.Second); err == nil {
+			break
+		}
+	}
+	if out == nil {
 		return
 	}
 	defer out.Close()
