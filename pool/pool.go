@@ -406,6 +406,12 @@ func (c *Claimer) Pick(ctx context.Context, req Request) (*infrav1.PooledRemoteM
 // from the cache; when it offers none that can be claimed, once more from the apiserver before the pool is declared
 // exhausted. Every entry is tried at most once per source, so a claim is bounded by the size of the pool.
 func (c *Claimer) Claim(ctx context.Context, req Request) (*infrav1.PooledRemoteMachine, error) {
+	if held, err := c.heldForRetry(ctx, req); err != nil || held != nil {
+		if held != nil {
+			metrics.ClaimsTotal.WithLabelValues("claimed").Inc()
+		}
+		return held, err
+	}
 	var claimed *infrav1.PooledRemoteMachine
 	inPool, err := c.eachCandidateSet(ctx, req, func(candidates []infrav1.PooledRemoteMachine) (bool, error) {
 		var err error
@@ -422,6 +428,37 @@ func (c *Claimer) Claim(ctx context.Context, req Request) (*infrav1.PooledRemote
 	}
 	metrics.ClaimsTotal.WithLabelValues("exhausted").Inc()
 	return nil, exhausted(req, inPool)
+}
+
+// heldForRetry returns the entry an earlier attempt to create this very RemoteMachine claimed, when that attempt's
+// answer was lost (the webhook's replica stopped, the connection dropped) and the client creates it again: the claim
+// names the machine, is bound to no RemoteMachine yet, and no RemoteMachine of that name exists. The create is then
+// idempotent instead of holding a second host until the orphan sweep frees the first.
+func (c *Claimer) heldForRetry(ctx context.Context, req Request) (*infrav1.PooledRemoteMachine, error) {
+	list := &infrav1.PooledRemoteMachineList{}
+	if err := c.Reader.List(ctx, list, client.InNamespace(req.Namespace), client.MatchingFields{IndexClaim: req.MachineName}); err != nil {
+		return nil, err
+	}
+	for i := range list.Items {
+		e := &list.Items[i]
+		if e.Spec.ClaimRef == nil || e.Spec.ClaimRef.UID != "" || e.Spec.ClaimRef.Name != req.MachineName ||
+			(req.Pool != "" && e.Spec.Pool != req.Pool) || e.Spec.Quarantine != nil || !e.DeletionTimestamp.IsZero() ||
+			(req.Selector != nil && !req.Selector.Matches(labels.Set(e.Labels))) {
+			continue
+		}
+		err := c.APIReader.Get(ctx, types.NamespacedName{Namespace: req.Namespace, Name: req.MachineName}, &infrav1.RemoteMachine{})
+		if !apierrors.IsNotFound(err) {
+			return nil, client.IgnoreNotFound(err) // it exists: this create fails as a duplicate anyway
+		}
+		fresh := &infrav1.PooledRemoteMachine{}
+		if err := c.APIReader.Get(ctx, client.ObjectKeyFromObject(e), fresh); err != nil {
+			return nil, client.IgnoreNotFound(err)
+		}
+		if claim := fresh.Spec.ClaimRef; claim != nil && claim.Name == req.MachineName && claim.UID == "" {
+			return fresh, nil
+		}
+	}
+	return nil, nil
 }
 
 // eachCandidateSet offers candidates to try, in claim order, until try says it is done. A worker of a named pool

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/pool"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
 
@@ -388,4 +389,35 @@ func TestOneEntryPerHostClusterWide(t *testing.T) {
 	// Deleting the entry frees its host at once.
 	g.Expect(env.Client.Delete(ctx, stored)).To(Succeed())
 	g.Expect(env.Client.Create(ctx, entry(ns2, 104, "fd00:10:0:0::7"))).To(Succeed())
+}
+
+// TestRetriedCreateKeepsItsClaim: when the answer to a create is lost after the webhook claimed an entry (its replica
+// stopped, the connection dropped), the client's second create of the same RemoteMachine takes that entry again
+// instead of a second one.
+func TestRetriedCreateKeepsItsClaim(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := env.NewNamespace(t)
+	env.CreatePool(t, ns, "default", 3, nil)
+	// The first attempt: the claim is written, the RemoteMachine never stored.
+	first, err := env.Claimer.Claim(ctx, pool.Request{Namespace: ns, Pool: "default", MachineName: "m"})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Eventually(func(g Gomega) {
+		list := &infrav1.PooledRemoteMachineList{}
+		g.Expect(env.Manager.GetClient().List(ctx, list, client.InNamespace(ns), client.MatchingFields{pool.IndexClaim: "m"})).To(Succeed())
+		g.Expect(list.Items).To(HaveLen(1))
+	}, 10*time.Second, 50*time.Millisecond).Should(Succeed())
+
+	m := testenv.NewPooledMachine(ns, "m", "default")
+	g.Expect(env.Client.Create(ctx, m)).To(Succeed())
+	g.Expect(m.Spec.PooledRemoteMachineRef.Name).To(Equal(first.Name), "the retried create holds the entry the first attempt claimed")
+	list := &infrav1.PooledRemoteMachineList{}
+	g.Expect(env.Client.List(ctx, list, client.InNamespace(ns))).To(Succeed())
+	claimed := 0
+	for _, e := range list.Items {
+		if e.Spec.ClaimRef != nil {
+			claimed++
+		}
+	}
+	g.Expect(claimed).To(Equal(1), "one entry claimed, not two")
 }
