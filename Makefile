@@ -109,14 +109,15 @@ stress: prereqs test-tools ## Run CAPR under faults and load (3 replicas, SIGKIL
 .PHONY: test-tools
 test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(KUBE_CONTROLLER_MANAGER) $(CAPI_MANAGER) $(CAPI_BOOTSTRAP_MANAGER) $(CAPI_CONTROLPLANE_MANAGER) $(CLUSTERCTL) $(KUSTOMIZE) $(HELM) $(HELM3) $(CERT_MANAGER) ## Build the binaries the tests run (reused from bin/).
 
-# BENCH_SHORT=1 runs every benchmark once on a small scale (CI does, so a benchmark cannot rot unnoticed).
+# make bench measures every figure of the project's speed and size goals (P1-P6) in one run, each against a baseline
+# measured in the same run, prints one table, flags a ratio more than 20% worse than the committed bench/results.md,
+# and writes bench/results.md. BENCH_SHORT=1 runs every figure once on a small scale (CI does, so a benchmark cannot
+# rot unnoticed) and writes nothing. A missed goal is printed (MISSES) but does not fail the target.
 BENCH_SHORT ?=
-BENCH_FLAGS := $(if $(BENCH_SHORT),-entries-per-pool 100 -burst 20 -rounds 1 -sequential 20,)
 
 .PHONY: bench
-bench: prereqs test-tools ## Run the benchmarks (real kube-apiserver and etcd) and print ratios against same-run baselines (BENCH_SHORT=1: small scale).
-	go run ./test/bench $(BENCH_FLAGS)
-	go test ./controllers -run "^$$" -bench P2 -benchtime 1x $(if $(BENCH_SHORT),-short,)
+bench: prereqs test-tools ## Run the benchmarks P1-P6 (real kube-apiserver, etcd, sshd hosts, Cluster API) and print one table of ratios against same-run baselines; writes bench/results.md (BENCH_SHORT=1: small scale, writes nothing).
+	go run ./test/bench $(if $(BENCH_SHORT),-short,)
 
 ##@ Release
 

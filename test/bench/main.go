@@ -1,10 +1,21 @@
-// Command bench measures CAPR's speed targets on a real kube-apiserver and etcd, each against a baseline measured in
-// the same run, and prints the ratios. It is run by `make bench`.
+// Command bench measures CAPR's speed and size goals (the project's issue 12), each against a baseline measured in
+// the same run, and prints one table of ratios. It is run by `make bench`; BENCH_SHORT=1 (-short) runs every figure
+// on a small scale, as CI does.
 //
 //	P1: 200 concurrent pooled RemoteMachine creates against a pool of 1,000 among 10,000 entries, until all 200 are
-//	    stored with an address; baseline: 200 concurrent creates + 200 updates of ConfigMaps (the apiserver's floor
-//	    for one stored object and one claimed entry each). Target: ratio <= 1.5.
-//	P4: latency of a claiming create, one at a time; baseline: a plain GET. Target: p99 ratio <= 3.
+//	    stored with an address; baseline: 200 concurrent ConfigMap creates + 200 updates. Goal: ratio <= 1.5.
+//	P2: one bootstrap on 100 real sshd hosts at once, against OpenSSH's ssh running it on the same 100 hosts at once
+//	    (goal <= 1.1); one host against ssh on one host (goal <= 1.0). BenchmarkP2 in package controllers.
+//	P3: the manager's peak RSS with 10,000 pool entries and 2,000 RemoteMachines, against the objects' size as
+//	    stored in etcd plus an idle manager's peak RSS. Goal: (RSS - idle) / size <= 1.5.
+//	P4: p99 latency of a claiming create, one at a time, against a GET. Goal <= 3.
+//	P5: an exhausted pool refusing 50 creates/s for a minute: no apiserver List per refusal, and the refusal's p99
+//	    against a GET's p99 <= 2.
+//	P6: a MachineDeployment scaled from 0 to 50 on 50 sshd hosts with Cluster API's managers, until all 50 Machines
+//	    are Running, against 50 times one Machine's time. BenchmarkP6 in package e2e.
+//
+// The full run writes bench/results.md (the machine, and the table); every run compares its ratios with the
+// committed bench/results.md and flags a ratio more than 20% worse.
 package main
 
 import (
@@ -12,8 +23,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,121 +36,267 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/test/bench/rows"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
 
+// scale is how large each figure is measured.
+type scale struct {
+	short                     bool
+	pools, perPool            int
+	burst, rounds, sequential int
+	exhaustedRate             int
+	exhaustedFor              time.Duration
+	machines                  int           // RemoteMachines stored for P3
+	settle, idleSettle        time.Duration // longest wait for P3's manager to catch up
+}
+
+var (
+	full  = scale{pools: 10, perPool: 1000, burst: 200, rounds: 4, sequential: 200, exhaustedRate: 50, exhaustedFor: time.Minute, machines: 2000, settle: 4 * time.Minute, idleSettle: 30 * time.Second}
+	small = scale{short: true, pools: 10, perPool: 100, burst: 20, rounds: 1, sequential: 20, exhaustedRate: 50, exhaustedFor: 5 * time.Second, machines: 200, settle: 20 * time.Second, idleSettle: 5 * time.Second}
+)
+
 func main() {
-	pools := flag.Int("pools", 10, "number of pools")
-	perPool := flag.Int("entries-per-pool", 1000, "entries in each pool")
-	burst := flag.Int("burst", 200, "concurrent creates in P1")
-	rounds := flag.Int("rounds", 3, "P1 rounds; the median is reported")
-	sequential := flag.Int("sequential", 200, "claiming creates timed one at a time in P4")
-	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the bench process (webhook server included) to this file")
+	short := flag.Bool("short", false, "small scale (what CI runs): quick, and bench/results.md is not written")
+	out := flag.String("out", "", "write the results here (default: bench/results.md for a full run, nowhere for -short)")
+	committed := flag.String("committed", "", "results to compare with (default: bench/results.md)")
+	only := flag.String("only", "", "comma-separated figures to measure (P1,P2,P3,P4,P5,P6); default all")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the webhook server included) during P1's claims to this file")
+	flag.BoolVar(&tryClaimLever, "try-claim-lever", false, "experiment: install a matchCondition that skips the PooledRemoteMachine webhook for claims of an identity granted the verb claim, and claim as such an identity (see leverCondition)")
+	flag.StringVar(&managerBin, "manager", "", "the manager binary P3 runs (default: built from this checkout)")
+	flag.StringVar(&apiserverProfilePath, "apiserver-cpuprofile", "", "instead of measuring: write a CPU profile of kube-apiserver (and with -cpuprofile of this process) over 8s of P1's claim bursts")
 	flag.Parse()
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err == nil && pprof.StartCPUProfile(f) == nil {
-			defer pprof.StopCPUProfile()
+	s := full
+	if *short {
+		s = small
+	}
+	root := testenv.RootDir()
+	if *committed == "" {
+		*committed = filepath.Join(root, "bench", "results.md")
+	}
+	if *out == "" && !*short {
+		*out = filepath.Join(root, "bench", "results.md")
+	}
+	want := func(f string) bool { return *only == "" || slices.Contains(strings.Split(*only, ","), f) }
+	// Read what is committed before anything is overwritten.
+	previous, err := readResults(*committed)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	started, load := time.Now(), loadAverage()
+	var all []rows.Row
+	if want("P1") || want("P3") || want("P4") || want("P5") {
+		rs, err := apiserverFigures(s, want, *cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		all = append(all, rs...)
+	}
+	for _, b := range []struct{ figure, pkg, bench, timeout string }{
+		{"P2", "./controllers", "^BenchmarkP2$", "20m"},
+		{"P6", "./test/e2e", "^BenchmarkP6$", "40m"},
+	} {
+		if !want(b.figure) {
+			continue
+		}
+		rs, err := goBench(root, b.pkg, b.bench, b.timeout, s.short)
+		if err != nil {
+			all = append(all, rows.Row{Figure: b.figure, Err: err.Error()})
+			continue
+		}
+		all = append(all, rs...)
+	}
+	slices.SortStableFunc(all, func(a, b rows.Row) int { return strings.Compare(a.Figure, b.Figure) })
+	m := describeMachine(load)
+	table := render(all, previous, s.short)
+	fmt.Printf("\n%s\n%s\n(%s in %s)\n", m, table, scaleName(s), time.Since(started).Round(time.Second))
+	var missed []string
+	for _, r := range all {
+		if !r.Meets() {
+			missed = append(missed, r.Figure)
 		}
 	}
-	if err := run(*pools, *perPool, *burst, *rounds, *sequential); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		pprof.StopCPUProfile()
-		os.Exit(1)
+	if len(missed) > 0 {
+		fmt.Printf("MISSES: %s\n", strings.Join(missed, ", "))
+	}
+	if *out != "" {
+		if err := writeResults(*out, m, table, s); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("wrote %s\n", *out)
 	}
 }
 
-func run(pools, perPool, burst, rounds, sequential int) error {
-	if burst*rounds+sequential > perPool {
-		return fmt.Errorf("a pool of %d cannot serve %d rounds of %d plus %d sequential claims", perPool, rounds, burst, sequential)
+var apiserverProfilePath, managerBin string
+
+func scaleName(s scale) string {
+	if s.short {
+		return "short scale (BENCH_SHORT=1)"
 	}
+	return "full scale"
+}
+
+// goBench runs a benchmark of another package's test rig and returns the rows it reported.
+func goBench(root, pkg, bench, timeout string, short bool) ([]rows.Row, error) {
+	f, err := os.CreateTemp("", "capr-bench-rows-*")
+	if err != nil {
+		return nil, err
+	}
+	_ = f.Close()
+	defer os.Remove(f.Name())
+	args := []string{"test", pkg, "-run", "^$", "-bench", bench, "-benchtime", "1x", "-count", "1", "-timeout", timeout}
+	if short {
+		args = append(args, "-short")
+	}
+	fmt.Printf("\n== go %s\n", strings.Join(args, " "))
+	cmd := exec.Command("go", args...)
+	cmd.Dir, cmd.Env = root, append(os.Environ(), rows.Env+"="+f.Name())
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	runErr := cmd.Run()
+	rs, err := rows.Read(f.Name())
+	if err != nil {
+		return nil, err
+	}
+	if runErr != nil && len(rs) == 0 {
+		return nil, fmt.Errorf("go test %s -bench %s: %v", pkg, bench, runErr)
+	}
+	return rs, nil
+}
+
+// apiserverFigures measures P1, P3, P4 and P5 on one kube-apiserver and etcd, with CAPR's webhooks served by this
+// process (and, for P3, CAPR's manager as a process of its own).
+func apiserverFigures(s scale, want func(string) bool, cpuProfile string) ([]rows.Row, error) {
 	env, err := testenv.Start(testenv.Options{Quiet: true})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() { _ = env.Stop() }()
 	ctx := context.Background()
+	if err := actAsInstalled(ctx, env); err != nil {
+		return nil, err
+	}
+	var out []rows.Row
+	fail := func(figure string, err error) { out = append(out, rows.Row{Figure: figure, Err: err.Error()}) }
+
+	// P3's idle manager, before anything is stored. The manager process acts as the environment's own manager,
+	// whose writes (binding a claim to its RemoteMachine) the environment's webhooks accept as CAPR's.
+	var bin string
+	var idle int64
+	if want("P3") {
+		dir, err := os.MkdirTemp("", "capr-bench-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		bin = managerBin
+		if bin == "" {
+			bin, err = buildManager(env.RootDir, dir)
+		}
+		if err == nil {
+			var m *managerProcess
+			if m, err = startManager(bin, env.ManagerKubeconfig); err == nil {
+				m.settle(s.idleSettle)
+				idle, err = m.status("VmHWM")
+				m.stop()
+			}
+		}
+		if err != nil {
+			fail("P3", err)
+			bin = ""
+		}
+	}
+
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}
 	if err := env.Client.Create(ctx, ns); err != nil {
-		return err
+		return nil, err
 	}
-
 	start := time.Now()
-	total := pools * perPool
+	total := s.pools * s.perPool
 	if err := parallel(total, 32, func(i int) error {
-		return env.Client.Create(ctx, testenv.NewEntry(ns.Name, fmt.Sprintf("pool-%d", i%pools), i))
+		return env.Client.Create(ctx, testenv.NewEntry(ns.Name, fmt.Sprintf("pool-%d", i%s.pools), i))
 	}); err != nil {
-		return fmt.Errorf("creating the pools: %w", err)
+		return nil, fmt.Errorf("creating the pools: %w", err)
 	}
 	if err := waitForCache(ctx, env, ns.Name, total); err != nil {
-		return err
+		return nil, err
 	}
-	fmt.Printf("setup: %d PooledRemoteMachines in %d pools created in %s\n\n", total, pools, time.Since(start).Round(time.Millisecond))
+	fmt.Printf("setup: %d PooledRemoteMachines in %d pools created in %s\n", total, s.pools, time.Since(start).Round(time.Millisecond))
 
-	// P1.
-	var floors, claims []time.Duration
-	for r := range rounds {
-		floor, err := timed(burst, func(i int) error {
-			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: fmt.Sprintf("floor-%d-%03d", r, i)},
-				Data: map[string]string{"address": "10.0.0.1", "user": "capr"}}
-			if err := env.Client.Create(ctx, cm); err != nil {
-				return err
+	if apiserverProfilePath != "" {
+		done := make(chan error, 1)
+		go func() { done <- apiserverProfile(ctx, env, 8, apiserverProfilePath) }()
+		stopProfile := profile(cpuProfile)
+		for r := 0; r < 4; r++ {
+			_, err := timed(s.burst, func(i int) error {
+				return env.Client.Create(ctx, testenv.NewPooledMachine(ns.Name, fmt.Sprintf("xp-%d-%03d", r, i), fmt.Sprintf("pool-%d", 6+r)))
+			})
+			if err != nil {
+				return nil, err
 			}
-			cm.Data["claimedBy"] = cm.Name
-			return env.Client.Update(ctx, cm)
-		})
-		if err != nil {
-			return fmt.Errorf("P1 floor: %w", err)
 		}
-		claim, err := timed(burst, func(i int) error {
-			m := testenv.NewPooledMachine(ns.Name, fmt.Sprintf("p1-%d-%03d", r, i), "pool-3")
-			if err := env.Client.Create(ctx, m); err != nil {
-				return err
-			}
-			if m.Spec.Address == "" {
-				return fmt.Errorf("RemoteMachine %s stored without an address", m.Name)
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("P1 claims: %w", err)
+		stopProfile()
+		if err := <-done; err != nil {
+			return nil, err
 		}
-		floors, claims = append(floors, floor), append(claims, claim)
+		fmt.Printf("wrote %s\n", apiserverProfilePath)
+		return nil, nil
 	}
-	floor, claim := median(floors), median(claims)
-	fmt.Printf("P1  %d concurrent pooled RemoteMachine creates, pool of %d among %d entries (median of %d rounds)\n", burst, perPool, total, rounds)
-	fmt.Printf("    baseline: %d ConfigMap creates + %d updates      %8s\n", burst, burst, floor.Round(time.Millisecond))
-	fmt.Printf("    CAPR:     all %d stored holding a host           %8s\n", burst, claim.Round(time.Millisecond))
-	report("P1 ratio", float64(claim)/float64(floor), 1.5)
-
-	// P4.
-	var gets, creates []time.Duration
-	entry := testenv.NewEntry(ns.Name, "pool-0", 0)
-	for i := range sequential {
-		t0 := time.Now()
-		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(entry), &infrav1.PooledRemoteMachine{}); err != nil {
-			return fmt.Errorf("P4 GET: %w", err)
+	if want("P1") {
+		stopProfile := profile(cpuProfile)
+		r, err := apiserverP1(ctx, env, ns.Name, s, total)
+		stopProfile()
+		if err != nil {
+			fail("P1", err)
+		} else {
+			out = append(out, r)
 		}
-		gets = append(gets, time.Since(t0))
-		t0 = time.Now()
-		if err := env.Client.Create(ctx, testenv.NewPooledMachine(ns.Name, fmt.Sprintf("p4-%03d", i), "pool-5")); err != nil {
-			return fmt.Errorf("P4 claiming create: %w", err)
-		}
-		creates = append(creates, time.Since(t0))
 	}
-	fmt.Printf("\nP4  latency, %d requests one at a time\n", sequential)
-	fmt.Printf("    baseline: GET PooledRemoteMachine       p50 %8s  p99 %8s\n", pct(gets, 50), pct(gets, 99))
-	fmt.Printf("    CAPR:     claiming RemoteMachine create p50 %8s  p99 %8s\n", pct(creates, 50), pct(creates, 99))
-	report("P4 p99 ratio", float64(pct(creates, 99))/float64(pct(gets, 99)), 3)
-	return nil
+	if want("P4") {
+		if r, err := apiserverP4(ctx, env, ns.Name, s); err != nil {
+			fail("P4", err)
+		} else {
+			out = append(out, r)
+		}
+	}
+	if want("P5") {
+		if rs, err := apiserverP5(ctx, env, s); err != nil {
+			fail("P5", err)
+		} else {
+			out = append(out, rs...)
+		}
+	}
+	if bin != "" {
+		// Up to s.machines RemoteMachines in all, claimed from pools P1 and P4 leave alone.
+		have := &infrav1.RemoteMachineList{}
+		if err := env.Client.List(ctx, have); err != nil {
+			return nil, err
+		}
+		more := max(s.machines-len(have.Items), 0)
+		if err := parallel(more, 16, func(i int) error {
+			return env.Client.Create(ctx, testenv.NewPooledMachine(ns.Name, fmt.Sprintf("p3-%04d", i), fmt.Sprintf("pool-%d", 6+i%4)))
+		}); err != nil {
+			fail("P3", fmt.Errorf("creating RemoteMachines: %w", err))
+		} else if r, err := p3(ctx, env, bin, env.ManagerKubeconfig, idle, s.settle); err != nil {
+			fail("P3", err)
+		} else {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
-func report(name string, ratio, target float64) {
-	verdict := "meets"
-	if ratio > target {
-		verdict = "MISSES"
+func profile(path string) func() {
+	if path == "" {
+		return func() {}
 	}
-	fmt.Printf("    %s %.2f (target <= %.1f: %s)\n", name, ratio, target, verdict)
+	f, err := os.Create(path)
+	if err != nil || pprof.StartCPUProfile(f) != nil {
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }
 }
 
 // timed runs n calls of f at once and returns the time until all returned.
@@ -200,4 +360,14 @@ func pct(d []time.Duration, p int) time.Duration {
 	i := (len(s)*p + 99) / 100
 	i = min(max(i-1, 0), len(s)-1)
 	return s[i].Round(10 * time.Microsecond)
+}
+
+func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
+
+func round(ds []time.Duration) []string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = ms(d)
+	}
+	return out
 }

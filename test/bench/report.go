@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/capr-project/cluster-api-provider-remote/test/bench/rows"
+)
+
+// describeMachine says what the figures were measured on: CPU, cores, memory, kernel, Go, date.
+func describeMachine(loadBefore string) string {
+	model, cores := "unknown CPU", 0
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if !ok {
+				continue
+			}
+			switch strings.TrimSpace(k) {
+			case "model name":
+				model = strings.TrimSpace(v)
+			case "processor":
+				cores++
+			}
+		}
+	}
+	mem := "unknown"
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		sc := bufio.NewScanner(strings.NewReader(string(data)))
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+				kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+				mem = fmt.Sprintf("%.1f GiB", kb/(1<<20))
+			}
+		}
+	}
+	kernel := "unknown"
+	if data, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(data))
+	}
+	goVersion := runtime.Version()
+	if out, err := exec.Command("go", "env", "GOVERSION").Output(); err == nil {
+		goVersion = strings.TrimSpace(string(out))
+	}
+	return fmt.Sprintf("Machine: %s, %d logical CPUs (GOMAXPROCS %d), %s memory, Linux %s, %s %s/%s; %s; load average %s before the run, %s after",
+		model, cores, runtime.GOMAXPROCS(0), mem, kernel, goVersion, runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		loadBefore, loadAverage())
+}
+
+// readResults reads the ratios of a results file written by writeResults, by figure; a missing file has none.
+func readResults(path string) (map[string]float64, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(data), "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 7 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "P") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(cells[5]), 64); err == nil {
+			out[strings.TrimSpace(cells[1])] = v
+		}
+	}
+	return out, nil
+}
+
+// regressed says whether a ratio is more than 20% worse than the committed one (lower ratios are better).
+func regressed(now, was float64) bool {
+	if was == 0 {
+		return now > 0.01
+	}
+	return now > was*1.2
+}
+
+// render prints the table of figures; each ratio is compared with the committed one.
+func render(all []rows.Row, previous map[string]float64, short bool) string {
+	var b strings.Builder
+	b.WriteString("| figure | what | baseline | CAPR | ratio | goal | verdict | vs committed |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	var notes []string
+	for _, r := range all {
+		if r.Err != "" {
+			fmt.Fprintf(&b, "| %s | %s | | | | | ERROR | |\n", r.Figure, firstLine(r.Err))
+			notes = append(notes, fmt.Sprintf("%s could not be measured: %s", r.Figure, r.Err))
+			continue
+		}
+		verdict := "meets"
+		if !r.Meets() {
+			verdict = "**MISSES**"
+		}
+		vs := "(none committed)"
+		if was, ok := previous[r.Figure]; ok {
+			switch {
+			case short:
+				vs = fmt.Sprintf("committed %.2f at full scale (not compared)", was)
+			case regressed(r.Ratio, was):
+				vs = fmt.Sprintf("**REGRESSED** vs committed %.2f", was)
+			default:
+				vs = fmt.Sprintf("ok vs committed %.2f", was)
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.2f | <= %s | %s | %s |\n", r.Figure, r.What, r.Baseline, r.CAPR, r.Ratio,
+			strconv.FormatFloat(r.Goal, 'f', -1, 64), verdict, vs)
+		if r.Note != "" {
+			notes = append(notes, r.Note)
+		}
+	}
+	if len(notes) > 0 {
+		b.WriteString("\n")
+		for _, n := range notes {
+			b.WriteString("- " + n + "\n")
+		}
+	}
+	return b.String()
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > 120 {
+		s = s[:120] + "…"
+	}
+	return strings.ReplaceAll(s, "|", "/")
+}
+
+func writeResults(path, machine, table string, s scale) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	content := "# CAPR benchmark results\n\n" +
+		"Written by `make bench` (" + scaleName(s) + "); every ratio is CAPR against a baseline measured in the same run, lower is better.\n" +
+		"`make bench` compares its ratios with this file and flags one more than 20% worse as REGRESSED.\n\n" +
+		machine + "\n\n" + table
+	return os.WriteFile(path, []byte(content), 0o644)
+}
+
+// loadAverage is the first three fields of /proc/loadavg: other work on the machine shows in every figure.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
