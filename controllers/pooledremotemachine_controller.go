@@ -3,12 +3,14 @@ package controllers
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/events"
@@ -283,10 +285,14 @@ func (r *PooledRemoteMachineReconciler) probe(ctx context.Context, entry *infrav
 	if err == nil {
 		var host Host
 		if host, err = r.Dial(ctx, cfg); err == nil {
-			err = host.Run(ctx, hostScript("capr-prerequisites", prerequisitesScript), nil)
+			var out string
+			out, err = host.Output(ctx, withPrerequisites(hostScript("capr-facts", factsScript)), nil)
 			var cmdErr *sshrunner.CommandError
 			if errors.As(err, &cmdErr) && cmdErr.ExitCode == exitPrerequisites {
 				err = prerequisitesError(cmdErr)
+			}
+			if err == nil {
+				entry.Status.Capacity, entry.Status.NodeInfo = hardware(out)
 			}
 			_ = host.Close()
 		}
@@ -319,4 +325,42 @@ func (r *PooledRemoteMachineReconciler) scan() Scanner {
 		return r.Scan
 	}
 	return sshrunner.ScanHostKey
+}
+
+// hardware reads what facts.sh printed: the host's cpu and memory as a ResourceList, and its architecture and
+// operating system by Kubernetes' names (kubernetes.io/arch, kubernetes.io/os). What cannot be read is left out.
+func hardware(out string) (corev1.ResourceList, infrav1.NodeInfo) {
+	capacity := corev1.ResourceList{}
+	var info infrav1.NodeInfo
+	for _, line := range strings.Split(out, "\n") {
+		kv, ok := strings.CutPrefix(strings.TrimSpace(line), "capr-fact ")
+		if !ok {
+			continue
+		}
+		key, value, _ := strings.Cut(kv, "=")
+		switch key {
+		case "cpu", "memory":
+			if q, err := resource.ParseQuantity(value); err == nil && q.Sign() > 0 {
+				capacity[corev1.ResourceName(key)] = q
+			}
+		case "arch":
+			info.Architecture = architectures[value]
+		case "os":
+			info.OperatingSystem = strings.ToLower(value)
+		}
+	}
+	if len(capacity) == 0 {
+		capacity = nil
+	}
+	return capacity, info
+}
+
+// architectures maps uname -m to the architectures Cluster API's autoscaling contract names.
+var architectures = map[string]infrav1.Architecture{
+	"x86_64":  infrav1.ArchitectureAmd64,
+	"amd64":   infrav1.ArchitectureAmd64,
+	"aarch64": infrav1.ArchitectureArm64,
+	"arm64":   infrav1.ArchitectureArm64,
+	"s390x":   infrav1.ArchitectureS390x,
+	"ppc64le": infrav1.ArchitecturePpc64le,
 }

@@ -124,3 +124,27 @@ type RemoteHost struct {
 	// +kubebuilder:validation:MaxLength=4096
 	WorkingDir string `json:"workingDir,omitempty"`
 }
+
+// Architecture is a CPU architecture as Kubernetes names it (kubernetes.io/arch).
+// +kubebuilder:validation:Enum=amd64;arm64;s390x;ppc64le
+type Architecture string
+
+// Architectures Cluster API's autoscaling-from-zero contract knows.
+const (
+	ArchitectureAmd64   Architecture = "amd64"
+	ArchitectureArm64   Architecture = "arm64"
+	ArchitectureS390x   Architecture = "s390x"
+	ArchitecturePpc64le Architecture = "ppc64le"
+)
+
+// NodeInfo is the architecture and operating system of a host, as Cluster API's autoscaling-from-zero contract
+// names them.
+// +kubebuilder:validation:MinProperties=1
+type NodeInfo struct {
+	// architecture is the host's CPU architecture (kubernetes.io/arch).
+	// +optional
+	Architecture Architecture `json:"architecture,omitempty"`
+	// operatingSystem is the host's operating system (kubernetes.io/os), e.g. linux.
+	// +optional
+	OperatingSystem string `json:"operatingSystem,omitempty"`
+}

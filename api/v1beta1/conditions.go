@@ -1,5 +1,16 @@
 package v1beta1
 
+// RemoteMachineTemplate conditions.
+const (
+	// CapacityKnownCondition is True when the pool probe has measured at least one host of the template's pool, so
+	// that status.capacity and status.nodeInfo tell Cluster API's autoscaler what a new machine would have.
+	CapacityKnownCondition = "CapacityKnown"
+	// MeasuredReason: hosts of the pool were measured.
+	MeasuredReason = "Measured"
+	// NotMeasuredReason: no host of the pool was measured (the pool probe is off, or has not run yet).
+	NotMeasuredReason = "NotMeasured"
+)
+
 // Finalizers.
 const (
 	// RemoteMachineFinalizer keeps a RemoteMachine until its host is cleaned and its pool entry released.

@@ -1,6 +1,7 @@
 package v1beta1
 
 import (
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -148,6 +149,14 @@ type PooledRemoteMachineStatus struct {
 	// observedGeneration is the generation the status was last computed for.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// capacity is the host's cpu and memory as the pool probe last measured them (nproc, MemTotal).
+	// +optional
+	Capacity corev1.ResourceList `json:"capacity,omitempty"`
+
+	// nodeInfo is the host's architecture and operating system as the pool probe last measured them (uname).
+	// +optional
+	NodeInfo NodeInfo `json:"nodeInfo,omitempty,omitzero"`
 }
 
 // +kubebuilder:object:root=true
