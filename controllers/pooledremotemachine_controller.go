@@ -53,6 +53,9 @@ type PooledRemoteMachineReconciler struct {
 
 	lastProbe  sync.Map // entry UID → time of its last probe
 	moveLabels moveLabeller
+	// acceptTried maps an entry's UID to the accept-host-key value last found to name another key than the one its
+	// host presents: it is not compared again until it changes.
+	acceptTried sync.Map
 }
 
 // SetupWithManager registers the controller; the pool indexes must be registered (pool.SetupIndexes).
@@ -153,6 +156,10 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 		}
 	}
 
+	// A person accepted the new key of a rebuilt host: stored at once, and probed again with it.
+	if r.acceptKey(ctx, entry) {
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
 	helper, err := patch.NewHelper(entry, r.Client)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -306,7 +313,7 @@ func (r *PooledRemoteMachineReconciler) probe(ctx context.Context, entry *infrav
 		case errors.Is(err, ErrHostPrerequisites):
 			reason = infrav1.HostPrerequisitesMissingReason
 		}
-		msg := sshrunner.Truncate(err.Error(), 4096)
+		msg := sshrunner.Truncate(mismatchMessage(err, "pooledremotemachine", entry.Name, entry.Namespace), 4096)
 		if !conditions.IsFalse(entry, infrav1.ReachableCondition) || conditions.GetReason(entry, infrav1.ReachableCondition) != reason {
 			eventType := corev1.EventTypeNormal
 			if errors.Is(err, sshrunner.ErrHostKeyMismatch) {

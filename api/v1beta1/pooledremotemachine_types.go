@@ -146,6 +146,12 @@ type PooledRemoteMachineStatus struct {
 	// +kubebuilder:validation:MaxItems=32
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
+	// lastHostKeyReplacement records the last time a pinned host key (or the bastion's) was replaced because a
+	// person accepted a rebuilt host's new key with the infrastructure.cluster.x-k8s.io/accept-host-key annotation:
+	// the fingerprints before and after, who accepted it and when.
+	// +optional
+	LastHostKeyReplacement *HostKeyReplacement `json:"lastHostKeyReplacement,omitempty"`
+
 	// observedGeneration is the generation the status was last computed for.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
