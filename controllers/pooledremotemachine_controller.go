@@ -20,10 +20,12 @@ import (
 	"sigs.k8s.io/cluster-api/util/conditions"
 	"sigs.k8s.io/cluster-api/util/patch"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
@@ -33,8 +35,9 @@ import (
 
 // +kubebuilder:rbac:groups=infrastructure.cluster.x-k8s.io,resources=pooledremotemachines/status,verbs=get;update;patch
 
-// PooledRemoteMachineReconciler reports each pool entry's phase, binds a claim to its RemoteMachine's UID, and
-// releases claims whose RemoteMachine was never stored (refused later in admission, or lost).
+// PooledRemoteMachineReconciler reports each pool entry's phase, binds a claim to its RemoteMachine's UID,
+// releases claims whose RemoteMachine was never stored (refused later in admission, or lost), and keeps the entry's
+// hardware labels on the RemoteMachine holding it and on its Machine (syncHardwareLabels).
 type PooledRemoteMachineReconciler struct {
 	Client client.Client
 	// APIReader checks a claim's RemoteMachine without trusting a cache that may lag.
@@ -67,6 +70,8 @@ func (r *PooledRemoteMachineReconciler) SetupWithManager(_ context.Context, mgr 
 		For(&infrav1.PooledRemoteMachine{}).
 		WithOptions(options).
 		Watches(&infrav1.RemoteMachine{}, handler.EnqueueRequestsFromMapFunc(r.entriesOfMachine)).
+		// A Machine appearing, or its labels changing, brings back the entry whose hardware labels it carries.
+		Watches(&clusterv1.Machine{}, handler.EnqueueRequestsFromMapFunc(r.machineToEntry), builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		Complete(r)
 }
 
@@ -180,6 +185,11 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 		conditions.Set(entry, metav1.Condition{Type: infrav1.ClaimedCondition, Status: metav1.ConditionTrue, Reason: infrav1.ClaimedReason, Message: "Held by RemoteMachine " + claim.Name})
 	} else {
 		conditions.Set(entry, metav1.Condition{Type: infrav1.ClaimedCondition, Status: metav1.ConditionFalse, Reason: infrav1.NotClaimedReason})
+	}
+	if holder != nil {
+		if err := r.syncHardwareLabels(ctx, entry, holder); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }

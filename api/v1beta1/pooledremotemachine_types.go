@@ -175,7 +175,10 @@ type PooledRemoteMachineStatus struct {
 // +kubebuilder:printcolumn:name="Machine",type="string",JSONPath=".spec.claimRef.name",description="RemoteMachine holding the entry"
 // +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
 
-// PooledRemoteMachine is an existing host offered to RemoteMachines through a named pool.
+// PooledRemoteMachine is an existing host offered to RemoteMachines through a named pool. Its labels in the
+// node.cluster.x-k8s.io domain (node.cluster.x-k8s.io/rack, gpu.node.cluster.x-k8s.io/model, ...) describe the
+// host: they are copied to the RemoteMachine that claims it and to its Machine, and Cluster API puts them on the
+// Node; changing or removing one here changes or removes it there.
 type PooledRemoteMachine struct {
 	metav1.TypeMeta `json:",inline"`
 	// metadata is the standard object metadata.
