@@ -265,6 +265,11 @@ func run(o *options) error {
 	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: 4}); err != nil {
 		return fmt.Errorf("setting up the PooledRemoteMachine controller: %w", err)
 	}
+	if err := (&controllers.RemoteMachineTemplateReconciler{
+		Client: mgr.GetClient(),
+	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: 2}); err != nil {
+		return fmt.Errorf("setting up the RemoteMachineTemplate controller: %w", err)
+	}
 	if err := (&controllers.RemoteClusterReconciler{
 		Client:           mgr.GetClient(),
 		WatchFilterValue: o.watchFilter,

@@ -2,6 +2,12 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -224,4 +230,66 @@ func TestPoolProbe(t *testing.T) {
 	// Neither is offered now.
 	err := env.Client.Create(ctx, testenv.NewPooledMachine(ns, "wants-one", "probed"))
 	g.Expect(err).To(MatchError(ContainSubstring(`(2 in pool: 2 unreachable)`)))
+}
+
+// TestTemplateReportsPoolCapacity: a RemoteMachineTemplate naming a pool reports what Cluster API's autoscaler reads
+// to scale from zero (status.capacity, status.nodeInfo), from what the pool probe measured on the pool's real sshd
+// hosts, and how many entries are free.
+func TestTemplateReportsPoolCapacity(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := env.NewNamespace(t)
+	tmpl := &infrav1.RemoteMachineTemplate{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sized"}}
+	tmpl.Spec.Template.Spec.Pool = "sized"
+	g.Expect(env.Client.Create(ctx, tmpl)).To(Succeed())
+	status := func(g Gomega) infrav1.RemoteMachineTemplateStatus {
+		got := &infrav1.RemoteMachineTemplate{}
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(tmpl), got)).To(Succeed())
+		return got.Status
+	}
+
+	// An entry that is never probed: counted, not measured.
+	unprobed := testenv.NewEntry(ns, "sized", 0)
+	g.Expect(env.Client.Create(ctx, unprobed)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		s := status(g)
+		g.Expect(s.Pool).To(Equal(&infrav1.PoolSummary{Total: 1, Free: 1}))
+		g.Expect(s.Capacity).To(BeNil())
+		c := conditions.Get(&infrav1.RemoteMachineTemplate{Status: s}, infrav1.CapacityKnownCondition)
+		g.Expect(c).NotTo(BeNil())
+		g.Expect(c.Reason).To(Equal(infrav1.NotMeasuredReason))
+		g.Expect(c.Message).To(ContainSubstring("--pool-probe-interval"))
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+
+	// Two probed hosts: capacity is what the host measures (nproc, MemTotal; both hosts are this machine).
+	for i := range 2 {
+		h := sshdtest.Start(t)
+		key := fmt.Sprintf("key-%d", i)
+		g.Expect(env.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: key}, Data: map[string][]byte{"value": h.ClientKeyPEM}})).To(Succeed())
+		e := &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("probed-%d", i), Labels: map[string]string{"capr-test-probe": "true"}}}
+		e.Spec.Pool = "sized"
+		e.Spec.Machine.Address, e.Spec.Machine.Port = h.Address, int32(h.Port)
+		e.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: key}
+		g.Expect(env.Client.Create(ctx, e)).To(Succeed())
+	}
+	nproc, err := exec.Command("nproc").Output()
+	g.Expect(err).NotTo(HaveOccurred())
+	meminfo, err := os.ReadFile("/proc/meminfo")
+	g.Expect(err).NotTo(HaveOccurred())
+	memKiB := regexp.MustCompile(`MemTotal:\s+(\d+) kB`).FindSubmatch(meminfo)[1]
+	arch := map[string]infrav1.Architecture{"amd64": infrav1.ArchitectureAmd64, "arm64": infrav1.ArchitectureArm64}[runtime.GOARCH]
+	g.Eventually(func(g Gomega) {
+		s := status(g)
+		g.Expect(s.Pool).To(Equal(&infrav1.PoolSummary{Total: 3, Free: 3, Measured: 2}))
+		g.Expect(s.Capacity.Cpu().String()).To(Equal(strings.TrimSpace(string(nproc))))
+		g.Expect(s.Capacity.Memory().String()).To(Equal(string(memKiB) + "Ki"))
+		g.Expect(s.NodeInfo).To(Equal(infrav1.NodeInfo{Architecture: arch, OperatingSystem: "linux"}))
+		c := conditions.Get(&infrav1.RemoteMachineTemplate{Status: s}, infrav1.CapacityKnownCondition)
+		g.Expect(c).NotTo(BeNil())
+		g.Expect(c.Status).To(Equal(metav1.ConditionTrue), c.Message)
+	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
+
+	// A claim leaves one fewer free: the most a MachineDeployment on the template can grow by now.
+	g.Expect(env.Client.Create(ctx, testenv.NewPooledMachine(ns, "takes-one", "sized"))).To(Succeed())
+	g.Eventually(func(g Gomega) int32 { return status(g).Pool.Free }, 30*time.Second, 200*time.Millisecond).Should(Equal(int32(2)))
 }

@@ -3,12 +3,14 @@ package controllers
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/events"
@@ -18,10 +20,12 @@ import (
 	"sigs.k8s.io/cluster-api/util/conditions"
 	"sigs.k8s.io/cluster-api/util/patch"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
@@ -31,8 +35,9 @@ import (
 
 // +kubebuilder:rbac:groups=infrastructure.cluster.x-k8s.io,resources=pooledremotemachines/status,verbs=get;update;patch
 
-// PooledRemoteMachineReconciler reports each pool entry's phase, binds a claim to its RemoteMachine's UID, and
-// releases claims whose RemoteMachine was never stored (refused later in admission, or lost).
+// PooledRemoteMachineReconciler reports each pool entry's phase, binds a claim to its RemoteMachine's UID,
+// releases claims whose RemoteMachine was never stored (refused later in admission, or lost), and keeps the entry's
+// hardware labels on the RemoteMachine holding it and on its Machine (syncHardwareLabels).
 type PooledRemoteMachineReconciler struct {
 	Client client.Client
 	// APIReader checks a claim's RemoteMachine without trusting a cache that may lag.
@@ -51,6 +56,9 @@ type PooledRemoteMachineReconciler struct {
 
 	lastProbe  sync.Map // entry UID → time of its last probe
 	moveLabels moveLabeller
+	// acceptTried maps an entry's UID to the accept-host-key value last found to name another key than the one its
+	// host presents: it is not compared again until it changes.
+	acceptTried sync.Map
 }
 
 // SetupWithManager registers the controller; the pool indexes must be registered (pool.SetupIndexes).
@@ -62,6 +70,8 @@ func (r *PooledRemoteMachineReconciler) SetupWithManager(_ context.Context, mgr 
 		For(&infrav1.PooledRemoteMachine{}).
 		WithOptions(options).
 		Watches(&infrav1.RemoteMachine{}, handler.EnqueueRequestsFromMapFunc(r.entriesOfMachine)).
+		// A Machine appearing, or its labels changing, brings back the entry whose hardware labels it carries.
+		Watches(&clusterv1.Machine{}, handler.EnqueueRequestsFromMapFunc(r.machineToEntry), builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		Complete(r)
 }
 
@@ -151,6 +161,10 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 		}
 	}
 
+	// A person accepted the new key of a rebuilt host: stored at once, and probed again with it.
+	if r.acceptKey(ctx, entry) {
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
 	helper, err := patch.NewHelper(entry, r.Client)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -171,6 +185,11 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 		conditions.Set(entry, metav1.Condition{Type: infrav1.ClaimedCondition, Status: metav1.ConditionTrue, Reason: infrav1.ClaimedReason, Message: "Held by RemoteMachine " + claim.Name})
 	} else {
 		conditions.Set(entry, metav1.Condition{Type: infrav1.ClaimedCondition, Status: metav1.ConditionFalse, Reason: infrav1.NotClaimedReason})
+	}
+	if holder != nil {
+		if err := r.syncHardwareLabels(ctx, entry, holder); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
 }
@@ -283,10 +302,14 @@ func (r *PooledRemoteMachineReconciler) probe(ctx context.Context, entry *infrav
 	if err == nil {
 		var host Host
 		if host, err = r.Dial(ctx, cfg); err == nil {
-			err = host.Run(ctx, hostScript("capr-prerequisites", prerequisitesScript), nil)
+			var out string
+			out, err = host.Output(ctx, withPrerequisites(hostScript("capr-facts", factsScript)), nil)
 			var cmdErr *sshrunner.CommandError
 			if errors.As(err, &cmdErr) && cmdErr.ExitCode == exitPrerequisites {
 				err = prerequisitesError(cmdErr)
+			}
+			if err == nil {
+				entry.Status.Capacity, entry.Status.NodeInfo = hardware(out)
 			}
 			_ = host.Close()
 		}
@@ -300,7 +323,7 @@ func (r *PooledRemoteMachineReconciler) probe(ctx context.Context, entry *infrav
 		case errors.Is(err, ErrHostPrerequisites):
 			reason = infrav1.HostPrerequisitesMissingReason
 		}
-		msg := sshrunner.Truncate(err.Error(), 4096)
+		msg := sshrunner.Truncate(mismatchMessage(err, "pooledremotemachine", entry.Name, entry.Namespace), 4096)
 		if !conditions.IsFalse(entry, infrav1.ReachableCondition) || conditions.GetReason(entry, infrav1.ReachableCondition) != reason {
 			eventType := corev1.EventTypeNormal
 			if errors.Is(err, sshrunner.ErrHostKeyMismatch) {
@@ -319,4 +342,42 @@ func (r *PooledRemoteMachineReconciler) scan() Scanner {
 		return r.Scan
 	}
 	return sshrunner.ScanHostKey
+}
+
+// hardware reads what facts.sh printed: the host's cpu and memory as a ResourceList, and its architecture and
+// operating system by Kubernetes' names (kubernetes.io/arch, kubernetes.io/os). What cannot be read is left out.
+func hardware(out string) (corev1.ResourceList, infrav1.NodeInfo) {
+	capacity := corev1.ResourceList{}
+	var info infrav1.NodeInfo
+	for _, line := range strings.Split(out, "\n") {
+		kv, ok := strings.CutPrefix(strings.TrimSpace(line), "capr-fact ")
+		if !ok {
+			continue
+		}
+		key, value, _ := strings.Cut(kv, "=")
+		switch key {
+		case "cpu", "memory":
+			if q, err := resource.ParseQuantity(value); err == nil && q.Sign() > 0 {
+				capacity[corev1.ResourceName(key)] = q
+			}
+		case "arch":
+			info.Architecture = architectures[value]
+		case "os":
+			info.OperatingSystem = strings.ToLower(value)
+		}
+	}
+	if len(capacity) == 0 {
+		capacity = nil
+	}
+	return capacity, info
+}
+
+// architectures maps uname -m to the architectures Cluster API's autoscaling contract names.
+var architectures = map[string]infrav1.Architecture{
+	"x86_64":  infrav1.ArchitectureAmd64,
+	"amd64":   infrav1.ArchitectureAmd64,
+	"aarch64": infrav1.ArchitectureArm64,
+	"arm64":   infrav1.ArchitectureArm64,
+	"s390x":   infrav1.ArchitectureS390x,
+	"ppc64le": infrav1.ArchitecturePpc64le,
 }

@@ -95,6 +95,9 @@ type RemoteMachineReconciler struct {
 	// they are the BootstrapSucceeded condition itself (see terminalFailure), which survives a restart.
 	retries    sync.Map
 	moveLabels moveLabeller
+	// acceptTried maps a RemoteMachine's UID to the accept-host-key value last compared with the key its host
+	// presents and found to name another key: it is not compared again until it changes.
+	acceptTried sync.Map
 }
 
 // retryGate holds back a failed attempt until notBefore; attempts counts the failures in a row.
@@ -298,8 +301,15 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 	if res, ok := r.Tasks.Take(key, "bootstrap"); ok {
 		return r.bootstrapFinished(ctx, rm, res)
 	}
-	if r.Tasks.Running(key, "bootstrap") || r.Tasks.Running(key, "scan") {
+	if res, ok := r.Tasks.Take(key, "accept"); ok {
+		return r.acceptFinished(ctx, rm, res)
+	}
+	if r.Tasks.Running(key, "bootstrap") || r.Tasks.Running(key, "scan") || r.Tasks.Running(key, "accept") {
 		return ctrl.Result{}, nil
+	}
+	// A person accepted the new key of a rebuilt host: compare it with the key the host presents.
+	if started, err := r.startAccept(ctx, rm); started || err != nil {
+		return ctrl.Result{}, err
 	}
 	if terminalFailure(rm) {
 		return ctrl.Result{}, nil // waits for a person: a changed spec, or the Machine replaced
@@ -419,7 +429,7 @@ func (r *RemoteMachineReconciler) scanFinished(ctx context.Context, rm *infrav1.
 // again after a backoff.
 func (r *RemoteMachineReconciler) attemptFailed(ctx context.Context, rm *infrav1.RemoteMachine, err error, what string) (ctrl.Result, error) {
 	reason, terminal := bootstrapFailureReason(err)
-	msg := sshrunner.Truncate(err.Error(), 4096)
+	msg := sshrunner.Truncate(mismatchMessage(err, "remotemachine", rm.Name, rm.Namespace), 4096)
 	delete(rm.Annotations, clusterctlv1.BlockMoveAnnotation)
 	setBootstrapCondition(rm, metav1.ConditionFalse, reason, msg)
 	r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, reason, "Bootstrap", "%s on %s failed: %s", what, hostPort(rm), sshrunner.Truncate(msg, 900))
@@ -563,7 +573,12 @@ func countSSHError(err error) {
 
 // hostPort returns "address:port", IPv6 in brackets.
 func hostPort(rm *infrav1.RemoteMachine) string {
-	return net.JoinHostPort(rm.Spec.Address, strconv.Itoa(int(rm.Spec.Port)))
+	return hostPortOf(&rm.Spec.RemoteHost)
+}
+
+// hostPortOf returns a host's "address:port", IPv6 in brackets.
+func hostPortOf(h *infrav1.RemoteHost) string {
+	return net.JoinHostPort(h.Address, strconv.Itoa(int(h.Port)))
 }
 
 // machineAddresses: an IP is an InternalIP, a name an InternalDNS; the host's own name is a Hostname.
@@ -602,9 +617,12 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 		r.Tasks.Cancel(key, "bootstrap")
 	}
 	r.Tasks.Cancel(key, "scan")
+	r.Tasks.Cancel(key, "accept")
 	r.Tasks.Take(key, "bootstrap")
 	r.Tasks.Take(key, "scan")
+	r.Tasks.Take(key, "accept")
 	r.retries.Delete(key)
+	r.acceptTried.Delete(key)
 	_, skip := rm.Annotations[SkipCleanupAnnotation]
 	if c := conditions.Get(rm, infrav1.BootstrapSucceededCondition); !skip && c != nil && c.Reason == infrav1.HostAlreadyBootstrappedReason {
 		// The host held another bootstrap when it was handed to this machine: never return it to the pool as is.

@@ -126,6 +126,9 @@ func setupReconcilers(e *testenv.Environment, skipNames bool) error {
 	if err := (&controllers.RemoteClusterReconciler{Client: mgr.GetClient()}).SetupWithManager(context.Background(), mgr, opts(1)); err != nil {
 		return err
 	}
+	if err := (&controllers.RemoteMachineTemplateReconciler{Client: mgr.GetClient()}).SetupWithManager(context.Background(), mgr, opts(1)); err != nil {
+		return err
+	}
 	return (&controllers.RemoteMachineReconciler{
 		ClusterCache:     cc,
 		Client:           mgr.GetClient(),

@@ -20,6 +20,8 @@ var (
 	cleanupScript string
 	//go:embed scripts/prerequisites.sh
 	prerequisitesScript string
+	//go:embed scripts/facts.sh
+	factsScript string
 )
 
 // hostScript returns the shell command that runs script with args ($0 is name). Every part is quoted.

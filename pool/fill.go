@@ -8,9 +8,22 @@ import (
 // entry decides everything about the host: how it is reached (address, port, user, key, sudo, host keys, bastion)
 // and how it is cleaned (cleanup commands, working directory). Admission refuses a pooled RemoteMachine that sets
 // its own cleanup commands or working directory (OwnHostFields).
+//
+// The entry's hardware labels (HardwareLabels) are copied too, except a key the RemoteMachine already sets (its
+// creator's, say a MachineSet template's, which then wins, as it does on the Machine); the PooledRemoteMachine
+// controller keeps them in step with the entry afterwards and takes them to the Machine.
 func Fill(m *infrav1.RemoteMachine, entry *infrav1.PooledRemoteMachine) {
 	m.Spec.RemoteHost = *entry.Spec.Machine.RemoteHost.DeepCopy()
 	m.Spec.PooledRemoteMachineRef = &infrav1.PooledRemoteMachineReference{Name: entry.Name}
+	for k, v := range HardwareLabels(entry) {
+		if _, ok := m.Labels[k]; ok {
+			continue
+		}
+		if m.Labels == nil {
+			m.Labels = map[string]string{}
+		}
+		m.Labels[k] = v
+	}
 }
 
 // OwnHostFields returns the paths of the fields a pooled RemoteMachine sets that belong to its pool entry: how the

@@ -109,7 +109,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	var err error
 	if cfg.Bastion != nil {
 		if c.bastion, err = c.handshake(ctx, nil, *cfg.Bastion); err != nil {
-			return nil, fmt.Errorf("bastion %s: %w", cfg.Bastion.HostPort(), err)
+			return nil, fmt.Errorf("bastion %s: %w", cfg.Bastion.HostPort(), markBastion(err))
 		}
 		dialCtx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 		conn, err = c.bastion.DialContext(dialCtx, "tcp", cfg.HostPort())
@@ -244,8 +244,11 @@ func verifyHostKey(pinned []ssh.PublicKey) ssh.HostKeyCallback {
 			}
 		}
 		if len(pinned) > 0 {
-			return fmt.Errorf("%w: %s presented %s %s, which is not among the %d pinned key(s); if the host was reinstalled, check it and replace hostKeys",
-				ErrHostKeyMismatch, hostname, key.Type(), ssh.FingerprintSHA256(key), len(pinned))
+			e := &HostKeyMismatchError{Host: hostname, Presented: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key)))}
+			for _, p := range pinned {
+				e.Pinned = append(e.Pinned, ssh.FingerprintSHA256(p))
+			}
+			return e
 		}
 		return fmt.Errorf("%w: %s presented %s %s and no host key is pinned; add the host's key to hostKeys",
 			ErrHostKeyUnknown, hostname, key.Type(), ssh.FingerprintSHA256(key))
@@ -275,7 +278,7 @@ func ScanHostKey(ctx context.Context, cfg Config) (key string, bastion bool, err
 		}
 		jump, err := c.handshake(ctx, nil, *b)
 		if err != nil {
-			return "", true, fmt.Errorf("bastion %s: %w", b.HostPort(), err)
+			return "", true, fmt.Errorf("bastion %s: %w", b.HostPort(), markBastion(err))
 		}
 		defer func() { _ = jump.Close() }()
 		dialCtx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -77,6 +78,20 @@ func TestHostKeys(t *testing.T) {
 	_, err = sshrunner.Dial(ctx, cfg)
 	g.Expect(err).To(MatchError(sshrunner.ErrHostKeyMismatch))
 	g.Expect(err.Error()).To(ContainSubstring("not among the 1 pinned key(s)"))
+	// The error says what was met, so a person can compare and accept the new key: the fingerprints are the ones
+	// ssh-keygen -l prints.
+	var mm *sshrunner.HostKeyMismatchError
+	g.Expect(errors.As(err, &mm)).To(BeTrue())
+	g.Expect(mm.Presented).To(Equal(h.HostKey))
+	g.Expect(mm.Bastion).To(BeFalse())
+	g.Expect(mm.Pinned).To(Equal([]string{sshrunner.Fingerprint(old)}))
+	keygen := exec.Command("ssh-keygen", "-lf", "-")
+	keygen.Stdin = strings.NewReader(h.HostKey + "\n")
+	printed, kerr := keygen.Output()
+	g.Expect(kerr).NotTo(HaveOccurred())
+	g.Expect(strings.Fields(string(printed))).To(ContainElement(sshrunner.Fingerprint(h.HostKey)))
+	g.Expect(err.Error()).To(ContainSubstring(sshrunner.Fingerprint(h.HostKey)))
+	g.Expect(err.Error()).To(ContainSubstring(sshrunner.Fingerprint(old)))
 	// Any of several pinned keys is accepted, so keys can be rotated.
 	cfg.HostKeys = []string{old, h.HostKey}
 	c, err = sshrunner.Dial(ctx, cfg)
@@ -207,6 +222,10 @@ func TestBastion(t *testing.T) {
 	_, err = sshrunner.Dial(ctx, cfg)
 	g.Expect(err).To(MatchError(sshrunner.ErrHostKeyMismatch))
 	g.Expect(err.Error()).To(ContainSubstring("bastion"))
+	var mm *sshrunner.HostKeyMismatchError
+	g.Expect(errors.As(err, &mm)).To(BeTrue())
+	g.Expect(mm.Bastion).To(BeTrue(), "the mismatch is marked as the bastion's")
+	g.Expect(mm.Presented).To(Equal(jump.HostKey))
 	cfg.Bastion.HostKeys = nil
 	_, err = sshrunner.Dial(ctx, cfg)
 	g.Expect(err).To(MatchError(sshrunner.ErrHostKeyUnknown))

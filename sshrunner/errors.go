@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Errors a caller can branch on with errors.Is.
@@ -27,6 +29,56 @@ var (
 	// ErrCommandFailed: a command exited non-zero; the error is a *CommandError.
 	ErrCommandFailed = errors.New("command failed")
 )
+
+// HostKeyMismatchError is ErrHostKeyMismatch with what was met: the key the host presented and the fingerprints of
+// the pinned ones, so a person can compare them and accept the new key once (never silently).
+type HostKeyMismatchError struct {
+	// Host is the address the key was met at.
+	Host string
+	// Presented is the key the host presented, in authorized_keys format (a public key: not a secret).
+	Presented string
+	// Pinned are the SHA-256 fingerprints of the pinned keys (SHA256:..., as ssh-keygen -l prints them).
+	Pinned []string
+	// Bastion is true when the key is the bastion's, not the target host's.
+	Bastion bool
+}
+
+func (e *HostKeyMismatchError) Error() string {
+	return fmt.Sprintf("%s: %s presented %s %s, which is not among the %d pinned key(s) (%s)",
+		ErrHostKeyMismatch, e.Host, KeyType(e.Presented), Fingerprint(e.Presented), len(e.Pinned), strings.Join(e.Pinned, ", "))
+}
+
+// Is makes errors.Is(err, ErrHostKeyMismatch) true.
+func (e *HostKeyMismatchError) Is(target error) bool { return target == ErrHostKeyMismatch }
+
+// markBastion records, on a host key mismatch, that the key was the bastion's.
+func markBastion(err error) error {
+	var mm *HostKeyMismatchError
+	if errors.As(err, &mm) {
+		mm.Bastion = true
+	}
+	return err
+}
+
+// Fingerprint returns the SHA-256 fingerprint of a public key in authorized_keys format, as ssh-keygen -l prints
+// it (SHA256:...), or "" if the key does not parse.
+func Fingerprint(key string) string {
+	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(key))
+	if err != nil {
+		return ""
+	}
+	return ssh.FingerprintSHA256(pk)
+}
+
+// KeyType returns the type of a public key in authorized_keys format (ssh-ed25519, ...), or "" if it does not
+// parse.
+func KeyType(key string) string {
+	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(key))
+	if err != nil {
+		return ""
+	}
+	return pk.Type()
+}
 
 // CommandError is a remote command that exited with a non-zero status.
 type CommandError struct {

@@ -2,9 +2,11 @@ package webhooks
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 
+	admissionv1 "k8s.io/api/admission/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -19,6 +21,7 @@ import (
 	"github.com/capr-project/cluster-api-provider-remote/pool"
 )
 
+// +kubebuilder:webhook:verbs=create;update,path=/mutate-infrastructure-cluster-x-k8s-io-v1beta1-pooledremotemachine,mutating=true,failurePolicy=fail,matchPolicy=Equivalent,groups=infrastructure.cluster.x-k8s.io,resources=pooledremotemachines,versions=v1beta1,name=default.pooledremotemachine.infrastructure.cluster.x-k8s.io,sideEffects=None,admissionReviewVersions=v1
 // +kubebuilder:webhook:verbs=create;update;delete,path=/validate-infrastructure-cluster-x-k8s-io-v1beta1-pooledremotemachine,mutating=false,failurePolicy=fail,matchPolicy=Equivalent,groups=infrastructure.cluster.x-k8s.io,resources=pooledremotemachines,versions=v1beta1,name=validation.pooledremotemachine.infrastructure.cluster.x-k8s.io,sideEffects=NoneOnDryRun,admissionReviewVersions=v1
 
 // PooledRemoteMachine admits pool entries: host fields parse, a host is offered by one entry cluster-wide (its
@@ -32,13 +35,32 @@ type PooledRemoteMachine struct {
 
 // SetupWebhookWithManager registers the PooledRemoteMachine webhooks.
 func (w *PooledRemoteMachine) SetupWebhookWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewWebhookManagedBy(mgr, &infrav1.PooledRemoteMachine{}).WithValidator(w).Complete()
+	return ctrl.NewWebhookManagedBy(mgr, &infrav1.PooledRemoteMachine{}).WithDefaulter(w).WithValidator(w).Complete()
+}
+
+// Default records who accepts a rebuilt host's key (the accept-host-key-by annotation).
+func (w *PooledRemoteMachine) Default(ctx context.Context, m *infrav1.PooledRemoteMachine) error {
+	req, err := admission.RequestFromContext(ctx)
+	if err != nil {
+		return err
+	}
+	var old map[string]string
+	if req.Operation == admissionv1.Update {
+		stored := &infrav1.PooledRemoteMachine{}
+		if err := json.Unmarshal(req.OldObject.Raw, stored); err != nil {
+			return apierrors.NewBadRequest(fmt.Sprintf("decoding the stored PooledRemoteMachine: %v", err))
+		}
+		old = stored.Annotations
+	}
+	recordAcceptedBy(req.UserInfo.Username, old, m)
+	return nil
 }
 
 // ValidateCreate checks a new pool entry. A claim on a new entry is accepted, so that clusterctl move can recreate
 // claimed entries.
 func (w *PooledRemoteMachine) ValidateCreate(ctx context.Context, m *infrav1.PooledRemoteMachine) (admission.Warnings, error) {
 	errs := validatePooledRemoteMachineSpec(&m.Spec)
+	errs = append(errs, validateAcceptHostKey("pooledremotemachine", nil, m)...)
 	if len(errs) == 0 {
 		var err error
 		if errs, err = w.lockEndpoint(ctx, m); err != nil {
@@ -62,9 +84,32 @@ func (w *PooledRemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav
 		}
 		errs = append(errs, dup...)
 	}
+	errs = append(errs, validateAcceptHostKey("pooledremotemachine", old.Annotations, m)...)
+	if claim := old.Spec.ClaimRef; claim != nil && acceptHostKeyChanged(old.Annotations, m) {
+		errs = append(errs, field.Forbidden(acceptHostKeyPath, fmt.Sprintf(
+			"the entry is claimed by RemoteMachine %s, which holds a copy of its pinned keys: accept the key on it instead, and CAPR replaces the key on both (the entry first): "+
+				"kubectl annotate remotemachine %s -n %s %s=%s", claim.Name, claim.Name, m.Namespace, infrav1.AcceptHostKeyAnnotation, m.Annotations[infrav1.AcceptHostKeyAnnotation])))
+	}
 	if old.Spec.ClaimRef != nil && m.Spec.ClaimRef != nil && !sameHostExceptPinnedKeys(&old.Spec.Machine, &m.Spec.Machine) {
-		errs = append(errs, field.Invalid(field.NewPath("spec", "machine"), "(changed)", fmt.Sprintf(
-			"machine cannot change while the entry is claimed by RemoteMachine %s; delete that RemoteMachine first, or set maintenance: true to keep the entry from being claimed again", old.Spec.ClaimRef.Name)))
+		// Only CAPR replaces a claimed entry's pinned keys, when a person accepted a rebuilt host's new key on the
+		// RemoteMachine holding it.
+		byCAPR := false
+		if sameHostExceptKeys(&old.Spec.Machine, &m.Spec.Machine) {
+			req, err := admission.RequestFromContext(ctx)
+			if err != nil {
+				return nil, err
+			}
+			self, err := w.Identity.Get(ctx)
+			if err != nil {
+				return nil, apierrors.NewInternalError(err)
+			}
+			byCAPR = req.UserInfo.Username == self
+		}
+		if !byCAPR {
+			errs = append(errs, field.Invalid(field.NewPath("spec", "machine"), "(changed)", fmt.Sprintf(
+				"machine cannot change while the entry is claimed by RemoteMachine %s; delete that RemoteMachine first, or set maintenance: true to keep the entry from being claimed again"+
+					" (a rebuilt host's new key is accepted on the RemoteMachine: see its HostKeyMismatch condition)", old.Spec.ClaimRef.Name)))
+		}
 	}
 	if !equality.Semantic.DeepEqual(old.Spec.ClaimRef, m.Spec.ClaimRef) {
 		req, err := admission.RequestFromContext(ctx)
@@ -152,6 +197,23 @@ func sameHostExceptPinnedKeys(old, m *infrav1.PooledMachineSpec) bool {
 		o.HostKeys, n.HostKeys = nil, nil
 	}
 	if o.Bastion != nil && n.Bastion != nil && len(o.Bastion.HostKeys) == 0 {
+		o.Bastion.HostKeys, n.Bastion.HostKeys = nil, nil
+	}
+	return equality.Semantic.DeepEqual(o, n)
+}
+
+// sameHostExceptKeys says whether two machine specs are equal apart from the host's and the bastion's pinned keys,
+// which must stay pinned.
+func sameHostExceptKeys(old, m *infrav1.PooledMachineSpec) bool {
+	o, n := old.DeepCopy(), m.DeepCopy()
+	if len(n.HostKeys) == 0 && len(o.HostKeys) > 0 {
+		return false
+	}
+	o.HostKeys, n.HostKeys = nil, nil
+	if o.Bastion != nil && n.Bastion != nil {
+		if len(n.Bastion.HostKeys) == 0 && len(o.Bastion.HostKeys) > 0 {
+			return false
+		}
 		o.Bastion.HostKeys, n.Bastion.HostKeys = nil, nil
 	}
 	return equality.Semantic.DeepEqual(o, n)

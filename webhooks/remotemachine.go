@@ -56,7 +56,10 @@ func (w *RemoteMachine) Default(ctx context.Context, m *infrav1.RemoteMachine) e
 	}
 	switch req.Operation {
 	case admissionv1.Create:
-		return w.claim(ctx, req, m)
+		if err := w.claim(ctx, req, m); err != nil {
+			return err
+		}
+		recordAcceptedBy(req.UserInfo.Username, nil, m)
 	case admissionv1.Update:
 		old := &infrav1.RemoteMachine{}
 		if err := json.Unmarshal(req.OldObject.Raw, old); err != nil {
@@ -68,6 +71,7 @@ func (w *RemoteMachine) Default(ctx context.Context, m *infrav1.RemoteMachine) e
 			}
 		}
 		pool.KeepClaimedFields(old, m)
+		recordAcceptedBy(req.UserInfo.Username, old.Annotations, m)
 	}
 	return nil
 }
@@ -198,6 +202,7 @@ func (w *RemoteMachine) ValidateCreate(ctx context.Context, m *infrav1.RemoteMac
 	if uid, ok := m.Annotations[infrav1.BootstrapUIDAnnotation]; ok && !uidPattern.MatchString(uid) {
 		errs = append(errs, field.Invalid(bootstrapUIDPath, uid, "must be the UID of the RemoteMachine whose bootstrap the host holds"))
 	}
+	errs = append(errs, validateAcceptHostKey("remotemachine", nil, m)...)
 	errs = append(errs, w.Guard.CheckRemoteMachine(ctx, m)...)
 	return nil, invalid("RemoteMachine", m.Name, errs)
 }
@@ -210,6 +215,7 @@ func (w *RemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav1.Remo
 	}
 	spec := field.NewPath("spec")
 	errs := validateRemoteMachineSpec(spec, &m.Spec)
+	errs = append(errs, validateAcceptHostKey("remotemachine", old.Annotations, m)...)
 	_, wasDeletingForMove := old.Annotations[clusterctlv1.DeleteForMoveAnnotation]
 	_, deletingForMove := m.Annotations[clusterctlv1.DeleteForMoveAnnotation]
 	if wasDeletingForMove && !deletingForMove {

@@ -1,5 +1,7 @@
 package v1beta1
 
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 // HostKeyPolicy says how the SSH host key of a machine is verified.
 // +kubebuilder:validation:Enum=Strict;AcceptNew
 type HostKeyPolicy string
@@ -123,4 +125,59 @@ type RemoteHost struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=4096
 	WorkingDir string `json:"workingDir,omitempty"`
+}
+
+// Architecture is a CPU architecture as Kubernetes names it (kubernetes.io/arch).
+// +kubebuilder:validation:Enum=amd64;arm64;s390x;ppc64le
+type Architecture string
+
+// Architectures Cluster API's autoscaling-from-zero contract knows.
+const (
+	ArchitectureAmd64   Architecture = "amd64"
+	ArchitectureArm64   Architecture = "arm64"
+	ArchitectureS390x   Architecture = "s390x"
+	ArchitecturePpc64le Architecture = "ppc64le"
+)
+
+// NodeInfo is the architecture and operating system of a host, as Cluster API's autoscaling-from-zero contract
+// names them.
+// +kubebuilder:validation:MinProperties=1
+type NodeInfo struct {
+	// architecture is the host's CPU architecture (kubernetes.io/arch).
+	// +optional
+	Architecture Architecture `json:"architecture,omitempty"`
+	// operatingSystem is the host's operating system (kubernetes.io/os), e.g. linux.
+	// +optional
+	OperatingSystem string `json:"operatingSystem,omitempty"`
+}
+
+// HostKeyReplacement records a pinned host key that CAPR replaced because a person accepted the key a rebuilt host
+// presents, with the accept-host-key annotation naming its fingerprint.
+type HostKeyReplacement struct {
+	// previous are the SHA-256 fingerprints of the keys pinned before (SHA256:..., as ssh-keygen -l prints them).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=128
+	Previous []string `json:"previous,omitempty"`
+
+	// current is the SHA-256 fingerprint of the key pinned now, the value of the annotation that accepted it.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	Current string `json:"current"`
+
+	// bastion is true when the replaced key is the bastion's, not the host's.
+	// +optional
+	Bastion bool `json:"bastion,omitempty"`
+
+	// by is the user who set the accept-host-key annotation, as the apiserver authenticated them (recorded by
+	// CAPR's admission webhook in the accept-host-key-by annotation).
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	By string `json:"by,omitempty"`
+
+	// at is when CAPR replaced the key.
+	// +required
+	At metav1.Time `json:"at"`
 }

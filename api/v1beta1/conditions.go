@@ -1,5 +1,16 @@
 package v1beta1
 
+// RemoteMachineTemplate conditions.
+const (
+	// CapacityKnownCondition is True when the pool probe has measured at least one host of the template's pool, so
+	// that status.capacity and status.nodeInfo tell Cluster API's autoscaler what a new machine would have.
+	CapacityKnownCondition = "CapacityKnown"
+	// MeasuredReason: hosts of the pool were measured.
+	MeasuredReason = "Measured"
+	// NotMeasuredReason: no host of the pool was measured (the pool probe is off, or has not run yet).
+	NotMeasuredReason = "NotMeasured"
+)
+
 // Finalizers.
 const (
 	// RemoteMachineFinalizer keeps a RemoteMachine until its host is cleaned and its pool entry released.
@@ -36,8 +47,20 @@ const (
 	// machine; the Machine is replaced (a MachineHealthCheck on InfrastructureReady False does it), and deleting it
 	// cleans the host.
 	BootstrapFailedReason = "BootstrapFailed"
-	// HostKeyMismatchReason: the host presented a key that is not in hostKeys (terminal).
+	// HostKeyMismatchReason: the host (or its bastion) presented a key that is not in hostKeys (terminal: nothing is
+	// sent to it). The message names the pinned fingerprint(s), the presented one (SHA256:..., as ssh-keygen -l
+	// prints it) and the command that accepts the presented key once, if the host was rebuilt: the annotation
+	// infrastructure.cluster.x-k8s.io/accept-host-key=SHA256:... on the RemoteMachine (or on an unclaimed
+	// PooledRemoteMachine whose probe met the key). A key is never trusted silently: only the key whose fingerprint
+	// equals the annotation's value replaces the pinned ones, once.
 	HostKeyMismatchReason = "HostKeyMismatch"
+	// HostKeyReplacedReason (event): a person accepted the new key of a rebuilt host with the accept-host-key
+	// annotation; CAPR replaced the pinned key(s) with it, consumed the annotation and recorded who accepted it in
+	// status.lastHostKeyReplacement.
+	HostKeyReplacedReason = "HostKeyReplaced"
+	// HostKeyNotAcceptedReason (event): the accept-host-key annotation names a key the host does not present (or
+	// the key could not be read); nothing changed, and the pinned keys are still required.
+	HostKeyNotAcceptedReason = "HostKeyNotAccepted"
 	// UnsupportedBootstrapFormatReason: the bootstrap data cannot be run by CAPR (terminal).
 	UnsupportedBootstrapFormatReason = "UnsupportedBootstrapFormat"
 	// WaitingForSecretReason: the SSH key Secret or the bootstrap data Secret is missing or incomplete.
@@ -105,3 +128,15 @@ const (
 // bootstrap (checked over SSH) instead of running it again, and cleans the host when it is deleted. Admission keeps
 // it from being changed, or set on a RemoteMachine that claims a new pool entry.
 const BootstrapUIDAnnotation = "infrastructure.cluster.x-k8s.io/bootstrap-uid"
+
+// AcceptHostKeyAnnotation, set by a person on a RemoteMachine (or an unclaimed PooledRemoteMachine) whose host was
+// rebuilt and now presents a new key, accepts that key once: its value is the key's SHA-256 fingerprint as
+// ssh-keygen -l prints it (SHA256:...), copied from the HostKeyMismatch message after checking it on the host. CAPR
+// reads the key the host presents; only if its fingerprint equals the value does it replace the pinned key(s)
+// (the pool entry's first), then removes the annotation. Another value changes nothing.
+const AcceptHostKeyAnnotation = "infrastructure.cluster.x-k8s.io/accept-host-key"
+
+// AcceptHostKeyByAnnotation records who set AcceptHostKeyAnnotation: CAPR's admission webhook sets it to the
+// requesting user's name whenever the accept-host-key annotation is set or changed, and removes it with it; a value
+// set by hand is overwritten.
+const AcceptHostKeyByAnnotation = "infrastructure.cluster.x-k8s.io/accept-host-key-by"

@@ -1,6 +1,7 @@
 package v1beta1
 
 import (
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -145,9 +146,23 @@ type PooledRemoteMachineStatus struct {
 	// +kubebuilder:validation:MaxItems=32
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
+	// lastHostKeyReplacement records the last time a pinned host key (or the bastion's) was replaced because a
+	// person accepted a rebuilt host's new key with the infrastructure.cluster.x-k8s.io/accept-host-key annotation:
+	// the fingerprints before and after, who accepted it and when.
+	// +optional
+	LastHostKeyReplacement *HostKeyReplacement `json:"lastHostKeyReplacement,omitempty"`
+
 	// observedGeneration is the generation the status was last computed for.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// capacity is the host's cpu and memory as the pool probe last measured them (nproc, MemTotal).
+	// +optional
+	Capacity corev1.ResourceList `json:"capacity,omitempty"`
+
+	// nodeInfo is the host's architecture and operating system as the pool probe last measured them (uname).
+	// +optional
+	NodeInfo NodeInfo `json:"nodeInfo,omitempty,omitzero"`
 }
 
 // +kubebuilder:object:root=true
@@ -160,7 +175,10 @@ type PooledRemoteMachineStatus struct {
 // +kubebuilder:printcolumn:name="Machine",type="string",JSONPath=".spec.claimRef.name",description="RemoteMachine holding the entry"
 // +kubebuilder:printcolumn:name="Age",type="date",JSONPath=".metadata.creationTimestamp"
 
-// PooledRemoteMachine is an existing host offered to RemoteMachines through a named pool.
+// PooledRemoteMachine is an existing host offered to RemoteMachines through a named pool. Its labels in the
+// node.cluster.x-k8s.io domain (node.cluster.x-k8s.io/rack, gpu.node.cluster.x-k8s.io/model, ...) describe the
+// host: they are copied to the RemoteMachine that claims it and to its Machine, and Cluster API puts them on the
+// Node; changing or removing one here changes or removes it there.
 type PooledRemoteMachine struct {
 	metav1.TypeMeta `json:",inline"`
 	// metadata is the standard object metadata.

@@ -96,6 +96,12 @@ type RemoteMachineStatus struct {
 	// +kubebuilder:validation:MaxLength=10240
 	FailureMessage *string `json:"failureMessage,omitempty"`
 
+	// lastHostKeyReplacement records the last time a pinned host key (or the bastion's) was replaced because a
+	// person accepted a rebuilt host's new key with the infrastructure.cluster.x-k8s.io/accept-host-key annotation:
+	// the fingerprints before and after, who accepted it and when.
+	// +optional
+	LastHostKeyReplacement *HostKeyReplacement `json:"lastHostKeyReplacement,omitempty"`
+
 	// observedGeneration is the generation the status was last computed for.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
