@@ -208,6 +208,9 @@ type Claimer struct {
 	// claimed is skipped until the cache shows a newer version of it. It is only an optimisation: the apiserver's
 	// resourceVersion check decides between processes.
 	reserved sync.Map
+	// exhaustedAt maps a request's pool (namespace, pool, selector) to when an apiserver read last found nothing
+	// to claim in it.
+	exhaustedAt sync.Map
 }
 
 // NewClaimer returns a Claimer reading from a manager's cache (with the indexes of SetupIndexes) and apiserver.
@@ -487,12 +490,48 @@ func (c *Claimer) eachCandidateSet(ctx context.Context, req Request, try func([]
 			return nil, err
 		}
 	}
+	// The cache offers nothing. Read the apiserver (entries created a moment ago may not be cached yet), unless a
+	// read found this pool exhausted within the last freshReadInterval: a MachineSet whose pool is empty retries
+	// its create many times a second, and each refusal must not cost a List.
+	key := exhaustedKey(req)
+	if at, ok := c.exhaustedAt.Load(key); ok && c.now().Sub(at.(time.Time)) < freshReadInterval {
+		return c.cachedPool(ctx, req)
+	}
 	candidates, inPool, err := c.freshCandidates(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	_, err = try(candidates)
+	done, err := try(candidates)
+	if !done && err == nil {
+		c.exhaustedAt.Store(key, c.now())
+	} else {
+		c.exhaustedAt.Delete(key)
+	}
 	return inPool, err
+}
+
+// freshReadInterval is how often, at most, a pool the cache shows exhausted is read again from the apiserver.
+const freshReadInterval = time.Second
+
+func exhaustedKey(req Request) string {
+	key := req.Namespace + "/" + req.Pool
+	if req.Selector != nil {
+		key += "?" + req.Selector.String()
+	}
+	return key
+}
+
+// cachedPool returns the request's pool (or namespace) as the cache holds it, for the exhausted message.
+func (c *Claimer) cachedPool(ctx context.Context, req Request) ([]infrav1.PooledRemoteMachine, error) {
+	list := &infrav1.PooledRemoteMachineList{}
+	opts := []client.ListOption{client.InNamespace(req.Namespace)}
+	if req.Pool != "" {
+		opts = append(opts, client.MatchingFields{IndexPool: req.Pool})
+	}
+	if err := c.Reader.List(ctx, list, opts...); err != nil {
+		return nil, err
+	}
+	return list.Items, nil
 }
 
 // claimFirst claims the first candidate it can; nil, nil when every candidate was taken.
