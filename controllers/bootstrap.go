@@ -11,6 +11,7 @@ import (
 
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner/cloudinit"
+	"github.com/capr-project/cluster-api-provider-remote/sshrunner/ignition"
 )
 
 // Files on the host. The sentinel is Cluster API's, in /run, which a reboot empties; CAPR's marker (the UID of the
@@ -91,7 +92,7 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	if !in.AdoptOnly {
 		// Parse before connecting: unsupported data fails without touching the host, and the values the plan holds
 		// (file contents decoded from base64, commands) are redacted from the output too.
-		preview, err := cloudinit.Parse(in.Data, in.Format, cloudinit.Vars{Hostname: "localhost"})
+		preview, err := parseBootstrap(in.Data, in.Format, cloudinit.Vars{Hostname: "localhost"})
 		if err != nil {
 			return nil, err
 		}
@@ -108,13 +109,13 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 		return adopt(ctx, host, in.UID, res)
 	}
 	// Only jinja templates need the host name before the plan is made; otherwise the run reports it.
-	if bytes.HasPrefix(in.Data, []byte("## template: jinja")) {
+	if in.Format != ignition.Format && bytes.HasPrefix(in.Data, []byte("## template: jinja")) {
 		hostname, err := host.Output(ctx, "hostname -s 2>/dev/null || hostname", nil)
 		if err != nil {
 			return nil, err
 		}
 		res.Hostname = strings.TrimSpace(hostname)
-		if plan, err = cloudinit.Parse(in.Data, in.Format, cloudinit.Vars{Hostname: res.Hostname}); err != nil {
+		if plan, err = parseBootstrap(in.Data, in.Format, cloudinit.Vars{Hostname: res.Hostname}); err != nil {
 			return nil, err
 		}
 	}
@@ -164,6 +165,15 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	}
 	res.Adopted = strings.Contains(out, "capr-adopted")
 	return res, nil
+}
+
+// parseBootstrap makes the plan of bootstrap data by its format: Ignition (package ignition), or cloud-config and
+// shell scripts (package cloudinit). Both refuse what they cannot apply with cloudinit.ErrUnsupported.
+func parseBootstrap(data []byte, format string, vars cloudinit.Vars) (*cloudinit.Plan, error) {
+	if format == ignition.Format {
+		return ignition.Parse(data)
+	}
+	return cloudinit.Parse(data, format, vars)
 }
 
 // planValues returns what a plan writes and runs, to be redacted from the host's output.

@@ -366,7 +366,10 @@ func TestFailureReasons(t *testing.T) {
 			mutate: func(rm *infrav1.RemoteMachine, _ *sshdtest.Host) {
 				rm.Spec.HostKeys = []string{testenv.HostKey}
 			}},
-		{name: "ignition", data: `{"ignition":{}}`, format: "ignition", reason: infrav1.UnsupportedBootstrapFormatReason, message: "Ignition"},
+		{name: "ignition disks", data: `{"ignition":{"version":"3.4.0"},"storage":{"disks":[{"device":"/dev/sdb","wipeTable":true}]}}`, format: "ignition",
+			reason: infrav1.UnsupportedBootstrapFormatReason, message: "Ignition field storage.disks cannot be applied to a running host"},
+		{name: "ignition remote source", data: `{"ignition":{"version":"3.4.0"},"storage":{"files":[{"path":"/etc/a","contents":{"source":"https://example.com/a"}}]}}`, format: "ignition",
+			reason: infrav1.UnsupportedBootstrapFormatReason, message: "storage.files[0].contents.source"},
 		{name: "unknown cloud-config key", data: "#cloud-config\npackages: [nginx]\n", reason: infrav1.UnsupportedBootstrapFormatReason, message: "key(s) packages are not supported"},
 		{name: "missing key secret", data: "#!/bin/sh\ntrue\n", reason: infrav1.WaitingForSecretReason, message: "does not exist",
 			mutate: func(rm *infrav1.RemoteMachine, _ *sshdtest.Host) { rm.Spec.SSHKeyRef.Name = "absent" }},

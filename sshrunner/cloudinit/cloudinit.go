@@ -28,6 +28,9 @@ type File struct {
 	Permissions uint32
 	Owner       string
 	Append      bool
+	// OwnerRequired fails the step when Owner does not exist (Ignition); otherwise the file stays root's, as
+	// cloud-init's write_files runs before its users are made.
+	OwnerRequired bool
 }
 
 // Step is one thing to do on the host: write a file or run a shell command. Source names where it came from in the
@@ -40,7 +43,7 @@ type Step struct {
 
 // Plan is the ordered steps of a bootstrap.
 type Plan struct {
-	// Format is "cloud-config" or "shell".
+	// Format is "cloud-config", "shell" or "ignition".
 	Format string
 	Steps  []Step
 }
@@ -56,7 +59,7 @@ func Parse(data []byte, format string, vars Vars) (*Plan, error) {
 	switch format {
 	case "", "cloud-config":
 	case "ignition":
-		return nil, fmt.Errorf("%w: the bootstrap data is Ignition, which configures a machine from its first boot and cannot be applied over SSH to a running host; configure the bootstrap provider for cloud-config", ErrUnsupported)
+		return nil, fmt.Errorf("%w: the bootstrap data is Ignition, which package ignition applies, not this one", ErrUnsupported)
 	default:
 		return nil, fmt.Errorf("%w: bootstrap data format %q is unknown; CAPR runs cloud-config and shell scripts", ErrUnsupported, format)
 	}

@@ -34,6 +34,11 @@ func Script(plan *Plan) string {
 			}
 			fmt.Fprintf(&b, "mkdir -p %s && t=$(mktemp %s) && base64 -d > \"$t\" <<'CAPR_EOF' || fail %s\n%s\nCAPR_EOF\n",
 				q(dir), q(dir+"/.capr-write.XXXXXX"), q(s.Source), wrap(enc))
+			if f.OwnerRequired {
+				fmt.Fprintf(&b, "chmod %o \"$t\" && chown %s \"$t\" && mv -f \"$t\" %s || { rm -f \"$t\"; fail %s; }\n",
+					f.Permissions, q(f.Owner), target, q(s.Source))
+				continue
+			}
 			fmt.Fprintf(&b, "chmod %o \"$t\" && { chown %s \"$t\" 2>/dev/null || printf '%%s\\n' %s >&2; } && mv -f \"$t\" %s || fail %s\n",
 				f.Permissions, q(f.Owner), q("capr: owner "+f.Owner+" does not exist yet, keeping root"), target, q(s.Source))
 			continue

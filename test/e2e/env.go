@@ -26,6 +26,7 @@ import (
 
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner/sshdtest"
 	"github.com/capr-project/cluster-api-provider-remote/test/mgmt"
+	"github.com/capr-project/cluster-api-provider-remote/test/standins"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
 
@@ -56,17 +57,30 @@ type Env struct {
 	manager string
 	// clusterCA is the cluster CA given to every host, also to those added later.
 	clusterCA []byte
+	opts      Options
+}
+
+// Options shape an environment.
+type Options struct {
+	// CAPIManagerArgs are extra arguments for Cluster API's managers, by Deployment name (mgmt.RunCAPIManagersWith).
+	CAPIManagerArgs map[string][]string
 }
 
 // Start builds and starts the environment with no hosts; AddHost adds them. progress, when not nil, is told each step.
 func Start(t T, progress func(string)) *Env {
+	t.Helper()
+	return StartWith(t, progress, Options{})
+}
+
+// StartWith starts the environment like Start, shaped by opts.
+func StartWith(t T, progress func(string), opts Options) *Env {
 	t.Helper()
 	say := func(s string) {
 		if progress != nil {
 			progress(s)
 		}
 	}
-	e := &Env{t: t}
+	e := &Env{t: t, opts: opts}
 	say("Building CAPR's manager")
 	e.manager = mgmt.BuildManager(t)
 	e.Management, e.CAPR = e.StartManagement(say)
@@ -76,6 +90,8 @@ func Start(t T, progress func(string)) *Env {
 	e.sbin = filepath.Join(t.TempDir(), "sbin")
 	must(t, os.MkdirAll(e.sbin, 0o755))
 	must(t, os.WriteFile(filepath.Join(e.sbin, "kubeadm"), kubeadmStandIn, 0o755))
+	// The hosts run no systemd: a stand-in runs the units an Ignition bootstrap starts (kubeadm.service).
+	must(t, os.WriteFile(filepath.Join(e.sbin, "systemctl"), standins.Systemctl, 0o755))
 	return e
 }
 
@@ -99,7 +115,7 @@ func (e *Env) StartManagement(say func(string)) (*testenv.APIServer, *mgmt.Insta
 		t.Fatalf("clusterctl init: %v\n%s", err, out)
 	}
 	say("Starting Cluster API's managers and CAPR's manager as installed")
-	mgmt.RunCAPIManagers(t, a)
+	mgmt.RunCAPIManagersWith(t, a, e.opts.CAPIManagerArgs)
 	return a, mgmt.RunCAPR(t, a, "capr-system", e.manager)
 }
 

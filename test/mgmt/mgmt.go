@@ -530,6 +530,14 @@ func copyFile(t T, from, to string) {
 // installed them, with their webhooks reached through their installed Services and certificates.
 func RunCAPIManagers(t T, a *testenv.APIServer) {
 	t.Helper()
+	RunCAPIManagersWith(t, a, nil)
+}
+
+// RunCAPIManagersWith runs Cluster API's managers like RunCAPIManagers, giving each the extra arguments listed under
+// its Deployment's name (e.g. capi-kubeadm-bootstrap-controller-manager: --feature-gates=...), after its installed
+// ones.
+func RunCAPIManagersWith(t T, a *testenv.APIServer, extra map[string][]string) {
+	t.Helper()
 	for _, m := range []struct{ namespace, deployment, binary string }{
 		{"capi-system", "capi-controller-manager", "capi-manager"},
 		{"capi-kubeadm-bootstrap-system", "capi-kubeadm-bootstrap-controller-manager", "capi-kubeadm-bootstrap-manager"},
@@ -538,7 +546,7 @@ func RunCAPIManagers(t T, a *testenv.APIServer) {
 		service := strings.TrimSuffix(m.deployment, "controller-manager") + "webhook-service"
 		redirect := RedirectWebhookService(t, a, m.namespace, service)
 		// Cluster API's managers offer no flag for their leader-election namespace, which only a Pod can tell them.
-		installed := RunAsInstalled(t, a, m.namespace, m.deployment, Tool(t, m.binary), "--leader-elect=false")
+		installed := RunAsInstalled(t, a, m.namespace, m.deployment, Tool(t, m.binary), append([]string{"--leader-elect=false"}, extra[m.deployment]...)...)
 		redirect.SetTargets(installed.WebhookAddr)
 	}
 }
