@@ -28,6 +28,7 @@ KUSTOMIZE := $(BIN)/kustomize
 HELM := $(BIN)/helm
 HELM3 := $(BIN)/helm3
 CERT_MANAGER := $(BIN)/cert-manager
+CAPI_OPERATOR := $(BIN)/cluster-api-operator
 
 CHART := charts/cluster-api-provider-remote
 
@@ -107,7 +108,7 @@ stress: prereqs test-tools ## Run CAPR under faults and load (3 replicas, SIGKIL
 	STRESS_FULL=$(STRESS_FULL) go test -tags stress ./test/stress/ -count=1 -timeout 60m -v -run '^TestStress$$'
 
 .PHONY: test-tools
-test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(KUBE_CONTROLLER_MANAGER) $(CAPI_MANAGER) $(CAPI_BOOTSTRAP_MANAGER) $(CAPI_CONTROLPLANE_MANAGER) $(CLUSTERCTL) $(KUSTOMIZE) $(HELM) $(HELM3) $(CERT_MANAGER) ## Build the binaries the tests run (reused from bin/).
+test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(KUBE_CONTROLLER_MANAGER) $(CAPI_MANAGER) $(CAPI_BOOTSTRAP_MANAGER) $(CAPI_CONTROLPLANE_MANAGER) $(CLUSTERCTL) $(KUSTOMIZE) $(HELM) $(HELM3) $(CERT_MANAGER) $(CAPI_OPERATOR) ## Build the binaries the tests run (reused from bin/).
 
 # make bench measures every figure of the project's speed and size goals (P1-P6) in one run, each against a baseline
 # measured in the same run, prints one table, flags a ratio more than 20% worse than the committed bench/results.md,
@@ -186,6 +187,11 @@ $(HELM3): $(ROOT)/hack/tools/helm3/go.mod
 
 $(CERT_MANAGER): $(ROOT)/hack/tools/cert-manager/go.mod $(wildcard $(ROOT)/hack/tools/cert-manager/*.go)
 	go -C hack/tools/cert-manager build -o $@ .
+
+# cluster-api-operator's manager (cmd/ of its module), for TestOperator; a module of its own, as it pins its own
+# Cluster API and controller-runtime.
+$(CAPI_OPERATOR): $(ROOT)/hack/tools/operator/go.mod
+	go -C hack/tools/operator build -o $@ sigs.k8s.io/cluster-api-operator/cmd
 
 $(GOLANGCI_LINT):
 	GOBIN=$(BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
