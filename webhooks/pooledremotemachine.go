@@ -95,15 +95,10 @@ func (w *PooledRemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav
 		// RemoteMachine holding it.
 		byCAPR := false
 		if sameHostExceptKeys(&old.Spec.Machine, &m.Spec.Machine) {
-			req, err := admission.RequestFromContext(ctx)
-			if err != nil {
+			var err error
+			if byCAPR, err = w.Identity.Requested(ctx); err != nil {
 				return nil, err
 			}
-			self, err := w.Identity.Get(ctx)
-			if err != nil {
-				return nil, apierrors.NewInternalError(err)
-			}
-			byCAPR = req.UserInfo.Username == self
 		}
 		if !byCAPR {
 			errs = append(errs, field.Invalid(field.NewPath("spec", "machine"), "(changed)", fmt.Sprintf(
@@ -112,15 +107,11 @@ func (w *PooledRemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav
 		}
 	}
 	if !equality.Semantic.DeepEqual(old.Spec.ClaimRef, m.Spec.ClaimRef) {
-		req, err := admission.RequestFromContext(ctx)
+		byCAPR, err := w.Identity.Requested(ctx)
 		if err != nil {
 			return nil, err
 		}
-		self, err := w.Identity.Get(ctx)
-		if err != nil {
-			return nil, apierrors.NewInternalError(err)
-		}
-		if req.UserInfo.Username != self {
+		if !byCAPR {
 			errs = append(errs, field.Forbidden(field.NewPath("spec", "claimRef"),
 				"the claim is managed by CAPR: a RemoteMachine claims the entry when it is created and releases it when it is deleted; set spec.maintenance to keep the entry from being claimed"))
 		}
@@ -187,6 +178,19 @@ func (i *Identity) Get(ctx context.Context) (string, error) {
 	}
 	i.name = review.Status.UserInfo.Username
 	return i.name, nil
+}
+
+// Requested says whether the admission request in ctx was made by CAPR's manager itself.
+func (i *Identity) Requested(ctx context.Context) (bool, error) {
+	req, err := admission.RequestFromContext(ctx)
+	if err != nil {
+		return false, err
+	}
+	self, err := i.Get(ctx)
+	if err != nil {
+		return false, apierrors.NewInternalError(err)
+	}
+	return req.UserInfo.Username == self, nil
 }
 
 // sameHostExceptPinnedKeys says whether two machine specs are equal, allowing the host's and the bastion's keys to

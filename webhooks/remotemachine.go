@@ -226,15 +226,10 @@ func (w *RemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav1.Remo
 	if was, is := old.Annotations[infrav1.BootstrapUIDAnnotation], m.Annotations[infrav1.BootstrapUIDAnnotation]; was != is && (is != "" || !deletingForMove) {
 		byCAPR := false
 		if was == "" {
-			req, err := admission.RequestFromContext(ctx)
-			if err != nil {
+			var err error
+			if byCAPR, err = w.Identity.Requested(ctx); err != nil {
 				return nil, err
 			}
-			self, err := w.Identity.Get(ctx)
-			if err != nil {
-				return nil, apierrors.NewInternalError(err)
-			}
-			byCAPR = req.UserInfo.Username == self
 		}
 		if !byCAPR {
 			errs = append(errs, field.Forbidden(bootstrapUIDPath,
