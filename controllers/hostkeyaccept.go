@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -207,32 +206,9 @@ func (r *RemoteMachineReconciler) acceptFinished(ctx context.Context, rm *infrav
 
 // replacePoolEntryKey replaces the accepted key on the pool entry rm holds, so every later claim verifies it.
 func (r *RemoteMachineReconciler) replacePoolEntryKey(ctx context.Context, rm *infrav1.RemoteMachine, res scanResult, by string) error {
-	ref := rm.Spec.PooledRemoteMachineRef
-	if ref == nil {
-		return nil
-	}
-	var replaced *infrav1.PooledRemoteMachine
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		entry := &infrav1.PooledRemoteMachine{}
-		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: rm.Namespace, Name: ref.Name}, entry); err != nil {
-			return err
-		}
-		if entry.Spec.ClaimRef == nil || entry.Spec.ClaimRef.Name != rm.Name {
-			return nil
-		}
-		orig := entry.DeepCopy()
-		replaceKey(&entry.Spec.Machine.RemoteHost, res)
-		if pinnedEqual(orig, entry) {
-			return nil
-		}
-		if err := r.Client.Patch(ctx, entry, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
-			return err
-		}
-		replaced = entry
-		return nil
-	})
+	replaced, err := r.patchHeldEntry(ctx, rm, func(h *infrav1.RemoteHost) { replaceKey(h, res) })
 	if err != nil {
-		return client.IgnoreNotFound(err)
+		return err
 	}
 	if replaced != nil {
 		r.Recorder.Eventf(replaced, rm, corev1.EventTypeNormal, infrav1.HostKeyReplacedReason, "AcceptHostKey",

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -510,11 +509,20 @@ func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *inf
 // pinPoolEntry records a key pinned on first contact on the pool entry too, so every later claim of the host
 // verifies it.
 func (r *RemoteMachineReconciler) pinPoolEntry(ctx context.Context, rm *infrav1.RemoteMachine, res scanResult) error {
+	_, err := r.patchHeldEntry(ctx, rm, func(h *infrav1.RemoteHost) { _ = pin(h, res) })
+	return err
+}
+
+// patchHeldEntry changes the host of the pool entry rm holds (re-read from the apiserver, retried on conflict) and
+// returns the entry when a pinned key changed; nil when rm holds no entry or nothing changed.
+func (r *RemoteMachineReconciler) patchHeldEntry(ctx context.Context, rm *infrav1.RemoteMachine, change func(*infrav1.RemoteHost)) (*infrav1.PooledRemoteMachine, error) {
 	ref := rm.Spec.PooledRemoteMachineRef
 	if ref == nil {
-		return nil
+		return nil, nil
 	}
+	var changed *infrav1.PooledRemoteMachine
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		changed = nil
 		entry := &infrav1.PooledRemoteMachine{}
 		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: rm.Namespace, Name: ref.Name}, entry); err != nil {
 			return err
@@ -523,12 +531,17 @@ func (r *RemoteMachineReconciler) pinPoolEntry(ctx context.Context, rm *infrav1.
 			return nil
 		}
 		orig := entry.DeepCopy()
-		if pin(&entry.Spec.Machine.RemoteHost, res) != nil || equality.Semantic.DeepEqual(orig.Spec, entry.Spec) {
+		change(&entry.Spec.Machine.RemoteHost)
+		if pinnedEqual(orig, entry) {
 			return nil
 		}
-		return r.Client.Patch(ctx, entry, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+		if err := r.Client.Patch(ctx, entry, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+			return err
+		}
+		changed = entry
+		return nil
 	})
-	return client.IgnoreNotFound(err)
+	return changed, client.IgnoreNotFound(err)
 }
 
 // bootstrapFailureReason maps an error to a condition reason, and says whether retrying unchanged is pointless.
