@@ -138,7 +138,7 @@ FUZZTIME ?= 10s
 # Each fuzz target, as package:target. CI runs each for FUZZTIME; a crash it finds is written under the package's
 # testdata/fuzz and becomes a regression test of `go test`.
 FUZZ_TARGETS = ./sshrunner/cloudinit:FuzzParse ./sshrunner/cloudinit:FuzzPlanScript ./sshrunner:FuzzRedact \
-	./pool:FuzzEndpoint ./webhooks:FuzzValidateRemoteHost
+	./pool:FuzzEndpoint ./webhooks:FuzzValidateRemoteHost ./sshrunner/ignition:FuzzParseIgnition
 
 .PHONY: fuzz
 fuzz: ## Run every Go fuzz target for FUZZTIME (default 10s) each.

@@ -8,6 +8,7 @@ import (
 	"path"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/vincent-petithory/dataurl"
 
@@ -38,6 +39,11 @@ func FuzzParseIgnition(f *testing.F) {
 		for _, s := range []string{file, user, linkPath, target, unit} {
 			if s == "" || strings.ContainsRune(s, 0) || strings.Contains(s, "..") {
 				return // no NUL in a shell argument; .. could lead to an existing path, which stops the script
+			}
+		}
+		for _, s := range []string{file, user, linkPath, target, unit, unitContents} {
+			if !utf8.ValidString(s) {
+				return // an Ignition config is JSON: a string that is not UTF-8 cannot be written in one
 			}
 		}
 		if !strings.HasPrefix(target, "/") {
