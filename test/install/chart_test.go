@@ -388,7 +388,7 @@ func TestChartCertificateModes(t *testing.T) {
 					n++
 				}
 			}
-			g.Expect(n).To(Equal(8), "every webhook of the three configurations")
+			g.Expect(n).To(Equal(9), "every webhook of the three configurations")
 			g.Expect(chartCertVolumeSecret(g, chartByKey(t, objs))).To(Equal("capr-webhook-tls"))
 		})
 

@@ -31,6 +31,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -269,16 +270,37 @@ func RedirectWebhookService(t T, a *testenv.APIServer, namespace, name string) *
 	}()
 
 	ctx := context.Background()
+	key := client.ObjectKey{Namespace: namespace, Name: name}
 	svc := &corev1.Service{}
-	g.Expect(a.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, svc)).To(Succeed())
-	g.Expect(a.Client.Delete(ctx, svc)).To(Succeed())
-	redirected := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Labels: svc.Labels},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: strings.Split(r.addr, ":")[0],
-			Ports: []corev1.ServicePort{{Port: 443, TargetPort: intstr.FromInt32(443)}}},
-	}
-	g.Eventually(func() error { return a.Client.Create(ctx, redirected) }, 10*time.Second, 100*time.Millisecond).Should(Succeed())
-	r.service = redirected
+	g.Expect(a.Client.Get(ctx, key, svc)).To(Succeed())
+	labels := svc.Labels
+	host := strings.Split(r.addr, ":")[0]
+	// Replaced until it stays replaced: an installer that manages the Service (cluster-api-operator) may create it
+	// again right after it is deleted.
+	g.Eventually(func() error {
+		cur := &corev1.Service{}
+		err := a.Client.Get(ctx, key, cur)
+		switch {
+		case err == nil && cur.Spec.Type == corev1.ServiceTypeExternalName && cur.Spec.ExternalName == host:
+			r.service = cur
+			return nil
+		case err == nil:
+			if err := a.Client.Delete(ctx, cur); client.IgnoreNotFound(err) != nil {
+				return err
+			}
+		case !apierrors.IsNotFound(err):
+			return err
+		}
+		redirected := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Labels: labels},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: host,
+				Ports: []corev1.ServicePort{{Port: 443, TargetPort: intstr.FromInt32(443)}}},
+		}
+		if err := a.Client.Create(ctx, redirected); err != nil {
+			return err
+		}
+		return fmt.Errorf("created; checking that it stays")
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
 	return r
 }
 
