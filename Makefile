@@ -84,7 +84,7 @@ vet: ## Run go vet.
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## Run golangci-lint, and shellcheck on the shell scripts.
 	$(GOLANGCI_LINT) run ./...
-	shellcheck hack/prereqs.sh test/e2e/testdata/kubeadm
+	shellcheck hack/prereqs.sh test/e2e/testdata/kubeadm test/standins/systemctl
 	shellcheck -s sh controllers/scripts/*.sh
 
 ##@ Testing
