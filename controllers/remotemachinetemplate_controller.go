@@ -102,11 +102,10 @@ func (r *RemoteMachineTemplateReconciler) Reconcile(ctx context.Context, req ctr
 	if spec.Pool == "" {
 		where = "the entries matching the selector"
 	}
-	switch {
-	case summary.Measured == 0:
+	if summary.Measured == 0 {
 		conditions.Set(t, metav1.Condition{Type: infrav1.CapacityKnownCondition, Status: metav1.ConditionFalse, Reason: infrav1.NotMeasuredReason,
 			Message: fmt.Sprintf("No host of %s has been measured yet: the pool probe measures free hosts (run the manager with --pool-probe-interval)", where)})
-	default:
+	} else {
 		msg := fmt.Sprintf("%d of %d hosts of %s measured; capacity is the least of them", summary.Measured, summary.Total, where)
 		if info.Architecture == "" {
 			msg += "; their architectures differ or are not ones Cluster API names, so nodeInfo.architecture is left out"

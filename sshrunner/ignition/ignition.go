@@ -239,7 +239,7 @@ func mode(m *int, def uint32) uint32 {
 	if m == nil {
 		return def
 	}
-	return uint32(*m) & 0o7777
+	return uint32(*m & 0o7777)
 }
 
 type entry struct {

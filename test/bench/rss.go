@@ -119,10 +119,12 @@ func tail(s string) string {
 func (p *managerProcess) stop() {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-p.exited:
+	case err := <-p.exited:
+		_ = err // how it exited does not matter once it is stopped
 	case <-time.After(20 * time.Second):
 		_ = p.cmd.Process.Kill()
-		<-p.exited
+		err := <-p.exited
+		_ = err
 	}
 }
 
