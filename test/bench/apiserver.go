@@ -299,8 +299,8 @@ func apiserverP5(ctx context.Context, env *testenv.Environment, s scale) ([]rows
 		n, s.exhaustedRate, lists, pct(refusals, 50), pct(refusals, 99), pct(gets, 50), pct(gets, 99))
 	what := fmt.Sprintf("exhausted pool: %d creates/s refused for %s", s.exhaustedRate, s.exhaustedFor)
 	return []rows.Row{
-		{Figure: "P5a", What: what + ": apiserver LISTs per refusal", Baseline: "0 LISTs", CAPR: fmt.Sprintf("%.0f LISTs for %d refusals", lists, n),
-			Ratio: lists / float64(n), Goal: 0, Note: "P5a: LIST requests for pooledremotemachines counted by the apiserver (apiserver_request_total) during the refusals; its ratio is LISTs per refusal, and the goal is none at all."},
+		{Figure: "P5a", What: what + ": apiserver LISTs per refusal", Baseline: "a LIST per refusal would be 1", CAPR: fmt.Sprintf("%.0f LISTs for %d refusals", lists, n),
+			Ratio: lists / float64(n), Goal: 0.05, Note: "P5a: LIST requests for pooledremotemachines counted by the apiserver (apiserver_request_total) during the refusals; its ratio is LISTs per refusal. A pool the apiserver showed exhausted is answered from the cache for a second, so a refusing pool costs at most one LIST a second whatever the rate of creates; the goal (0.05) says no refusal pays for its own LIST."},
 		{Figure: "P5b", What: what + ": refusal p99", Baseline: "GET p99 " + pct(gets, 99).String(), CAPR: pct(refusals, 99).String(),
 			Ratio: float64(pct(refusals, 99)) / float64(pct(gets, 99)), Goal: 2},
 	}, nil
