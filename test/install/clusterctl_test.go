@@ -92,6 +92,22 @@ func applyClusterClassFlavor(t *testing.T, a *testenv.APIServer, config string) 
 		entry.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: "key"}
 		g.Expect(a.Client.Create(ctx, entry)).To(Succeed())
 	}
+	// The installed entry defaulter is called only when an accept-host-key annotation is there (matchConditions, so
+	// CAPR's claim writes pay no call): it records who set one, and drops a recorder left alone.
+	g.Eventually(func(g Gomega) {
+		e := &infrav1.PooledRemoteMachine{}
+		g.Expect(a.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "host-2"}, e)).To(Succeed())
+		e.Annotations = map[string]string{infrav1.AcceptHostKeyAnnotation: "SHA256:" + strings.Repeat("A", 43)}
+		g.Expect(a.Client.Update(ctx, e)).To(Succeed())
+		g.Expect(e.Annotations).To(HaveKeyWithValue(infrav1.AcceptHostKeyByAnnotation, Not(BeEmpty())))
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+	g.Eventually(func(g Gomega) {
+		e := &infrav1.PooledRemoteMachine{}
+		g.Expect(a.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "host-2"}, e)).To(Succeed())
+		e.Annotations = map[string]string{infrav1.AcceptHostKeyByAnnotation: "someone-else"}
+		g.Expect(a.Client.Update(ctx, e)).To(Succeed())
+		g.Expect(e.Annotations).NotTo(HaveKey(infrav1.AcceptHostKeyByAnnotation))
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
 	rendered, err := mgmt.RunCmd(t, "", append(mgmt.ClusterctlEnv(t), "CONTROL_PLANE_ENDPOINT_HOST=127.0.0.1",
 		fmt.Sprintf("CONTROL_PLANE_ENDPOINT_PORT=%d", mgmt.FreePort(t)), "CONTROL_PLANE_POOL=cp-pool", "WORKER_POOL=worker-pool"),
 		mgmt.Tool(t, "clusterctl"), "generate", "cluster", "demo", "--config", config, "--kubeconfig", a.Kubeconfig,
