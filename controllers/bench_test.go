@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner/sshdtest"
@@ -43,7 +42,7 @@ func BenchmarkP2(b *testing.B) {
 	}
 	bootstrap := func(h *sshdtest.Host, uid string) error {
 		cfg := sshrunner.Config{Endpoint: sshrunner.Endpoint{Address: h.Address, Port: h.Port, User: "root", Signer: h.ClientSigner, HostKeys: []string{h.HostKey}}, Log: logr.Discard()}
-		_, err := runBootstrap(context.Background(), DialSSH, bootstrapInput{UID: types.UID(uid), Config: cfg, Data: []byte(p2Script)})
+		_, err := runBootstrap(context.Background(), DialSSH, bootstrapInput{Identity: uid, Config: cfg, Data: []byte(p2Script)})
 		return err
 	}
 	// A host forgets its bootstrap: the script's files, Cluster API's sentinel and lock, and CAPR's marker and done

@@ -5,9 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
-
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner/cloudinit"
@@ -64,8 +63,9 @@ var ErrHostPrerequisites = errors.New("the host lacks what CAPR needs")
 
 // bootstrapInput is what a bootstrap task needs; it is built by the reconciler and holds no Kubernetes client.
 type bootstrapInput struct {
-	UID types.UID
-	// AdoptOnly adopts a finished bootstrap of UID and never runs one (a copy made by clusterctl move).
+	// Identity is what the host's marker records: the RemoteMachine's namespace/name/UID (see hostIdentity).
+	Identity string
+	// AdoptOnly adopts a finished bootstrap of Identity and never runs one (a copy made by clusterctl move).
 	AdoptOnly  bool
 	Config     sshrunner.Config
 	Data       []byte
@@ -79,6 +79,8 @@ type bootstrapResult struct {
 	Adopted bool
 	// Hostname is the host's own name.
 	Hostname string
+	// MachineID is the host's /etc/machine-id, empty when it has none or reported something else.
+	MachineID string
 }
 
 // runBootstrap runs bootstrap data on a host at most once. The whole run happens inside one remote command holding
@@ -106,7 +108,7 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	defer host.Close()
 
 	if in.AdoptOnly {
-		return adopt(ctx, host, in.UID, res)
+		return adopt(ctx, host, in.Identity, res)
 	}
 	// Only jinja templates need the host name before the plan is made; otherwise the run reports it.
 	if in.Format != ignition.Format && bytes.HasPrefix(in.Data, []byte("## template: jinja")) {
@@ -125,7 +127,7 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	}
 	// One SSH session: the prerequisites are checked, then the script arrives on stdin and the wrapper stores,
 	// runs and removes it.
-	command := withPrerequisites(hostScript("capr-bootstrap", bootstrapScript, string(in.UID), workDir, bootstrapRunScript))
+	command := withPrerequisites(hostScript("capr-bootstrap", bootstrapScript, in.Identity, workDir, bootstrapRunScript))
 	out, err := host.Output(ctx, command, strings.NewReader(cloudinit.Script(plan)))
 	started := strings.Contains(out, hostnameMarker)
 	var cmdErr *sshrunner.CommandError
@@ -161,6 +163,9 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	for _, line := range strings.Split(out, "\n") {
 		if h, ok := strings.CutPrefix(line, hostnameMarker); ok && res.Hostname == "" {
 			res.Hostname = strings.TrimSpace(h)
+		}
+		if id, ok := strings.CutPrefix(line, machineIDMarker); ok && res.MachineID == "" {
+			res.MachineID = validMachineID(id)
 		}
 	}
 	res.Adopted = strings.Contains(out, "capr-adopted")
@@ -205,7 +210,7 @@ func prerequisitesError(cmdErr *sshrunner.CommandError) error {
 func outputTail(lines []string) string {
 	var keep []string
 	for _, l := range lines {
-		if !strings.HasPrefix(l, hostnameMarker) && !strings.HasPrefix(l, stepMarker) {
+		if !strings.HasPrefix(l, hostnameMarker) && !strings.HasPrefix(l, machineIDMarker) && !strings.HasPrefix(l, stepMarker) {
 			keep = append(keep, l)
 		}
 	}
@@ -224,24 +229,46 @@ func lastLine(lines []string) string {
 	return "(no output)"
 }
 
-const hostnameMarker = "capr-hostname="
+const (
+	hostnameMarker  = "capr-hostname="
+	machineIDMarker = "capr-machine-id="
+)
 
-// adopt checks, under the bootstrap lock, that the host holds a finished bootstrap whose marker names uid, and
+// machineIDPattern is the shape of /etc/machine-id (systemd's machine-id(5)): 32 lower-case hex digits.
+var machineIDPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// validMachineID returns the machine-id a host reported, or "" when it is not one.
+func validMachineID(s string) string {
+	s = strings.TrimSpace(s)
+	if machineIDPattern.MatchString(s) {
+		return s
+	}
+	return ""
+}
+
+// adopt checks, under the bootstrap lock, that the host holds a finished bootstrap whose marker names identity, and
 // reports it adopted; it never runs anything else.
-func adopt(ctx context.Context, host Host, uid types.UID, res *bootstrapResult) (*bootstrapResult, error) {
-	out, err := host.Output(ctx, lockedHostScript("capr-adopt", adoptScript, string(uid)), nil)
+func adopt(ctx context.Context, host Host, identity string, res *bootstrapResult) (*bootstrapResult, error) {
+	out, err := host.Output(ctx, lockedHostScript("capr-adopt", adoptScript, identity), nil)
 	var cmdErr *sshrunner.CommandError
 	if errors.As(err, &cmdErr) {
 		if cmdErr.ExitCode == exitNotAdoptable {
-			return nil, fmt.Errorf("%w: it was moved from another management cluster with its host's bootstrap (UID %s), but the host holds no finished bootstrap of that UID (%s or %s missing, or %s names another machine); check the host, then delete this RemoteMachine",
-				ErrBootstrapNotFound, uid, sentinelFile, doneFile, markerFile)
+			return nil, fmt.Errorf("%w: it was moved from another management cluster with its host's bootstrap (%s), but the host holds no finished bootstrap of that machine (%s or %s missing, or %s names another machine); check the host, then delete this RemoteMachine",
+				ErrBootstrapNotFound, identity, sentinelFile, doneFile, markerFile)
 		}
 		return nil, fmt.Errorf("%w: checking the host's bootstrap failed with status %d: %s", sshrunner.ErrUnreachable, cmdErr.ExitCode, outputTail(cmdErr.Tail))
 	}
 	if err != nil {
 		return nil, err
 	}
-	res.Hostname = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), hostnameMarker))
+	for _, line := range strings.Split(out, "\n") {
+		if h, ok := strings.CutPrefix(strings.TrimSpace(line), hostnameMarker); ok && res.Hostname == "" {
+			res.Hostname = strings.TrimSpace(h)
+		}
+		if id, ok := strings.CutPrefix(strings.TrimSpace(line), machineIDMarker); ok && res.MachineID == "" {
+			res.MachineID = validMachineID(id)
+		}
+	}
 	res.Adopted = true
 	return res, nil
 }
@@ -259,7 +286,8 @@ func failedStep(tail []string) string {
 
 // cleanupInput is what a cleanup task needs.
 type cleanupInput struct {
-	UID        types.UID
+	// Identity is the RemoteMachine's namespace/name/UID: the host is cleaned only if its marker names it.
+	Identity   string
 	Config     sshrunner.Config
 	Commands   []string
 	WorkingDir string
@@ -291,7 +319,7 @@ func runCleanup(ctx context.Context, dial Dialer, in cleanupInput) error {
 	if workDir == "" {
 		workDir = "/tmp"
 	}
-	args := append([]string{string(in.UID), workDir}, in.Commands...)
+	args := append([]string{in.Identity, workDir}, in.Commands...)
 	err = host.Run(ctx, withPrerequisites(lockedHostScript("capr-cleanup", cleanupScript, args...)), nil)
 	var cmdErr *sshrunner.CommandError
 	if errors.As(err, &cmdErr) {

@@ -25,7 +25,7 @@ func TestBootstrapRefusesAnotherMachinesUnfinishedRun(t *testing.T) {
 
 	cfg := sshrunner.Config{Endpoint: sshrunner.Endpoint{Address: h.Address, Port: h.Port, User: "root", Signer: h.ClientSigner,
 		HostKeys: []string{h.HostKey}}, Log: logr.Discard()}
-	_, err = runBootstrap(context.Background(), DialSSH, bootstrapInput{UID: "this-machine", Config: cfg,
+	_, err = runBootstrap(context.Background(), DialSSH, bootstrapInput{Identity: "this-machine", Config: cfg,
 		Data: []byte("#!/bin/sh\ntouch /run/ran\n")})
 	g.Expect(errors.Is(err, ErrHostAlreadyBootstrapped)).To(BeTrue(), "got %v", err)
 	for _, file := range []string{sentinelFile, markerFile, doneFile} {
@@ -37,7 +37,7 @@ func TestBootstrapRefusesAnotherMachinesUnfinishedRun(t *testing.T) {
 	// Once the host is cleaned as the message says, the bootstrap runs.
 	out, err = h.Exec("rm -f " + sentinelFile + " " + markerFile + " " + doneFile)
 	g.Expect(err).NotTo(HaveOccurred(), out)
-	_, err = runBootstrap(context.Background(), DialSSH, bootstrapInput{UID: "this-machine", Config: cfg,
+	_, err = runBootstrap(context.Background(), DialSSH, bootstrapInput{Identity: "this-machine", Config: cfg,
 		Data: []byte("#!/bin/sh\ntouch /run/ran\n")})
 	g.Expect(err).NotTo(HaveOccurred())
 	out, _ = h.Exec("test -e /run/ran && echo ran")
@@ -56,18 +56,18 @@ func TestLateBootstrapAfterCleanupNeverRuns(t *testing.T) {
 	ctx := context.Background()
 	h := sshdtest.Start(t)
 	cfg := testConfig(h)
-	g.Expect(runCleanup(ctx, DialSSH, cleanupInput{UID: "late-machine", Config: cfg, Commands: []string{"true"}})).To(Succeed())
+	g.Expect(runCleanup(ctx, DialSSH, cleanupInput{Identity: "late-machine", Config: cfg, Commands: []string{"true"}})).To(Succeed())
 	out, _ := h.Exec("ls " + lockFile + "; cat /var/lib/capr/cleaned")
 	g.Expect(out).To(Equal(lockFile + "\nlate-machine\n"))
 
-	_, err := runBootstrap(ctx, DialSSH, bootstrapInput{UID: "late-machine", Config: cfg, Data: []byte("#!/bin/sh\ntouch /run/ran\n")})
+	_, err := runBootstrap(ctx, DialSSH, bootstrapInput{Identity: "late-machine", Config: cfg, Data: []byte("#!/bin/sh\ntouch /run/ran\n")})
 	g.Expect(errors.Is(err, ErrBootstrapFailed)).To(BeTrue(), "got %v", err)
 	g.Expect(err.Error()).To(ContainSubstring("the host was cleaned after this machine's bootstrap"))
 	out, _ = h.Exec("ls /run/ran /var/lib/capr/bootstrap.uid 2>&1 | grep -c 'No such file'")
 	g.Expect(out).To(Equal("2\n"), "nothing ran and no marker was written")
 
 	// Another machine may still use the host.
-	_, err = runBootstrap(ctx, DialSSH, bootstrapInput{UID: "next-machine", Config: cfg, Data: []byte("#!/bin/sh\ntouch /run/ran\n")})
+	_, err = runBootstrap(ctx, DialSSH, bootstrapInput{Identity: "next-machine", Config: cfg, Data: []byte("#!/bin/sh\ntouch /run/ran\n")})
 	g.Expect(err).NotTo(HaveOccurred())
 }
 
@@ -78,7 +78,7 @@ func TestFailedRunIsNeverRepeated(t *testing.T) {
 	ctx := context.Background()
 	h := sshdtest.Start(t)
 	cfg := testConfig(h)
-	failing := bootstrapInput{UID: "failing", Config: cfg, Data: []byte("#cloud-config\nruncmd:\n- echo run >> /run/runs\n- exit 4\n")}
+	failing := bootstrapInput{Identity: "failing", Config: cfg, Data: []byte("#cloud-config\nruncmd:\n- echo run >> /run/runs\n- exit 4\n")}
 	_, err := runBootstrap(ctx, DialSSH, failing)
 	g.Expect(errors.Is(err, ErrBootstrapFailed)).To(BeTrue(), "got %v", err)
 	g.Expect(err.Error()).To(ContainSubstring("step runcmd[1] failed"))
@@ -90,7 +90,7 @@ func TestFailedRunIsNeverRepeated(t *testing.T) {
 
 	// A run past its deadline is stopped, reported as failed, and not run again either.
 	other := sshdtest.Start(t)
-	slow := bootstrapInput{UID: "slow", Config: testConfig(other), Data: []byte("#cloud-config\nruncmd:\n- echo run >> /run/runs; sleep 30\n")}
+	slow := bootstrapInput{Identity: "slow", Config: testConfig(other), Data: []byte("#cloud-config\nruncmd:\n- echo run >> /run/runs; sleep 30\n")}
 	tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	_, err = runBootstrap(tctx, DialSSH, slow)

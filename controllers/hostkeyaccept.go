@@ -125,7 +125,12 @@ func (r *RemoteMachineReconciler) startAccept(ctx context.Context, rm *infrav1.R
 	key := string(rm.UID)
 	want, ok := rm.Annotations[infrav1.AcceptHostKeyAnnotation]
 	c := conditionOf(rm.Status.Conditions, infrav1.BootstrapSucceededCondition)
-	if !ok || c == nil || c.Reason != infrav1.HostKeyMismatchReason {
+	mismatch := c != nil && c.Reason == infrav1.HostKeyMismatchReason
+	if !rm.DeletionTimestamp.IsZero() {
+		// Being deleted: the cleanup stopped on the mismatch.
+		_, mismatch = r.cleanupMismatch.Load(key)
+	}
+	if !ok || !mismatch {
 		return false, nil
 	}
 	if tried, ok := r.acceptTried.Load(key); ok && tried.(string) == want {
@@ -175,7 +180,7 @@ func (r *RemoteMachineReconciler) acceptFinished(ctx context.Context, rm *infrav
 		msg := notAcceptedMessage(want, out, hostPort(rm))
 		log.Info("The accept-host-key annotation names another key; nothing changed", "annotation", want, "presented", got)
 		r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, infrav1.HostKeyNotAcceptedReason, "AcceptHostKey", msg)
-		if c != nil {
+		if c != nil && rm.DeletionTimestamp.IsZero() {
 			base, _, _ := strings.Cut(c.Message, " The "+infrav1.AcceptHostKeyAnnotation+" annotation names")
 			setBootstrapCondition(rm, metav1.ConditionFalse, c.Reason, sshrunner.Truncate(base+" "+msg, 4096))
 		}
@@ -198,7 +203,11 @@ func (r *RemoteMachineReconciler) acceptFinished(ctx context.Context, rm *infrav
 	}
 	msg := fmt.Sprintf("Replaced the pinned %s key(s) %s of %s with %s %s, accepted by %s (%s annotation)",
 		who, strings.Join(previous, ", "), hostPort(rm), sshrunner.KeyType(out.Key), got, by, infrav1.AcceptHostKeyAnnotation)
-	setBootstrapCondition(rm, metav1.ConditionFalse, infrav1.BootstrappingReason, msg+"; connecting again")
+	if rm.DeletionTimestamp.IsZero() {
+		setBootstrapCondition(rm, metav1.ConditionFalse, infrav1.BootstrappingReason, msg+"; connecting again")
+	} else {
+		r.cleanupMismatch.Delete(key)
+	}
 	log.Info("Replaced a pinned host key accepted by a person", "bastion", out.Bastion, "previous", previous, "current", got, "by", by)
 	r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, infrav1.HostKeyReplacedReason, "AcceptHostKey", msg)
 	return ctrl.Result{RequeueAfter: time.Second}, nil

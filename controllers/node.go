@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,7 +22,7 @@ const nodePollInterval = 10 * time.Second
 
 // reconcileNodeProviderID sets spec.providerID on the workload cluster's Node of a provisioned RemoteMachine when
 // nothing else did (no cloud provider sets it on existing hosts), so Cluster API can match Machine and Node. The
-// Node is the one named like the host, or with the host's address.
+// Node is the only one matching what the host proved over SSH (isNodeOf).
 func (r *RemoteMachineReconciler) reconcileNodeProviderID(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine, cluster *clusterv1.Cluster) (ctrl.Result, error) {
 	if r.ClusterCache == nil || machine == nil || cluster == nil || machine.Status.NodeRef.IsDefined() || rm.Spec.ProviderID == "" {
 		return ctrl.Result{}, nil
@@ -37,39 +39,58 @@ func (r *RemoteMachineReconciler) reconcileNodeProviderID(ctx context.Context, r
 	if err := c.List(ctx, nodes); err != nil {
 		return ctrl.Result{}, err
 	}
+	var candidates []*corev1.Node
 	for i := range nodes.Items {
 		node := &nodes.Items[i]
 		if node.Spec.ProviderID == rm.Spec.ProviderID {
 			return ctrl.Result{}, nil
 		}
-		if !isNodeOf(node, rm) {
-			continue
+		if isNodeOf(node, rm) {
+			candidates = append(candidates, node)
 		}
-		if node.Spec.ProviderID != "" {
-			log.Info("Node of this host already has another providerID; leaving it", "Node", klog.KObj(node), "providerID", node.Spec.ProviderID)
-			return ctrl.Result{}, nil
+	}
+	switch {
+	case len(candidates) == 0:
+		return ctrl.Result{RequeueAfter: nodePollInterval}, nil
+	case len(candidates) > 1:
+		// Two Nodes claim to be this host: which is real cannot be told, so neither gets the providerID.
+		names := make([]string, 0, len(candidates))
+		for _, n := range candidates {
+			names = append(names, n.Name)
 		}
-		orig := node.DeepCopy()
-		node.Spec.ProviderID = rm.Spec.ProviderID
-		log.Info("Setting the Node's providerID", "Node", klog.KObj(node), "providerID", rm.Spec.ProviderID)
-		if err := c.Patch(ctx, node, client.MergeFrom(orig)); err != nil {
-			return ctrl.Result{}, err
-		}
-		r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, "NodeProviderIDSet", "SetProviderID", "Set providerID %s on Node %s", rm.Spec.ProviderID, node.Name)
+		msg := fmt.Sprintf("Nodes %s all match the host %s (its name or machine-id); none is given providerID %s until only one does: delete the Nodes that are not this host's",
+			strings.Join(names, ", "), hostPort(rm), rm.Spec.ProviderID)
+		log.Info("Several Nodes match the host; setting no providerID", "nodes", names)
+		r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, "NodeAmbiguous", "SetProviderID", msg)
+		return ctrl.Result{RequeueAfter: nodePollInterval}, nil
+	}
+	node := candidates[0]
+	if node.Spec.ProviderID != "" {
+		log.Info("Node of this host already has another providerID; leaving it", "Node", klog.KObj(node), "providerID", node.Spec.ProviderID)
 		return ctrl.Result{}, nil
 	}
-	return ctrl.Result{RequeueAfter: nodePollInterval}, nil
+	orig := node.DeepCopy()
+	node.Spec.ProviderID = rm.Spec.ProviderID
+	log.Info("Setting the Node's providerID", "Node", klog.KObj(node), "providerID", rm.Spec.ProviderID)
+	// Conditioned on the Node as read, so a Node changed meanwhile (a rogue kubelet rewriting its status) is read
+	// again rather than patched.
+	if err := c.Patch(ctx, node, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, "NodeProviderIDSet", "SetProviderID", "Set providerID %s on Node %s", rm.Spec.ProviderID, node.Name)
+	return ctrl.Result{}, nil
 }
 
-// isNodeOf says whether a Node is the RemoteMachine's host: same name as the host, or one of its addresses.
+// isNodeOf says whether a Node is the RemoteMachine's host, by what the host told CAPR over SSH (whose key is
+// pinned): its machine-id, which the kubelet reports in status.nodeInfo.machineID, or, for a host that reported
+// none, its host name. An address a kubelet reports proves nothing (any kubelet may report any address), so it is
+// never used.
 func isNodeOf(node *corev1.Node, rm *infrav1.RemoteMachine) bool {
-	for _, a := range rm.Status.Addresses {
-		if a.Type == clusterv1.MachineHostName && a.Address == node.Name {
-			return true
-		}
+	if rm.Status.MachineID != "" {
+		return node.Status.NodeInfo.MachineID == rm.Status.MachineID
 	}
-	for _, a := range node.Status.Addresses {
-		if a.Address == rm.Spec.Address {
+	for _, a := range rm.Status.Addresses {
+		if a.Type == clusterv1.MachineHostName && a.Address != "" && strings.EqualFold(a.Address, node.Name) {
 			return true
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/cluster-api/util/annotations"
@@ -145,6 +146,10 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 			// touched the host, and its claim is released as an orphan.
 			holder = rm
 			requeue = time.Second
+		case claim.UID != "" && claim.UID != rm.UID && claim.BootstrapUID != "" && types.UID(rm.Annotations[infrav1.BootstrapUIDAnnotation]) != claim.BootstrapUID:
+			// Recreated under the claim without what CAPR recorded of the host (the bootstrap it holds): not a copy
+			// made by clusterctl move. The host is never handed to it, nor released uncleaned.
+			return r.quarantineVanished(ctx, entry, "RemoteMachine "+claim.Name+" (UID "+string(claim.UID)+") is gone; another RemoteMachine of its name does not carry the bootstrap the host holds (UID "+string(claim.BootstrapUID)+")")
 		case claim.UID != rm.UID:
 			// Not bound yet, or the RemoteMachine was recreated with its reference to this entry (clusterctl move
 			// gives objects new UIDs): bind the claim to the RemoteMachine that holds the entry.

@@ -57,13 +57,20 @@ var errCleanupSkipped = errors.New("cleanup skipped by the " + SkipCleanupAnnota
 // touched is then quarantined, not released: the pool's owner decides how its hosts are cleaned.
 const SkipCleanupAnnotation = "infrastructure.cluster.x-k8s.io/skip-cleanup"
 
-// hostMarker is the identity the host's marker holds for rm: the UID of the RemoteMachine that bootstrapped it
-// (another UID for a copy made by clusterctl move).
+// hostMarker is the UID the host's marker holds for rm: the UID of the RemoteMachine that bootstrapped it (another
+// UID for a copy made by clusterctl move).
 func hostMarker(rm *infrav1.RemoteMachine) types.UID {
 	if uid := rm.Annotations[infrav1.BootstrapUIDAnnotation]; uid != "" {
 		return types.UID(uid)
 	}
 	return rm.UID
+}
+
+// hostIdentity is what the host's marker records for rm: its namespace, name and bootstrap UID. Adoption and cleanup
+// need all three to match, so a RemoteMachine of another namespace or name never adopts or cleans a host by
+// another's UID (clusterctl move keeps namespace and name, and carries the UID in the bootstrap-uid annotation).
+func hostIdentity(rm *infrav1.RemoteMachine) string {
+	return rm.Namespace + "/" + rm.Name + "/" + string(hostMarker(rm))
 }
 
 // RemoteMachineReconciler bootstraps RemoteMachines' hosts and cleans them on deletion.
@@ -97,6 +104,9 @@ type RemoteMachineReconciler struct {
 	// acceptTried maps a RemoteMachine's UID to the accept-host-key value last compared with the key its host
 	// presents and found to name another key: it is not compared again until it changes.
 	acceptTried sync.Map
+	// cleanupMismatch holds the UIDs of RemoteMachines being deleted whose cleanup stopped on a host key mismatch:
+	// the accept-host-key annotation re-pins their host, as it does before the bootstrap.
+	cleanupMismatch sync.Map
 }
 
 // retryGate holds back a failed attempt until notBefore; attempts counts the failures in a row.
@@ -346,6 +356,13 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 		setBootstrapCondition(rm, metav1.ConditionFalse, infrav1.BootstrappingReason, "Reading the host key of "+hostPort(rm)+" to pin it")
 		return ctrl.Result{}, nil
 	}
+	if !adoptOnly {
+		// The entry records whose bootstrap its host will hold before anything is sent, so a RemoteMachine recreated
+		// under the claim without it never takes the host over, nor releases it uncleaned.
+		if err := r.recordBootstrapOnEntry(ctx, rm); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	if !adoptOnly && (rm.Annotations[infrav1.BootstrapUIDAnnotation] != string(rm.UID) || !hasAnnotation(rm, clusterctlv1.BlockMoveAnnotation)) {
 		// Recorded, and stored, before the run starts: the host counts as touched from now on (a deletion cleans or
 		// quarantines it whatever happens next, and clusterctl move carries the record), and clusterctl move waits
@@ -450,7 +467,7 @@ func (r *RemoteMachineReconciler) attemptFailed(ctx context.Context, rm *infrav1
 func (r *RemoteMachineReconciler) bootstrapInput(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine, adoptOnly bool) (bootstrapInput, error) {
 	if adoptOnly {
 		cfg, _, err := hostConfig(ctx, r.APIReader, rm.Namespace, &rm.Spec.RemoteHost, ctrl.LoggerFrom(ctx))
-		return bootstrapInput{UID: hostMarker(rm), AdoptOnly: true, Config: cfg}, err
+		return bootstrapInput{Identity: hostIdentity(rm), AdoptOnly: true, Config: cfg}, err
 	}
 	data := &corev1.Secret{}
 	name := *machine.Spec.Bootstrap.DataSecretName
@@ -469,7 +486,7 @@ func (r *RemoteMachineReconciler) bootstrapInput(ctx context.Context, rm *infrav
 		return bootstrapInput{}, err
 	}
 	cfg.Secrets = append(cfg.Secrets, string(value))
-	return bootstrapInput{UID: hostMarker(rm), Config: cfg, Data: value, Format: string(data.Data["format"]), WorkingDir: rm.Spec.WorkingDir}, nil
+	return bootstrapInput{Identity: hostIdentity(rm), Config: cfg, Data: value, Format: string(data.Data["format"]), WorkingDir: rm.Spec.WorkingDir}, nil
 }
 
 // bootstrapFinished records a bootstrap's outcome.
@@ -484,6 +501,7 @@ func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *inf
 	annotations.AddAnnotations(rm, map[string]string{infrav1.BootstrapUIDAnnotation: string(hostMarker(rm))})
 	delete(rm.Annotations, clusterctlv1.BlockMoveAnnotation)
 	rm.Status.Addresses = machineAddresses(rm.Spec.Address, out.Hostname)
+	rm.Status.MachineID = out.MachineID
 	rm.Status.Initialization.Provisioned = ptr.To(true)
 	rm.Status.Ready = true
 	if ref := rm.Spec.PooledRemoteMachineRef; ref != nil {
@@ -504,6 +522,31 @@ func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *inf
 	log.Info("Bootstrap succeeded", "providerID", rm.Spec.ProviderID, "adopted", out.Adopted)
 	// Look for the Node once the kubelet had time to register it.
 	return ctrl.Result{RequeueAfter: time.Second}, nil
+}
+
+// recordBootstrapOnEntry records, on the claim of the pool entry rm holds, that the host is about to hold rm's
+// bootstrap (claimRef.bootstrapUID). An entry whose claim is not rm's is an error: nothing is sent to its host.
+func (r *RemoteMachineReconciler) recordBootstrapOnEntry(ctx context.Context, rm *infrav1.RemoteMachine) error {
+	ref := rm.Spec.PooledRemoteMachineRef
+	if ref == nil {
+		return nil
+	}
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		entry := &infrav1.PooledRemoteMachine{}
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: rm.Namespace, Name: ref.Name}, entry); err != nil {
+			return err
+		}
+		claim := entry.Spec.ClaimRef
+		if claim == nil || claim.Name != rm.Name {
+			return fmt.Errorf("PooledRemoteMachine %s is not claimed by this RemoteMachine; nothing is sent to its host", ref.Name)
+		}
+		if claim.BootstrapUID != "" {
+			return nil // this machine's, or another's that the host then refuses
+		}
+		orig := entry.DeepCopy()
+		entry.Spec.ClaimRef.BootstrapUID = rm.UID
+		return r.Client.Patch(ctx, entry, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+	})
 }
 
 // pinPoolEntry records a key pinned on first contact on the pool entry too, so every later claim of the host
@@ -630,12 +673,8 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 		r.Tasks.Cancel(key, "bootstrap")
 	}
 	r.Tasks.Cancel(key, "scan")
-	r.Tasks.Cancel(key, "accept")
 	r.Tasks.Take(key, "bootstrap")
 	r.Tasks.Take(key, "scan")
-	r.Tasks.Take(key, "accept")
-	r.retries.Delete(key)
-	r.acceptTried.Delete(key)
 	_, skip := rm.Annotations[SkipCleanupAnnotation]
 	if c := conditions.Get(rm, infrav1.BootstrapSucceededCondition); !skip && c != nil && c.Reason == infrav1.HostAlreadyBootstrappedReason {
 		// The host held another bootstrap when it was handed to this machine: never return it to the pool as is.
@@ -650,8 +689,25 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 		}
 		return r.finishDelete(ctx, rm, nil)
 	}
+	// A rebuilt host's new key is accepted during the cleanup as before the bootstrap.
+	if res, ok := r.Tasks.Take(key, "accept"); ok {
+		return r.acceptFinished(ctx, rm, res)
+	}
+	if r.Tasks.Running(key, "accept") {
+		return ctrl.Result{}, nil
+	}
+	if started, err := r.startAccept(ctx, rm); started || err != nil {
+		return ctrl.Result{}, err
+	}
 	if res, ok := r.Tasks.Take(key, "cleanup"); ok {
+		if errors.Is(res.Err, sshrunner.ErrHostKeyMismatch) {
+			r.cleanupMismatch.Store(key, true)
+			res.Err = errors.New(mismatchMessage(res.Err, "remotemachine", rm.Name, rm.Namespace))
+		}
 		if res.Err == nil {
+			r.cleanupMismatch.Delete(key)
+			r.retries.Delete(key)
+			r.acceptTried.Delete(key)
 			log.Info("Cleanup succeeded")
 			r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, "CleanupSucceeded", "Cleanup", "Cleaned %s", hostPort(rm))
 			return r.finishDelete(ctx, rm, nil)
@@ -695,7 +751,7 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 	}
 	log.Info("Running cleanup", "address", rm.Spec.Address)
 	timeout := r.CleanupTimeout
-	in := cleanupInput{UID: hostMarker(rm), Config: cfg, Commands: commands, WorkingDir: workingDir}
+	in := cleanupInput{Identity: hostIdentity(rm), Config: cfg, Commands: commands, WorkingDir: workingDir}
 	r.Tasks.Start(ctx, key, "cleanup", rm, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
@@ -727,6 +783,11 @@ func (r *RemoteMachineReconciler) finishDelete(ctx context.Context, rm *infrav1.
 	if ref := rm.Spec.PooledRemoteMachineRef; ref != nil {
 		if cleanupErr != nil {
 			if err := r.quarantine(ctx, rm, cleanupErr); err != nil {
+				return ctrl.Result{}, err
+			}
+		} else if entry := r.poolEntry(ctx, rm); entry != nil && entry.Spec.ClaimRef.BootstrapUID != "" && entry.Spec.ClaimRef.BootstrapUID != hostMarker(rm) {
+			// The host holds the bootstrap of a RemoteMachine this one is not a copy of: never released uncleaned.
+			if err := r.quarantine(ctx, rm, fmt.Errorf("the host holds the bootstrap of RemoteMachine UID %s, which this RemoteMachine (UID %s) does not carry", entry.Spec.ClaimRef.BootstrapUID, hostMarker(rm))); err != nil {
 				return ctrl.Result{}, err
 			}
 		} else if err := r.Claimer.Release(ctx, rm.Namespace, ref.Name, rm.Name); err != nil {

@@ -459,37 +459,49 @@ func TestBootstrapRunsExactlyOnceAcrossAManagerCrash(t *testing.T) {
 	g.Expect(strings.Count(out, "run")).To(Equal(1), "the bootstrap ran exactly once")
 }
 
-// TestNodeProviderIDIsSet bootstraps a host of a workload cluster (a second kube-apiserver) whose Node the kubelet
-// registered without a providerID, and checks that CAPR sets it through the kubeconfig Secret.
-func TestNodeProviderIDIsSet(t *testing.T) {
-	g := NewWithT(t)
-	ctx := context.Background()
+// workloadCluster starts a second kube-apiserver, as a workload cluster, and returns a client of it, an admin
+// kubeconfig for it, and its stop function.
+func workloadCluster(g Gomega) (client.Client, []byte, func()) {
 	workload := &envtest.Environment{BinaryAssetsDirectory: testenv.BinDir()}
 	wcfg, err := workload.Start()
 	g.Expect(err).NotTo(HaveOccurred())
-	defer func() { _ = workload.Stop() }()
 	user, err := workload.AddUser(envtest.User{Name: "workload-admin", Groups: []string{"system:masters"}}, nil)
 	g.Expect(err).NotTo(HaveOccurred())
 	kubeconfig, err := user.KubeConfig()
 	g.Expect(err).NotTo(HaveOccurred())
 	wc, err := client.New(wcfg, client.Options{})
 	g.Expect(err).NotTo(HaveOccurred())
+	return wc, kubeconfig, func() { _ = workload.Stop() }
+}
+
+// workloadKubeconfig stores the kubeconfig Secret of cluster c1 in ns, as Cluster API does.
+func workloadKubeconfig(g Gomega, ns string, kubeconfig []byte) {
+	g.Expect(env.Client.Create(context.Background(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "c1-kubeconfig", Labels: map[string]string{clusterv1.ClusterNameLabel: "c1"}},
+		Data:       map[string][]byte{"value": kubeconfig},
+		Type:       clusterv1.ClusterSecretType,
+	})).To(Succeed())
+}
+
+// TestNodeProviderIDIsSet bootstraps a host of a workload cluster (a second kube-apiserver) whose Node the kubelet
+// registered without a providerID, reporting the host's machine-id, and checks that CAPR sets it through the
+// kubeconfig Secret.
+func TestNodeProviderIDIsSet(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	wc, kubeconfig, stop := workloadCluster(g)
+	defer stop()
 
 	h := sshdtest.Start(t)
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker-1"}}
 	g.Expect(wc.Create(ctx, node)).To(Succeed())
 	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: h.Address}}
+	node.Status.NodeInfo.MachineID = h.MachineID
 	g.Expect(wc.Status().Update(ctx, node)).To(Succeed())
 	other := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker-2"}}
 	g.Expect(wc.Create(ctx, other)).To(Succeed())
 
-	f := newFixtureWith(t, "#!/bin/sh\ntrue\n", "", func(ns string) {
-		g.Expect(env.Client.Create(ctx, &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "c1-kubeconfig", Labels: map[string]string{clusterv1.ClusterNameLabel: "c1"}},
-			Data:       map[string][]byte{"value": kubeconfig},
-			Type:       clusterv1.ClusterSecretType,
-		})).To(Succeed())
-	})
+	f := newFixtureWith(t, "#!/bin/sh\ntrue\n", "", func(ns string) { workloadKubeconfig(g, ns, kubeconfig) })
 	f.keySecret(t, "key", h)
 	rm := f.remoteMachine()
 	rm.Spec.Address, rm.Spec.Port = h.Address, int32(h.Port)

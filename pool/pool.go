@@ -38,6 +38,8 @@ const (
 	IndexFree = "capr.free"
 	// IndexEndpoint maps an entry to its "address:port", to refuse a host offered twice.
 	IndexEndpoint = "capr.endpoint"
+	// IndexKeySecret maps an entry to the name of the Secret holding its host's SSH key.
+	IndexKeySecret = "capr.keysecret"
 	// IndexClaim maps a claimed entry to the name of the RemoteMachine holding it.
 	IndexClaim = "capr.claim"
 
@@ -58,6 +60,12 @@ func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 		},
 		IndexEndpoint: func(m *infrav1.PooledRemoteMachine) []string {
 			return []string{Endpoint(m.Spec.Machine.Address, m.Spec.Machine.Port)}
+		},
+		IndexKeySecret: func(m *infrav1.PooledRemoteMachine) []string {
+			if ref := m.Spec.Machine.SSHKeyRef; ref != nil {
+				return []string{ref.Name}
+			}
+			return nil
 		},
 		IndexClaim: func(m *infrav1.PooledRemoteMachine) []string {
 			if m.Spec.ClaimRef == nil {

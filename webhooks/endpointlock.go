@@ -163,3 +163,13 @@ func isHeld(err error) (*errHeld, bool) {
 	ok := errors.As(err, &held)
 	return held, ok
 }
+
+// Offered says whether a pool entry (in any namespace) offers the host at endpoint now, read from its Lease.
+func (l *EndpointLocks) Offered(ctx context.Context, endpoint string) (bool, error) {
+	lease := &coordinationv1.Lease{}
+	if err := l.APIReader.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: endpointLockName(endpoint)}, lease); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	stale, err := l.stale(ctx, lease, endpoint)
+	return !stale, err
+}

@@ -11,7 +11,9 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apiserver/pkg/storage/names"
 	clusterctlv1 "sigs.k8s.io/cluster-api/cmd/clusterctl/api/v1alpha3"
@@ -34,6 +36,8 @@ type RemoteMachine struct {
 	Guard   *EndpointGuard
 	// Identity is the user name CAPR's manager acts as: only it may record the bootstrap-uid annotation.
 	Identity *Identity
+	// Locks tells which hosts a pool offers: a RemoteMachine cannot name one directly.
+	Locks *EndpointLocks
 	// Exhausted tells the owner of a refused RemoteMachine (a MachineSet, a control plane) that its pool is
 	// exhausted; nil tells no one.
 	Exhausted *ExhaustedNotifier
@@ -111,6 +115,13 @@ func (w *RemoteMachine) claim(ctx context.Context, req admission.Request, m *inf
 			return apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Forbidden(field.NewPath("spec", "pooledRemoteMachineRef"),
 				"is set by CAPR when it claims a pool entry for this RemoteMachine; remove it and set spec.pool (or spec.selector) instead")})
 		}
+		// A recreation carries what CAPR recorded about the host: the bootstrap the host holds, and the entry's host
+		// fields (taken from the entry, whatever the request says).
+		if uid := entry.Spec.ClaimRef.BootstrapUID; uid != "" && types.UID(m.Annotations[infrav1.BootstrapUIDAnnotation]) != uid {
+			return apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Forbidden(bootstrapUIDPath, fmt.Sprintf(
+				"PooledRemoteMachine %s holds the bootstrap of RemoteMachine UID %s: only a copy of that RemoteMachine carrying it (as clusterctl move makes) may take the entry over", ref.Name, uid))})
+		}
+		pool.Fill(m, entry)
 		return nil
 	}
 	if m.Spec.Address != "" || (m.Spec.Pool == "" && m.Spec.Selector == nil) {
@@ -202,31 +213,39 @@ func (w *RemoteMachine) ValidateCreate(ctx context.Context, m *infrav1.RemoteMac
 	if uid, ok := m.Annotations[infrav1.BootstrapUIDAnnotation]; ok && !uidPattern.MatchString(uid) {
 		errs = append(errs, field.Invalid(bootstrapUIDPath, uid, "must be the UID of the RemoteMachine whose bootstrap the host holds"))
 	}
+	moveErrs, err := w.checkMoveAnnotations(ctx, m.Namespace, nil, m.Annotations)
+	if err != nil {
+		return nil, err
+	}
+	errs = append(errs, moveErrs...)
 	errs = append(errs, validateAcceptHostKey("remotemachine", nil, m)...)
 	errs = append(errs, w.Guard.CheckRemoteMachine(ctx, m)...)
+	poolErrs, err := w.checkPooledHost(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	errs = append(errs, poolErrs...)
 	return nil, invalid("RemoteMachine", m.Name, errs)
 }
 
-// ValidateUpdate checks a changed RemoteMachine. An object being deleted is not checked, so its finalizer can
-// always be removed (CAPR never trusts what such an update changes: keys are only ever pinned, never accepted).
+// ValidateUpdate checks a changed RemoteMachine. CAPR's move annotations are checked on every update; on an object
+// being deleted, only they and the spec (which must not change) are, so its finalizer can always be removed.
 func (w *RemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav1.RemoteMachine) (admission.Warnings, error) {
-	if !m.DeletionTimestamp.IsZero() {
-		return nil, nil
-	}
 	spec := field.NewPath("spec")
-	errs := validateRemoteMachineSpec(spec, &m.Spec)
-	errs = append(errs, validateAcceptHostKey("remotemachine", old.Annotations, m)...)
+	errs, err := w.checkMoveAnnotations(ctx, m.Namespace, old.Annotations, m.Annotations)
+	if err != nil {
+		return nil, err
+	}
 	_, wasDeletingForMove := old.Annotations[clusterctlv1.DeleteForMoveAnnotation]
 	_, deletingForMove := m.Annotations[clusterctlv1.DeleteForMoveAnnotation]
 	if wasDeletingForMove && !deletingForMove {
-		errs = append(errs, field.Forbidden(field.NewPath("metadata", "annotations").Key(clusterctlv1.DeleteForMoveAnnotation),
+		errs = append(errs, field.Forbidden(annotationPath(clusterctlv1.DeleteForMoveAnnotation),
 			"marks a RemoteMachine clusterctl move is deleting; it cannot be removed"))
 	}
 	// clusterctl marks an object it deletes after a move by replacing all its annotations.
 	if was, is := old.Annotations[infrav1.BootstrapUIDAnnotation], m.Annotations[infrav1.BootstrapUIDAnnotation]; was != is && (is != "" || !deletingForMove) {
 		byCAPR := false
 		if was == "" {
-			var err error
 			if byCAPR, err = w.Identity.Requested(ctx); err != nil {
 				return nil, err
 			}
@@ -236,6 +255,15 @@ func (w *RemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav1.Remo
 				"is set by CAPR when it first runs the bootstrap on the host and names the machine the host's marker belongs to; it cannot be added, changed or removed"))
 		}
 	}
+	errs = append(errs, validateAcceptHostKey("remotemachine", old.Annotations, m)...)
+	if !m.DeletionTimestamp.IsZero() {
+		deleting, err := w.checkDeletingUpdate(ctx, old, m)
+		if err != nil {
+			return nil, err
+		}
+		return nil, invalid("RemoteMachine", m.Name, append(errs, deleting...))
+	}
+	errs = append(errs, validateRemoteMachineSpec(spec, &m.Spec)...)
 	if old.Spec.PooledRemoteMachineRef == nil && m.Spec.PooledRemoteMachineRef != nil {
 		errs = append(errs, field.Forbidden(spec.Child("pooledRemoteMachineRef"), "is set by CAPR when it claims a pool entry at creation; it cannot be added later"))
 	}
@@ -246,6 +274,14 @@ func (w *RemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav1.Remo
 	if old.Spec.Bastion != nil && len(old.Spec.Bastion.HostKeys) > 0 && (m.Spec.Bastion == nil || len(m.Spec.Bastion.HostKeys) == 0) {
 		errs = append(errs, field.Forbidden(spec.Child("bastion", "hostKeys"),
 			"the bastion's pinned host keys cannot be removed, or the next connection would trust any key; replace them with its new keys instead"))
+	}
+	if m.Spec.PooledRemoteMachineRef == nil && (old.Spec.Address != m.Spec.Address || old.Spec.Port != m.Spec.Port || !equality.Semantic.DeepEqual(old.Spec.SSHKeyRef, m.Spec.SSHKeyRef) ||
+		!equality.Semantic.DeepEqual(old.Spec.Bastion, m.Spec.Bastion)) {
+		poolErrs, err := w.checkPooledHost(ctx, m)
+		if err != nil {
+			return nil, err
+		}
+		errs = append(errs, poolErrs...)
 	}
 	return nil, invalid("RemoteMachine", m.Name, errs)
 }

@@ -25,7 +25,7 @@ func SetupWithManager(mgr ctrl.Manager, claimer *pool.Claimer, namespace string)
 	guard := &EndpointGuard{APIReader: mgr.GetAPIReader(), Mapper: mgr.GetRESTMapper()}
 	self := &Identity{Client: mgr.GetClient()}
 	for _, w := range []interface{ SetupWebhookWithManager(ctrl.Manager) error }{
-		&RemoteMachine{Claimer: claimer, Guard: guard, Identity: self,
+		&RemoteMachine{Claimer: claimer, Guard: guard, Identity: self, Locks: locks,
 			Exhausted: NewExhaustedNotifier(mgr.GetEventRecorder("remotemachine-webhook"))},
 		&PooledRemoteMachine{Locks: locks, Identity: self},
 		&RemoteCluster{},

@@ -31,6 +31,13 @@ type PooledMachineClaim struct {
 	// +optional
 	ClaimedAt *metav1.Time `json:"claimedAt,omitempty"`
 
+	// bootstrapUID is the UID of the RemoteMachine whose bootstrap the host holds, recorded by CAPR before the
+	// first run sends anything to the host. A RemoteMachine recreated under this claim (clusterctl move gives it a
+	// new UID) is bound to the claim only if it carries this UID in its bootstrap-uid annotation; otherwise the
+	// entry is quarantined, never released uncleaned.
+	// +optional
+	BootstrapUID types.UID `json:"bootstrapUID,omitempty"`
+
 	// clusterName is the Cluster API cluster of the RemoteMachine (its cluster.x-k8s.io/cluster-name label). While
 	// that Cluster is paused (clusterctl move creates it paused and resumes it last), a claim whose RemoteMachine
 	// is missing waits for it, however long the move takes.

@@ -96,6 +96,13 @@ type RemoteMachineStatus struct {
 	// +kubebuilder:validation:MaxLength=10240
 	FailureMessage *string `json:"failureMessage,omitempty"`
 
+	// machineID is the host's /etc/machine-id, read over SSH (whose host key is pinned) by the bootstrap. The
+	// workload cluster's Node is matched by it (the kubelet reports it in status.nodeInfo.machineID) and by the
+	// host name read over SSH, never by an address a kubelet reports.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[0-9a-f]{32}$`
+	MachineID string `json:"machineID,omitempty"`
+
 	// lastHostKeyReplacement records the last time a pinned host key (or the bastion's) was replaced because a
 	// person accepted a rebuilt host's new key with the infrastructure.cluster.x-k8s.io/accept-host-key annotation:
 	// the fingerprints before and after, who accepted it and when.

@@ -1,16 +1,21 @@
 # shellcheck shell=sh
 # The part of CAPR's bootstrap that holds the host's bootstrap lock. Bootstrap data is not idempotent, so it runs
-# at most once per host and RemoteMachine UID, whatever happened before:
-#   - the host was cleaned for this UID (cleaned lists it): refused, exit 94;
-#   - no marker, no sentinel, no done record: the UID is written to the marker first (if it cannot be, as on a full
+# at most once per host and RemoteMachine identity (namespace/name/UID: a marker binds all three, so a RemoteMachine
+# of another namespace or name cannot claim a host's bootstrap by its UID), whatever happened before:
+#   - the host was cleaned for this identity (cleaned lists it): refused, exit 94;
+#   - no marker, no sentinel, no done record: the identity is written to the marker first (if it cannot be, as on a full
 #     disk, nothing runs: exit 91), then the plan runs; success
 #     writes the sentinel and the done record, failure the failed record;
-#   - the marker names this UID: a finished run (sentinel or done record) is adopted; an unfinished or failed one
+#   - the marker names this identity: a finished run (sentinel or done record) is adopted; an unfinished or failed one
 #     is reported, exit 93, and never run again;
-#   - anything else (another UID, or a sentinel without CAPR's marker): another machine's bootstrap, exit 97.
+#   - anything else (another identity, or a sentinel without CAPR's marker): another machine's bootstrap, exit 97.
 #
-# Arguments: UID PLAN_FILE. The plan file is removed whatever happens.
-uid=$1
+# A marker holding the UID alone was written by a CAPR release before markers named the namespace and name; it is
+# read as this identity's when the UID is this machine's.
+#
+# Arguments: ID PLAN_FILE. The plan file is removed whatever happens.
+id=$1
+uid=${id##*/}
 f=$2
 state_dir=/var/lib/capr
 sentinel=/run/cluster-api/bootstrap-success.complete
@@ -20,15 +25,17 @@ failed_record=$state_dir/bootstrap.failed
 cleaned=$state_dir/cleaned
 
 trap 'rm -f "$f"' EXIT
-trap 'rm -f "$f"; echo "$uid 143 stopped" > "$failed_record"; exit 143' HUP INT TERM
+trap 'rm -f "$f"; echo "$id 143 stopped" > "$failed_record"; exit 143' HUP INT TERM
 
-if grep -qxF -- "$uid" "$cleaned" 2>/dev/null; then
+if grep -qxF -- "$id" "$cleaned" 2>/dev/null; then
   echo "capr: the host was cleaned after this machine's bootstrap; it is not bootstrapped for it again" >&2
   exit 94
 fi
 mk=$(cat "$marker" 2>/dev/null || true)
-if [ "$mk" = "$uid" ]; then
-  if [ -f "$sentinel" ] || [ "$(cat "$done_record" 2>/dev/null)" = "$uid" ]; then
+[ "$mk" = "$uid" ] && mk=$id
+if [ "$mk" = "$id" ]; then
+  done_by=$(cat "$done_record" 2>/dev/null || true)
+  if [ -f "$sentinel" ] || [ "$done_by" = "$id" ] || [ "$done_by" = "$uid" ]; then
     echo capr-adopted
     exit 0
   fi
@@ -40,7 +47,7 @@ if [ "$mk" = "$uid" ]; then
   exit 93
 fi
 if [ -n "$mk" ]; then
-  echo "capr: the host holds the bootstrap of another machine ($mk)" >&2
+  echo "capr: the host holds the bootstrap of another machine" >&2
   exit 97
 fi
 if [ -f "$sentinel" ] || [ -f "$done_record" ]; then
@@ -49,7 +56,7 @@ if [ -f "$sentinel" ] || [ -f "$done_record" ]; then
 fi
 
 # Nothing runs unless the marker is written: a full disk is reported, exit 91, and the bootstrap is tried again.
-if ! { echo "$uid" > "$marker" && rm -f "$failed_record"; }; then
+if ! { echo "$id" > "$marker" && rm -f "$failed_record"; }; then
   rm -f "$marker"
   echo "capr: cannot record this machine's bootstrap in $marker (No space left on device?); nothing was run" >&2
   exit 91
@@ -57,8 +64,8 @@ fi
 sh "$f"
 rc=$?
 if [ "$rc" -ne 0 ]; then
-  echo "$uid $rc" > "$failed_record"
+  echo "$id $rc" > "$failed_record"
   exit "$rc"
 fi
 echo success > "$sentinel"
-echo "$uid" > "$done_record"
+echo "$id" > "$done_record"

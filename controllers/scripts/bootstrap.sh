@@ -4,9 +4,11 @@
 # lock, and follows the log until the run ends. If the connection drops or the manager stops, the run goes on to
 # its end, and a later command waits for the lock and finds the result. Cancelled (TERM), it stops the run too.
 #
-# Arguments: UID WORKDIR RUN, where RUN is the text of bootstrap-run.sh (the part that holds the lock).
+# Arguments: ID WORKDIR RUN, where ID is the identity of the RemoteMachine (namespace/name/UID) and RUN is the text of
+# bootstrap-run.sh (the part that holds the lock).
 set -eu
-uid=$1
+id=$1
+uid=${id##*/}
 workdir=$2
 run=$3
 run_dir=/run/cluster-api
@@ -16,10 +18,11 @@ mkdir -p "$run_dir" "$workdir" /var/lib/capr
 f=$(mktemp "$workdir/.capr-bootstrap-$uid.XXXXXX")
 cat > "$f"
 echo "capr-hostname=$(hostname -s 2>/dev/null || hostname)"
+echo "capr-machine-id=$(cat /etc/machine-id 2>/dev/null || true)"
 log=$(mktemp "$run_dir/capr-bootstrap-log.XXXXXX")
 
 set +e
-setsid nohup flock -o "$lock" sh -c "$run" capr-bootstrap-run "$uid" "$f" > "$log" 2>&1 < /dev/null &
+setsid nohup flock -o "$lock" sh -c "$run" capr-bootstrap-run "$id" "$f" > "$log" 2>&1 < /dev/null &
 bg=$!
 trap 'kill -TERM "-$bg" 2>/dev/null; rm -f "$f" "$log"; exit 143' TERM INT HUP
 tail -s 0.05 -n +1 -f --pid="$bg" "$log" &

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -68,6 +69,8 @@ type Host struct {
 	ClientSigner ssh.Signer
 	// Dir holds the host's files: etc/ (mounted over /etc inside the host), the sshd config and keys.
 	Dir string
+	// MachineID is the host's own /etc/machine-id (32 hex digits), as a kubelet on it would report it.
+	MachineID string
 
 	t      T
 	holder *exec.Cmd // keeps the host's namespaces
@@ -150,6 +153,10 @@ func (h *Host) writeFiles() {
 	if out, err := exec.Command("cp", "-a", "/etc", h.path("etc")).CombinedOutput(); err != nil {
 		t.Fatalf("copying /etc: %v: %s", err, out)
 	}
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	h.MachineID = hex.EncodeToString(id)
+	must(t, os.WriteFile(h.path("etc", "machine-id"), []byte(h.MachineID+"\n"), 0o444))
 	appendFile := func(name, text string) {
 		f, err := os.OpenFile(h.path("etc", name), os.O_APPEND|os.O_WRONLY, 0)
 		if err != nil {
