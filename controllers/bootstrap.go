@@ -92,14 +92,14 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	cfg := in.Config
 	var plan *cloudinit.Plan
 	if !in.AdoptOnly {
-		// Parse before connecting: unsupported data fails without touching the host, and the values the plan holds
-		// (file contents decoded from base64, commands) are redacted from the output too.
-		preview, err := parseBootstrap(in.Data, in.Format, cloudinit.Vars{Hostname: "localhost"})
-		if err != nil {
+		// Parse before connecting: unsupported data, or data that decodes past cloudinit.MaxDecodedSize, fails
+		// without touching the host, and the values the plan holds (file contents decoded from base64, commands)
+		// are redacted from the output too.
+		var err error
+		if plan, err = parseBootstrap(in.Data, in.Format, cloudinit.Vars{Hostname: "localhost"}); err != nil {
 			return nil, err
 		}
-		cfg.Secrets = append(append([]string(nil), cfg.Secrets...), planValues(preview)...)
-		plan = preview
+		cfg.Secrets = append(append([]string(nil), cfg.Secrets...), planValues(plan)...)
 	}
 	host, err := dial(ctx, cfg)
 	if err != nil {
@@ -117,6 +117,7 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 			return nil, err
 		}
 		res.Hostname = strings.TrimSpace(hostname)
+		plan = nil // one plan in memory at a time
 		if plan, err = parseBootstrap(in.Data, in.Format, cloudinit.Vars{Hostname: res.Hostname}); err != nil {
 			return nil, err
 		}
@@ -125,10 +126,12 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	if workDir == "" {
 		workDir = "/tmp"
 	}
-	// One SSH session: the prerequisites are checked, then the script arrives on stdin and the wrapper stores,
-	// runs and removes it.
+	// One SSH session: the prerequisites are checked, then the script arrives on stdin, made as it is sent, and the
+	// wrapper stores, runs and removes it.
 	command := withPrerequisites(hostScript("capr-bootstrap", bootstrapScript, in.Identity, workDir, bootstrapRunScript))
-	out, err := host.Output(ctx, command, strings.NewReader(cloudinit.Script(plan)))
+	script := cloudinit.NewScriptReader(plan)
+	defer script.Close()
+	out, err := host.Output(ctx, command, script)
 	started := strings.Contains(out, hostnameMarker)
 	var cmdErr *sshrunner.CommandError
 	if errors.As(err, &cmdErr) {
@@ -181,10 +184,28 @@ func parseBootstrap(data []byte, format string, vars cloudinit.Vars) (*cloudinit
 	return cloudinit.Parse(data, format, vars)
 }
 
-// planValues returns what a plan writes and runs, to be redacted from the host's output.
+// Bounds of what planValues hands to the redactor, which keeps each value, its lines and its words: a value larger
+// than maxRedactedValue (a binary, an image; CAPR's scripts never print a file's content) is left out, and so is
+// everything past maxRedactedTotal. Keys, tokens and configs are far smaller, and whatever is plain text in the
+// bootstrap data is redacted anyway, with the Secret's value.
+const (
+	maxRedactedValue = 64 << 10
+	maxRedactedTotal = 4 << 20
+)
+
+// planValues returns what a plan writes and runs, to be redacted from the host's output, within the bounds above.
 func planValues(plan *cloudinit.Plan) []string {
 	var out []string
+	total := 0
 	for _, s := range plan.Steps {
+		n := len(s.Command)
+		if s.File != nil {
+			n = len(s.File.Content)
+		}
+		if n > maxRedactedValue || total+n > maxRedactedTotal {
+			continue
+		}
+		total += n
 		if s.File != nil {
 			out = append(out, string(s.File.Content))
 		} else {

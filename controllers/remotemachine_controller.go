@@ -138,6 +138,7 @@ var terminalReasons = map[string]bool{
 	infrav1.HostKeyMismatchReason:            true,
 	infrav1.HostKeyUnknownReason:             true,
 	infrav1.UnsupportedBootstrapFormatReason: true,
+	infrav1.BootstrapDataTooLargeReason:      true,
 	infrav1.BootstrapNotFoundReason:          true,
 }
 
@@ -592,6 +593,8 @@ func bootstrapFailureReason(err error) (string, bool) {
 	switch {
 	case errors.Is(err, sshrunner.ErrHostKeyMismatch):
 		return infrav1.HostKeyMismatchReason, true
+	case errors.Is(err, cloudinit.ErrTooLarge):
+		return infrav1.BootstrapDataTooLargeReason, true
 	case errors.Is(err, cloudinit.ErrUnsupported):
 		return infrav1.UnsupportedBootstrapFormatReason, true
 	case errors.Is(err, ErrHostAlreadyBootstrapped):

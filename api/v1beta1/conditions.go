@@ -63,6 +63,9 @@ const (
 	HostKeyNotAcceptedReason = "HostKeyNotAccepted"
 	// UnsupportedBootstrapFormatReason: the bootstrap data cannot be run by CAPR (terminal).
 	UnsupportedBootstrapFormatReason = "UnsupportedBootstrapFormat"
+	// BootstrapDataTooLargeReason: the bootstrap data decodes (base64, gzip, YAML aliases) to more than CAPR's limit
+	// for one bootstrap, 64 MiB; nothing was sent to the host (terminal).
+	BootstrapDataTooLargeReason = "BootstrapDataTooLarge"
 	// WaitingForSecretReason: the SSH key Secret or the bootstrap data Secret is missing or incomplete.
 	WaitingForSecretReason = "WaitingForSecret"
 	// HostKeyUnknownReason: hostKeyPolicy is Strict and no host key is pinned (terminal until hostKeys are set).

@@ -3,12 +3,9 @@
 package cloudinit
 
 import (
-	"bytes"
-	"compress/gzip"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"regexp"
 	"sort"
 	"strconv"
@@ -55,7 +52,11 @@ type Vars struct {
 }
 
 // Parse turns bootstrap data into a plan. format is the bootstrap Secret's `format` key ("" means cloud-config).
+// Data that decodes to more than MaxDecodedSize is refused with ErrTooLarge.
 func Parse(data []byte, format string, vars Vars) (*Plan, error) {
+	if err := CheckRaw(data); err != nil {
+		return nil, err
+	}
 	switch format {
 	case "", "cloud-config":
 	case "ignition":
@@ -74,7 +75,7 @@ func Parse(data []byte, format string, vars Vars) (*Plan, error) {
 	if !strings.HasPrefix(strings.TrimLeft(body, " \t\r\n"), "#cloud-config") {
 		return nil, fmt.Errorf("%w: the bootstrap data is neither a cloud-config document (first line #cloud-config) nor a shell script (first line #!)", ErrUnsupported)
 	}
-	return parseCloudConfig(body)
+	return parseCloudConfig(body, &Budget{})
 }
 
 var jinjaExpr = regexp.MustCompile(`\{\{-?\s*(.*?)\s*-?\}\}`)
@@ -88,6 +89,10 @@ func renderJinja(text string, vars Vars) (string, error) {
 	}
 	if strings.Contains(rest, "{%") {
 		return "", fmt.Errorf("%w: jinja statements ({%% ... %%}) are not supported, only instance-data expressions such as {{ ds.meta_data.local_hostname }}", ErrUnsupported)
+	}
+	// Each expression becomes the host name, which the host reports: the rendered text stays within the budget.
+	if int64(len(rest))+int64(strings.Count(rest, "{{"))*int64(len(vars.Hostname)) > MaxDecodedSize {
+		return "", tooLarge("the jinja template, the host name rendered")
 	}
 	var bad []string
 	out := jinjaExpr.ReplaceAllStringFunc(rest, func(m string) string {
@@ -142,7 +147,10 @@ var (
 	}
 )
 
-func parseCloudConfig(body string) (*Plan, error) {
+func parseCloudConfig(body string, budget *Budget) (*Plan, error) {
+	if err := checkYAMLSize(body); err != nil {
+		return nil, err
+	}
 	var raw map[string]any
 	if err := yaml.Unmarshal([]byte(body), &raw); err != nil {
 		return nil, fmt.Errorf("%w: the cloud-config is not valid YAML: %w", ErrUnsupported, err)
@@ -165,10 +173,10 @@ func parseCloudConfig(body string) (*Plan, error) {
 	plan := &Plan{Format: "cloud-config"}
 	// cloud-init's order: bootcmd (init stage), write_files, users, mounts, ntp (config stage), deferred
 	// write_files, then runcmd (final stage).
-	if err := addCommands(plan, "bootcmd", cc.BootCmd); err != nil {
+	if err := addCommands(plan, "bootcmd", cc.BootCmd, budget); err != nil {
 		return nil, err
 	}
-	if err := addFiles(plan, cc.WriteFiles, false); err != nil {
+	if err := addFiles(plan, cc.WriteFiles, false, budget); err != nil {
 		return nil, err
 	}
 	if err := addUsers(plan, cc.Users); err != nil {
@@ -176,22 +184,23 @@ func parseCloudConfig(body string) (*Plan, error) {
 	}
 	addMounts(plan, cc.Mounts)
 	addNTP(plan, cc.NTP)
-	if err := addFiles(plan, cc.WriteFiles, true); err != nil {
+	if err := addFiles(plan, cc.WriteFiles, true, budget); err != nil {
 		return nil, err
 	}
-	if err := addCommands(plan, "runcmd", cc.RunCmd); err != nil {
+	if err := addCommands(plan, "runcmd", cc.RunCmd, budget); err != nil {
 		return nil, err
 	}
 	return plan, nil
 }
 
 // addCommands adds runcmd/bootcmd entries: a string runs in a shell, a list is an argv run without one.
-func addCommands(plan *Plan, key string, entries []any) error {
+func addCommands(plan *Plan, key string, entries []any, budget *Budget) error {
 	for i, e := range entries {
 		src := fmt.Sprintf("%s[%d]", key, i)
+		var cmd string
 		switch v := e.(type) {
 		case string:
-			plan.Steps = append(plan.Steps, Step{Source: src, Command: v})
+			cmd = v
 		case []any:
 			argv := make([]string, 0, len(v))
 			for _, a := range v {
@@ -207,15 +216,19 @@ func addCommands(plan *Plan, key string, entries []any) error {
 			if len(argv) == 0 {
 				return fmt.Errorf("%w: %s is an empty list", ErrUnsupported, src)
 			}
-			plan.Steps = append(plan.Steps, Step{Source: src, Command: shellescape.QuoteCommand(argv)})
+			cmd = shellescape.QuoteCommand(argv)
 		default:
 			return fmt.Errorf("%w: %s must be a string or a list of strings", ErrUnsupported, src)
 		}
+		if err := budget.Take(len(cmd), src); err != nil {
+			return err
+		}
+		plan.Steps = append(plan.Steps, Step{Source: src, Command: cmd})
 	}
 	return nil
 }
 
-func addFiles(plan *Plan, files []writeFile, deferred bool) error {
+func addFiles(plan *Plan, files []writeFile, deferred bool, budget *Budget) error {
 	for i, f := range files {
 		if f.Defer != deferred {
 			continue
@@ -224,7 +237,10 @@ func addFiles(plan *Plan, files []writeFile, deferred bool) error {
 		if f.Path == "" || !strings.HasPrefix(f.Path, "/") {
 			return fmt.Errorf("%w: %s needs an absolute path", ErrUnsupported, src)
 		}
-		content, err := decode(f.Content, f.Encoding)
+		content, err := decode(f.Content, f.Encoding, budget, src+" ("+f.Path+")")
+		if errors.Is(err, ErrTooLarge) {
+			return err
+		}
 		if err != nil {
 			return fmt.Errorf("%w: %s (%s): %w", ErrUnsupported, src, f.Path, err)
 		}
@@ -241,32 +257,30 @@ func addFiles(plan *Plan, files []writeFile, deferred bool) error {
 	return nil
 }
 
-// decode applies a write_files encoding.
-func decode(content, encoding string) ([]byte, error) {
+// decode applies a write_files encoding, charging the decoded content of what to the budget.
+func decode(content, encoding string, budget *Budget, what string) ([]byte, error) {
+	var out []byte
+	var err error
 	switch strings.ToLower(strings.TrimSpace(encoding)) {
 	case "", "text/plain":
-		return []byte(content), nil
+		out = []byte(content)
 	case "b64", "base64":
-		return base64.StdEncoding.DecodeString(strings.TrimSpace(content))
+		out, err = base64.StdEncoding.DecodeString(strings.TrimSpace(content))
 	case "gz", "gzip":
-		return gunzip([]byte(content))
+		return budget.Gunzip([]byte(content), what)
 	case "gz+b64", "gzip+base64", "gz+base64", "gzip+b64":
 		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(content))
 		if err != nil {
 			return nil, err
 		}
-		return gunzip(b)
+		return budget.Gunzip(b, what)
+	default:
+		return nil, fmt.Errorf("encoding %q is unknown (use b64, base64, gzip, gz, gz+b64, gzip+base64 or gz+base64)", encoding)
 	}
-	return nil, fmt.Errorf("encoding %q is unknown (use b64, base64, gzip, gz, gz+b64, gzip+base64 or gz+base64)", encoding)
-}
-
-func gunzip(b []byte) ([]byte, error) {
-	r, err := gzip.NewReader(bytes.NewReader(b))
 	if err != nil {
 		return nil, err
 	}
-	defer r.Close()
-	return io.ReadAll(io.LimitReader(r, 64<<20))
+	return out, budget.Take(len(out), what)
 }
 
 // permissions reads an octal mode given as a string ('0640') or a number (cloud-init reads both).

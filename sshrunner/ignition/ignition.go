@@ -10,8 +10,6 @@
 package ignition
 
 import (
-	"bytes"
-	"compress/gzip"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/hex"
@@ -19,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"path"
 	"sort"
 	"strconv"
@@ -39,13 +36,14 @@ const Format = "ignition"
 // UnitDir is where units and their drop-ins are written, as Ignition does.
 const UnitDir = "/etc/systemd/system"
 
-// maxContent bounds a decompressed file, as the cloud-config path does.
-const maxContent = 64 << 20
-
 var q = shellescape.Quote
 
-// Parse turns an Ignition config into a plan. Errors wrap cloudinit.ErrUnsupported and name the field.
+// Parse turns an Ignition config into a plan. Errors wrap cloudinit.ErrUnsupported and name the field; a config
+// whose contents decode to more than cloudinit.MaxDecodedSize is refused with cloudinit.ErrTooLarge.
 func Parse(data []byte) (*cloudinit.Plan, error) {
+	if err := cloudinit.CheckRaw(data); err != nil {
+		return nil, err
+	}
 	var stub struct {
 		Ignition struct {
 			Version string `json:"version"`
@@ -131,18 +129,19 @@ func build(c types.Config) (*cloudinit.Plan, error) {
 		return nil, err
 	}
 	plan := &cloudinit.Plan{Format: Format}
+	budget := &cloudinit.Budget{}
 	for i, g := range c.Passwd.Groups {
 		plan.Steps = append(plan.Steps, groupStep(i, g))
 	}
 	for i, u := range c.Passwd.Users {
 		plan.Steps = append(plan.Steps, userStep(i, u))
 	}
-	steps, err := entries(c.Storage)
+	steps, err := entries(c.Storage, budget)
 	if err != nil {
 		return nil, err
 	}
 	plan.Steps = append(plan.Steps, steps...)
-	steps, err = units(c.Systemd.Units)
+	steps, err = units(c.Systemd.Units, budget)
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +248,7 @@ type entry struct {
 
 // entries orders directories, files and symbolic links from the shallowest path to the deepest, then hard links,
 // as Ignition does.
-func entries(s types.Storage) ([]cloudinit.Step, error) {
+func entries(s types.Storage, budget *cloudinit.Budget) ([]cloudinit.Step, error) {
 	var list, hard []entry
 	for i, d := range s.Directories {
 		d.Path = path.Clean(d.Path)
@@ -257,7 +256,7 @@ func entries(s types.Storage) ([]cloudinit.Step, error) {
 	}
 	for i, f := range s.Files {
 		f.Path = path.Clean(f.Path)
-		list = append(list, entry{f.Path, func() ([]cloudinit.Step, error) { return file(i, f) }})
+		list = append(list, entry{f.Path, func() ([]cloudinit.Step, error) { return file(i, f, budget) }})
 	}
 	for i, l := range s.Links {
 		l.Path = path.Clean(l.Path)
@@ -300,13 +299,13 @@ func directory(i int, d types.Directory) []cloudinit.Step {
 		p, q("capr: "+d.Path+" exists and is not a directory, and overwrite is false"), mode(d.Mode, 0o755), q(owner(d.Node)))})
 }
 
-func file(i int, f types.File) ([]cloudinit.Step, error) {
+func file(i int, f types.File, budget *cloudinit.Budget) ([]cloudinit.Step, error) {
 	src := fmt.Sprintf("storage.files[%d]", i)
 	steps := removeOnOverwrite(src, f.Node)
 	perms, own := mode(f.Mode, 0o644), owner(f.Node)
 	p := q(f.Path)
 	if f.Contents.Source != nil {
-		content, err := fetch(src+".contents", f.Contents)
+		content, err := fetch(src+".contents", f.Contents, budget)
 		if err != nil {
 			return nil, err
 		}
@@ -322,7 +321,7 @@ func file(i int, f types.File) ([]cloudinit.Step, error) {
 			p, q("capr: "+f.Path+" exists and is not a regular file, and overwrite is false"), q(path.Dir(f.Path)))})
 	}
 	for j, r := range f.Append {
-		content, err := fetch(fmt.Sprintf("%s.append[%d]", src, j), r)
+		content, err := fetch(fmt.Sprintf("%s.append[%d]", src, j), r, budget)
 		if err != nil {
 			return nil, err
 		}
@@ -364,7 +363,7 @@ func derefString(s *string) string {
 // units writes units and drop-ins, masks and unmasks, reloads systemd, enables and disables, and starts the enabled
 // units last. Ignition writes a preset file that systemd applies at first boot; a running host gets the same from
 // systemctl enable, and start does what booting into the unit's target would.
-func units(list []types.Unit) ([]cloudinit.Step, error) {
+func units(list []types.Unit, budget *cloudinit.Budget) ([]cloudinit.Step, error) {
 	var writes, masks, enables, starts []cloudinit.Step
 	for i, u := range list {
 		src := fmt.Sprintf("systemd.units[%d]", i)
@@ -378,10 +377,16 @@ func units(list []types.Unit) ([]cloudinit.Step, error) {
 			if strings.ContainsAny(d.Name, "/\x00") || d.Name == "" {
 				return nil, fmt.Errorf("%w: %s.dropins[%d].name %q is not a drop-in file name", cloudinit.ErrUnsupported, src, j, d.Name)
 			}
+			if err := budget.Take(len(*d.Contents), fmt.Sprintf("%s.dropins[%d].contents", src, j)); err != nil {
+				return nil, err
+			}
 			writes = append(writes, cloudinit.Step{Source: fmt.Sprintf("%s.dropins[%d]", src, j),
 				File: &cloudinit.File{Path: UnitDir + "/" + u.Name + ".d/" + d.Name, Content: []byte(*d.Contents), Permissions: 0o644, Owner: "0:0", OwnerRequired: true}})
 		}
 		if u.Contents != nil && *u.Contents != "" {
+			if err := budget.Take(len(*u.Contents), src+".contents"); err != nil {
+				return nil, err
+			}
 			writes = append(writes, cloudinit.Step{Source: src, File: &cloudinit.File{Path: UnitDir + "/" + u.Name, Content: []byte(*u.Contents), Permissions: 0o644, Owner: "0:0", OwnerRequired: true}})
 		}
 		n := q(u.Name)
@@ -413,9 +418,10 @@ func units(list []types.Unit) ([]cloudinit.Step, error) {
 	return append(steps, starts...), nil
 }
 
-// fetch returns a resource's contents: a data URL (plain or base64), gzip-decompressed if the resource says so, and
-// checked against its verification hash. Any other source is refused: the host cannot be assumed to reach it.
-func fetch(field string, r types.Resource) ([]byte, error) {
+// fetch returns a resource's contents: a data URL (plain or base64), gzip-decompressed if the resource says so
+// (within the budget), and checked against its verification hash. Any other source is refused: the host cannot be
+// assumed to reach it.
+func fetch(field string, r types.Resource, budget *cloudinit.Budget) ([]byte, error) {
 	src := derefString(r.Source)
 	if src == "" {
 		return nil, nil
@@ -431,12 +437,14 @@ func fetch(field string, r types.Resource) ([]byte, error) {
 	data := u.Data
 	switch c := derefString(r.Compression); c {
 	case "":
-	case "gzip":
-		zr, err := gzip.NewReader(bytes.NewReader(data))
-		if err != nil {
-			return nil, fmt.Errorf("%w: %s is not gzip data: %w", cloudinit.ErrUnsupported, field, err)
+		if err := budget.Take(len(data), field); err != nil {
+			return nil, err
 		}
-		data, err = io.ReadAll(io.LimitReader(zr, maxContent))
+	case "gzip":
+		data, err = budget.Gunzip(data, field)
+		if errors.Is(err, cloudinit.ErrTooLarge) {
+			return nil, err
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s is not gzip data: %w", cloudinit.ErrUnsupported, field, err)
 		}
