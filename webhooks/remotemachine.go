@@ -125,6 +125,9 @@ func (w *RemoteMachine) claim(ctx context.Context, req admission.Request, m *inf
 	if m.Namespace == "" {
 		m.Namespace = req.Namespace
 	}
+	if errs := validateSelectorSize(field.NewPath("spec", "selector"), m.Spec.Selector); len(errs) > 0 {
+		return apierrors.NewInvalid(remoteMachineGK, m.Name, errs)
+	}
 	var selector labels.Selector
 	if m.Spec.Selector != nil {
 		var err error
@@ -257,6 +260,7 @@ func (w *RemoteMachine) ValidateDelete(context.Context, *infrav1.RemoteMachine) 
 
 func validateRemoteMachineSpec(path *field.Path, s *infrav1.RemoteMachineSpec) field.ErrorList {
 	errs := validateRemoteHost(path, &s.RemoteHost)
+	errs = append(errs, validateSelectorSize(path.Child("selector"), s.Selector)...)
 	if s.Address == "" {
 		errs = append(errs, field.Required(path.Child("address"),
 			"set the host's IP address or DNS name, or set spec.pool to take a host from a PooledRemoteMachine pool"))
