@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
@@ -199,6 +201,14 @@ func run(o *options) error {
 	if o.namespace != "" {
 		cacheOptions.DefaultNamespaces = map[string]cache.Config{o.namespace: {}}
 	}
+	// The hosts' Leases are watched in the manager's namespace only (the leader-election Role allows it).
+	locksNamespace := o.managerNamespace()
+	hostLocks, err := labels.Parse(pool.EndpointLockLabel)
+	if err != nil {
+		return err
+	}
+	cacheOptions.ByObject = map[client.Object]cache.ByObject{&coordinationv1.Lease{}: {
+		Namespaces: map[string]cache.Config{locksNamespace: {}}, Label: hostLocks}}
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                        scheme,
 		LeaderElection:                o.leaderElect,
@@ -259,6 +269,7 @@ func run(o *options) error {
 		APIReader:         mgr.GetAPIReader(),
 		Recorder:          mgr.GetEventRecorder("pooledremotemachine-controller"),
 		Claimer:           claimer,
+		Locks:             pool.NewEndpointLocks(mgr, locksNamespace),
 		OrphanGracePeriod: o.orphanClaimGrace,
 		ProbeInterval:     o.poolProbeInterval,
 		Dial:              controllers.DialSSH,
@@ -278,7 +289,7 @@ func run(o *options) error {
 	}
 	metrics.Register(mgr.GetClient())
 	if o.webhookPort != 0 {
-		if err := webhooks.SetupWithManager(mgr, claimer, o.managerNamespace()); err != nil {
+		if err := webhooks.SetupWithManager(mgr, claimer, locksNamespace); err != nil {
 			return fmt.Errorf("setting up webhooks: %w", err)
 		}
 		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {

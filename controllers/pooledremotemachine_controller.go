@@ -3,10 +3,12 @@ package controllers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -54,6 +56,9 @@ type PooledRemoteMachineReconciler struct {
 	Dial          Dialer
 	// Scan reads a host's key to pin it; sshrunner.ScanHostKey when nil.
 	Scan Scanner
+	// Locks holds the hosts' Leases (one entry per host): the controller re-asserts the Lease of every live entry
+	// and deletes the Leases of entries that are gone. The manager's cache must watch the Leases of Locks.Namespace.
+	Locks *pool.EndpointLocks
 
 	lastProbe  sync.Map // entry UID → time of its last probe
 	moveLabels moveLabeller
@@ -63,17 +68,48 @@ type PooledRemoteMachineReconciler struct {
 }
 
 // SetupWithManager registers the controller; the pool indexes must be registered (pool.SetupIndexes).
-func (r *PooledRemoteMachineReconciler) SetupWithManager(_ context.Context, mgr ctrl.Manager, options controller.Options) error {
+func (r *PooledRemoteMachineReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, options controller.Options) error {
 	if r.OrphanGracePeriod == 0 {
 		r.OrphanGracePeriod = 2 * time.Minute
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&infrav1.PooledRemoteMachine{}).
 		WithOptions(options).
 		Watches(&infrav1.RemoteMachine{}, handler.EnqueueRequestsFromMapFunc(r.entriesOfMachine)).
 		// A Machine appearing, or its labels changing, brings back the entry whose hardware labels it carries.
-		Watches(&clusterv1.Machine{}, handler.EnqueueRequestsFromMapFunc(r.machineToEntry), builder.WithPredicates(predicate.LabelChangedPredicate{})).
-		Complete(r)
+		Watches(&clusterv1.Machine{}, handler.EnqueueRequestsFromMapFunc(r.machineToEntry), builder.WithPredicates(predicate.LabelChangedPredicate{}))
+	if r.Locks != nil {
+		if err := mgr.GetFieldIndexer().IndexField(ctx, &coordinationv1.Lease{}, indexLeaseHolder, func(o client.Object) []string {
+			if h := pool.LeaseHolder(o.(*coordinationv1.Lease)); h != "" {
+				return []string{h}
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("indexing Leases by holder: %w", err)
+		}
+		// A host's Lease changing or deleted (by hand) brings back the entry it names, which re-asserts it.
+		b = b.Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(leaseToEntry), builder.WithPredicates(
+			predicate.NewPredicateFuncs(func(o client.Object) bool {
+				_, ok := o.GetLabels()[pool.EndpointLockLabel]
+				return ok && o.GetNamespace() == r.Locks.Namespace
+			})))
+	}
+	return b.Complete(r)
+}
+
+// indexLeaseHolder maps a host's Lease to the "namespace/name" of the entry it names.
+const indexLeaseHolder = "capr.holder"
+
+func leaseToEntry(_ context.Context, o client.Object) []reconcile.Request {
+	lease, ok := o.(*coordinationv1.Lease)
+	if !ok {
+		return nil
+	}
+	ns, name, ok := strings.Cut(pool.LeaseHolder(lease), "/")
+	if !ok {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}}}
 }
 
 // entriesOfMachine maps a RemoteMachine to the entry it holds and the entries claimed in its name.
@@ -100,7 +136,10 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 	log := ctrl.LoggerFrom(ctx)
 	entry := &infrav1.PooledRemoteMachine{}
 	if err := r.Client.Get(ctx, req.NamespacedName, entry); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			return r.releaseGoneLocks(ctx, req.NamespacedName, "")
+		}
+		return ctrl.Result{}, err
 	}
 	r.moveLabels.ensure(ctx, r.Client, r.APIReader, entry.Namespace, &entry.Spec.Machine.RemoteHost)
 	var holder *infrav1.RemoteMachine
@@ -174,7 +213,12 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	defer patchOnExit(ctx, helper, entry, &retErr, infrav1.ClaimedCondition, infrav1.ReachableCondition)
+	defer patchOnExit(ctx, helper, entry, &retErr, infrav1.ClaimedCondition, infrav1.ReachableCondition, infrav1.HostLockedCondition)
+	if result, err := r.reconcileHostLock(ctx, entry); err != nil {
+		return ctrl.Result{}, err
+	} else if result > 0 && (requeue == 0 || result < requeue) {
+		requeue = result
+	}
 	if r.probeDue(entry) {
 		r.probe(ctx, entry)
 	}
@@ -197,6 +241,68 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 		}
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
+}
+
+// reconcileHostLock holds the Lease of the entry's host (re-created if someone deleted it) and reports it in the
+// HostLocked condition: another live entry holding the host is reported, never displaced. Leases still naming the
+// entry for another host are deleted once stale.
+func (r *PooledRemoteMachineReconciler) reconcileHostLock(ctx context.Context, entry *infrav1.PooledRemoteMachine) (time.Duration, error) {
+	if r.Locks == nil || entry.Spec.Machine.Address == "" {
+		return 0, nil
+	}
+	name := pool.EndpointLockName(pool.Endpoint(entry.Spec.Machine.Address, entry.Spec.Machine.Port))
+	// The cached Lease saves an apiserver read per reconcile when it is this entry's already; a Lease deleted since
+	// brings the entry back through the watch.
+	cached := &coordinationv1.Lease{}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: r.Locks.Namespace, Name: name}, cached)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return 0, err
+	}
+	if err != nil || !pool.HoldsStored(cached, entry) {
+		err := r.Locks.Assert(ctx, entry)
+		var held *pool.HeldError
+		switch {
+		case errors.As(err, &held):
+			msg := held.Error() + "; delete this entry, or the other one"
+			if !conditions.IsFalse(entry, infrav1.HostLockedCondition) {
+				r.Recorder.Eventf(entry, nil, corev1.EventTypeWarning, infrav1.HostOfferedElsewhereReason, "LockHost", "%s", msg)
+			}
+			conditions.Set(entry, metav1.Condition{Type: infrav1.HostLockedCondition, Status: metav1.ConditionFalse, Reason: infrav1.HostOfferedElsewhereReason, Message: msg})
+			return 0, nil
+		case err != nil:
+			return 0, err
+		}
+	}
+	conditions.Set(entry, metav1.Condition{Type: infrav1.HostLockedCondition, Status: metav1.ConditionTrue, Reason: infrav1.HostLockedReason})
+	res, err := r.releaseGoneLocks(ctx, client.ObjectKeyFromObject(entry), name)
+	return res.RequeueAfter, err
+}
+
+// releaseGoneLocks deletes the Leases naming an entry (but keep) whose entry no longer offers their host: the
+// entry is gone, or offers another host now. A Lease of an entry that may still be being created is looked at again
+// after the grace.
+func (r *PooledRemoteMachineReconciler) releaseGoneLocks(ctx context.Context, key client.ObjectKey, keep string) (ctrl.Result, error) {
+	if r.Locks == nil {
+		return ctrl.Result{}, nil
+	}
+	leases := &coordinationv1.LeaseList{}
+	if err := r.Client.List(ctx, leases, client.InNamespace(r.Locks.Namespace), client.MatchingFields{indexLeaseHolder: key.String()}); err != nil {
+		return ctrl.Result{}, err
+	}
+	var result ctrl.Result
+	for i := range leases.Items {
+		if leases.Items[i].Name == keep {
+			continue
+		}
+		again, err := r.Locks.ReleaseGone(ctx, &leases.Items[i])
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if again > 0 && (result.RequeueAfter == 0 || again < result.RequeueAfter) {
+			result.RequeueAfter = again
+		}
+	}
+	return result, nil
 }
 
 // clusterPaused says whether the claim's Cluster exists and is paused (spec.paused or the paused annotation).

@@ -25,6 +25,7 @@ import (
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/controllers"
+	"github.com/capr-project/cluster-api-provider-remote/pool"
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner/sshdtest"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
@@ -117,7 +118,7 @@ func setupReconcilers(e *testenv.Environment, skipNames bool) error {
 	}
 	if err := (&controllers.PooledRemoteMachineReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("pooledremotemachine-controller"),
-		Claimer: e.Claimer, OrphanGracePeriod: orphanGrace,
+		Claimer: e.Claimer, OrphanGracePeriod: orphanGrace, Locks: pool.NewEndpointLocks(mgr, testenv.ManagerNamespace),
 		// Only entries of the probe test point at real sshd hosts; the others' addresses must never be dialled.
 		ProbeInterval: time.Second, ProbeSelector: labels.SelectorFromSet(labels.Set{"capr-test-probe": "true"}), Dial: dials.dial,
 	}).SetupWithManager(context.Background(), mgr, opts(1)); err != nil {

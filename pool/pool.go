@@ -216,9 +216,37 @@ type Claimer struct {
 	// claimed is skipped until the cache shows a newer version of it. It is only an optimisation: the apiserver's
 	// resourceVersion check decides between processes.
 	reserved sync.Map
-	// exhaustedAt maps a request's pool (namespace, pool, selector) to when an apiserver read last found nothing
-	// to claim in it.
-	exhaustedAt sync.Map
+	// exhausted holds the requests' pools (namespace, pool, selector) an apiserver read found nothing to claim in
+	// within the last freshReadInterval; freshReads limits each namespace's apiserver reads. Both are bounded,
+	// whatever clients send.
+	bounds     sync.Once
+	exhausted  *expiringSet
+	freshReads *namespaceLimiter
+}
+
+// Bounds of what a Claimer remembers and of the apiserver reads clients may cause.
+const (
+	// maxExhaustedPools is how many exhausted pools (namespace, pool, selector) are remembered at most.
+	maxExhaustedPools = 4096
+	// freshReadsPerSecond and freshReadBurst limit the apiserver reads of one namespace's entries; beyond them a
+	// refusal is answered from the cache.
+	freshReadsPerSecond = 2
+	freshReadBurst      = 5
+	// maxLimitedNamespaces is how many namespaces' read limits are remembered at most.
+	maxLimitedNamespaces = 4096
+)
+
+func (c *Claimer) initBounds() {
+	c.bounds.Do(func() {
+		c.exhausted = newExpiringSet(maxExhaustedPools, freshReadInterval)
+		c.freshReads = newNamespaceLimiter(freshReadsPerSecond, freshReadBurst, maxLimitedNamespaces)
+	})
+}
+
+// ExhaustedPools returns how many pools the Claimer remembers as found exhausted (at most 4096).
+func (c *Claimer) ExhaustedPools() int {
+	c.initBounds()
+	return c.exhausted.len()
 }
 
 // NewClaimer returns a Claimer reading from a manager's cache (with the indexes of SetupIndexes) and apiserver.
@@ -499,10 +527,12 @@ func (c *Claimer) eachCandidateSet(ctx context.Context, req Request, try func([]
 		}
 	}
 	// The cache offers nothing. Read the apiserver (entries created a moment ago may not be cached yet), unless a
-	// read found this pool exhausted within the last freshReadInterval: a MachineSet whose pool is empty retries
-	// its create many times a second, and each refusal must not cost a List.
+	// read found this pool exhausted within the last freshReadInterval (a MachineSet whose pool is empty retries
+	// its create many times a second, and each refusal must not cost a List), or the namespace used up its reads
+	// (many distinct selectors, dry runs included, must not cost a List each either).
+	c.initBounds()
 	key := exhaustedKey(req)
-	if at, ok := c.exhaustedAt.Load(key); ok && c.now().Sub(at.(time.Time)) < freshReadInterval {
+	if c.exhausted.has(key, c.now()) || !c.freshReads.allow(req.Namespace, c.now()) {
 		return c.cachedPool(ctx, req)
 	}
 	candidates, inPool, err := c.freshCandidates(ctx, req)
@@ -511,9 +541,9 @@ func (c *Claimer) eachCandidateSet(ctx context.Context, req Request, try func([]
 	}
 	done, err := try(candidates)
 	if !done && err == nil {
-		c.exhaustedAt.Store(key, c.now())
+		c.exhausted.add(key, c.now())
 	} else {
-		c.exhaustedAt.Delete(key)
+		c.exhausted.remove(key)
 	}
 	return inPool, err
 }

@@ -3,6 +3,7 @@ package webhooks
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -25,10 +26,10 @@ import (
 // +kubebuilder:webhook:verbs=create;update;delete,path=/validate-infrastructure-cluster-x-k8s-io-v1beta1-pooledremotemachine,mutating=false,failurePolicy=fail,matchPolicy=Equivalent,groups=infrastructure.cluster.x-k8s.io,resources=pooledremotemachines,versions=v1beta1,name=validation.pooledremotemachine.infrastructure.cluster.x-k8s.io,sideEffects=NoneOnDryRun,admissionReviewVersions=v1
 
 // PooledRemoteMachine admits pool entries: host fields parse, a host is offered by one entry cluster-wide (its
-// Lease, see EndpointLocks), only CAPR changes a claim, and a claimed entry is not deleted.
+// Lease, see pool.EndpointLocks), only CAPR changes a claim, and a claimed entry is not deleted.
 type PooledRemoteMachine struct {
 	// Locks holds each offered host's Lease.
-	Locks *EndpointLocks
+	Locks *pool.EndpointLocks
 	// Identity is the user name CAPR's manager acts as.
 	Identity *Identity
 }
@@ -124,10 +125,10 @@ func (w *PooledRemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav
 func (w *PooledRemoteMachine) ValidateDelete(ctx context.Context, m *infrav1.PooledRemoteMachine) (admission.Warnings, error) {
 	if _, moved := m.Annotations[clusterctlv1.DeleteForMoveAnnotation]; m.Spec.ClaimRef == nil || moved {
 		if req, err := admission.RequestFromContext(ctx); err == nil && !ptr.Deref(req.DryRun, false) {
-			// The host may be offered again at once. A Lease left behind (this delete failing later) is stale
-			// anyway once the entry is gone.
-			if err := w.Locks.Release(ctx, m); err != nil {
-				ctrl.LoggerFrom(ctx).Info("Could not release the host's Lease; it is taken over once stale", "error", err.Error())
+			// The Lease stays held: this delete may still be refused by a later webhook, or wait on a finalizer.
+			// Marked as the lock of a stored entry, it is stale, and the host free, as soon as the entry is gone.
+			if err := w.Locks.MarkStored(ctx, m); err != nil {
+				ctrl.LoggerFrom(ctx).Info("Could not mark the host's Lease; it is taken over once stale", "error", err.Error())
 			}
 		}
 		return nil, nil
@@ -150,7 +151,7 @@ func (w *PooledRemoteMachine) lockEndpoint(ctx context.Context, m *infrav1.Poole
 		dryRun = ptr.Deref(req.DryRun, false)
 	}
 	err := w.Locks.Acquire(ctx, m, dryRun)
-	if held, ok := isHeld(err); ok {
+	if held := (*pool.HeldError)(nil); errors.As(err, &held) {
 		return field.ErrorList{field.Invalid(field.NewPath("spec", "machine", "address"), m.Spec.Machine.Address, held.Error())}, nil
 	}
 	return nil, err

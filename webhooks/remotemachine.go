@@ -37,7 +37,7 @@ type RemoteMachine struct {
 	// Identity is the user name CAPR's manager acts as: only it may record the bootstrap-uid annotation.
 	Identity *Identity
 	// Locks tells which hosts a pool offers: a RemoteMachine cannot name one directly.
-	Locks *EndpointLocks
+	Locks *pool.EndpointLocks
 	// Exhausted tells the owner of a refused RemoteMachine (a MachineSet, a control plane) that its pool is
 	// exhausted; nil tells no one.
 	Exhausted *ExhaustedNotifier
@@ -135,6 +135,9 @@ func (w *RemoteMachine) claim(ctx context.Context, req admission.Request, m *inf
 	}
 	if m.Namespace == "" {
 		m.Namespace = req.Namespace
+	}
+	if errs := validateSelectorSize(field.NewPath("spec", "selector"), m.Spec.Selector); len(errs) > 0 {
+		return apierrors.NewInvalid(remoteMachineGK, m.Name, errs)
 	}
 	var selector labels.Selector
 	if m.Spec.Selector != nil {
@@ -293,6 +296,7 @@ func (w *RemoteMachine) ValidateDelete(context.Context, *infrav1.RemoteMachine) 
 
 func validateRemoteMachineSpec(path *field.Path, s *infrav1.RemoteMachineSpec) field.ErrorList {
 	errs := validateRemoteHost(path, &s.RemoteHost)
+	errs = append(errs, validateSelectorSize(path.Child("selector"), s.Selector)...)
 	if s.Address == "" {
 		errs = append(errs, field.Required(path.Child("address"),
 			"set the host's IP address or DNS name, or set spec.pool to take a host from a PooledRemoteMachine pool"))

@@ -4,7 +4,6 @@ package webhooks
 
 import (
 	"errors"
-	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -21,7 +20,7 @@ func SetupWithManager(mgr ctrl.Manager, claimer *pool.Claimer, namespace string)
 	if namespace == "" {
 		return errors.New("the webhooks need the manager's namespace, for the Leases that keep a host in one pool entry")
 	}
-	locks := &EndpointLocks{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: namespace, Grace: 30 * time.Second}
+	locks := pool.NewEndpointLocks(mgr, namespace)
 	guard := &EndpointGuard{APIReader: mgr.GetAPIReader(), Mapper: mgr.GetRESTMapper()}
 	self := &Identity{Client: mgr.GetClient()}
 	for _, w := range []interface{ SetupWebhookWithManager(ctrl.Manager) error }{

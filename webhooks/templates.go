@@ -32,6 +32,7 @@ func (w *RemoteMachineTemplate) ValidateCreate(_ context.Context, t *infrav1.Rem
 	path := field.NewPath("spec", "template", "spec")
 	spec := &t.Spec.Template.Spec
 	errs := validateRemoteHost(path, &spec.RemoteHost)
+	errs = append(errs, validateSelectorSize(path.Child("selector"), spec.Selector)...)
 	if spec.Address == "" && (spec.Pool != "" || spec.Selector != nil) {
 		// Its machines would be refused at their claim.
 		for _, f := range pool.OwnHostFields(&spec.RemoteHost) {

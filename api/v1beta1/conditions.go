@@ -122,6 +122,13 @@ const (
 	BootstrapNotFoundReason = "BootstrapNotFound"
 	// RemoteMachineVanishedReason: the RemoteMachine bound to a claim disappeared without CAPR cleaning its host.
 	RemoteMachineVanishedReason = "RemoteMachineVanished"
+	// HostLockedCondition is True while the entry holds its host's lock, the Lease that keeps a host in one pool
+	// entry cluster-wide.
+	HostLockedCondition = "HostLocked"
+	// HostLockedReason: the entry holds its host's Lease.
+	HostLockedReason = "HostLocked"
+	// HostOfferedElsewhereReason: another live entry holds the host's Lease; this entry should be deleted.
+	HostOfferedElsewhereReason = "HostOfferedElsewhere"
 )
 
 // BootstrapUIDAnnotation records, on a RemoteMachine whose bootstrap was sent to its host, the UID the host's marker
