@@ -66,6 +66,8 @@ type options struct {
 	syncPeriod               time.Duration
 	remoteMachineConcurrency int
 	bootstrapConcurrency     int
+	namespaceConcurrency     int
+	cleanupConcurrency       int
 	bootstrapTimeout         time.Duration
 	retryInterval            time.Duration
 	retryMaxInterval         time.Duration
@@ -102,7 +104,11 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.remoteMachineConcurrency, "remotemachine-concurrency", 10,
 		"Number of RemoteMachines reconciled at the same time.")
 	fs.IntVar(&o.bootstrapConcurrency, "bootstrap-concurrency", 10,
-		"Number of SSH bootstraps and cleanups run at the same time, off the reconcile workers.")
+		"Number of SSH host-key scans, bootstraps and host-key acceptances run at the same time, off the reconcile workers (cleanups have --cleanup-concurrency).")
+	fs.IntVar(&o.namespaceConcurrency, "bootstrap-concurrency-per-namespace", 0,
+		"Most of the --bootstrap-concurrency slots one namespace may hold at a time, so RemoteMachines of one namespace whose hosts never answer cannot delay every other namespace until --bootstrap-timeout; waiting namespaces take turns. Cleanups get the same share of --cleanup-concurrency. 0 means half of --bootstrap-concurrency, at least 1.")
+	fs.IntVar(&o.cleanupConcurrency, "cleanup-concurrency", controllers.DefaultCleanupConcurrency,
+		"Number of SSH cleanups of deleted RemoteMachines run at the same time, on slots of their own so deletions progress while every bootstrap slot is held.")
 	fs.DurationVar(&o.bootstrapTimeout, "bootstrap-timeout", 30*time.Minute,
 		"Longest one bootstrap (or one cleanup) may run on a host. A bootstrap that runs longer is stopped and reported BootstrapFailed, and not run again.")
 	fs.DurationVar(&o.retryInterval, "retry-interval", 20*time.Second,
@@ -140,6 +146,13 @@ func (o *options) validate() error {
 	}
 	if o.bootstrapConcurrency < 1 {
 		return fmt.Errorf("--bootstrap-concurrency must be at least 1, got %d", o.bootstrapConcurrency)
+	}
+	if o.namespaceConcurrency < 0 || o.namespaceConcurrency > o.bootstrapConcurrency {
+		return fmt.Errorf("--bootstrap-concurrency-per-namespace must be between 0 (half of --bootstrap-concurrency) and --bootstrap-concurrency (%d), got %d",
+			o.bootstrapConcurrency, o.namespaceConcurrency)
+	}
+	if o.cleanupConcurrency < 1 {
+		return fmt.Errorf("--cleanup-concurrency must be at least 1, got %d", o.cleanupConcurrency)
 	}
 	if o.retryInterval <= 0 || o.retryMaxInterval < o.retryInterval {
 		return fmt.Errorf("--retry-interval (%s) must be positive and at most --retry-max-interval (%s)", o.retryInterval, o.retryMaxInterval)
@@ -248,11 +261,14 @@ func run(o *options) error {
 	if err != nil {
 		return fmt.Errorf("setting up the workload cluster cache: %w", err)
 	}
+	tasks := controllers.NewTaskRunnerWithLimits(controllers.TaskLimits{
+		Total: o.bootstrapConcurrency, PerNamespace: o.namespaceConcurrency, Cleanup: o.cleanupConcurrency,
+	})
 	if err := (&controllers.RemoteMachineReconciler{
 		Client:           mgr.GetClient(),
 		APIReader:        mgr.GetAPIReader(),
 		Recorder:         mgr.GetEventRecorder("remotemachine-controller"),
-		Tasks:            controllers.NewTaskRunner(o.bootstrapConcurrency),
+		Tasks:            tasks,
 		Dial:             controllers.DialSSH,
 		Claimer:          claimer,
 		WatchFilterValue: o.watchFilter,

@@ -135,7 +135,7 @@ func setupReconcilers(e *testenv.Environment, skipNames bool) error {
 		Client:           mgr.GetClient(),
 		APIReader:        mgr.GetAPIReader(),
 		Recorder:         mgr.GetEventRecorder("remotemachine-controller"),
-		Tasks:            controllers.NewTaskRunner(4),
+		Tasks:            controllers.NewTaskRunnerWithLimits(controllers.TaskLimits{Total: 4, PerNamespace: 2, Cleanup: 4}),
 		Dial:             dials.dial,
 		Claimer:          e.Claimer,
 		BootstrapTimeout: time.Minute,

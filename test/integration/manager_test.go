@@ -47,13 +47,19 @@ func TestManagerBinary(t *testing.T) {
 	out, _ := exec.Command(bin, "--help").CombinedOutput()
 	for _, flag := range []string{"--leader-elect", "--leader-elect-namespace", "--diagnostics-address", "--insecure-diagnostics", "--health-addr",
 		"--webhook-port", "--webhook-cert-dir", "--namespace", "--watch-filter", "--sync-period",
-		"--remotemachine-concurrency", "--bootstrap-concurrency", "--kubeconfig"} {
+		"--remotemachine-concurrency", "--bootstrap-concurrency", "--bootstrap-concurrency-per-namespace", "--cleanup-concurrency", "--kubeconfig"} {
 		g.Expect(string(out)).To(MatchRegexp(`(?m)^\s+`+flag+`\b.*\S`), "--help explains %s", flag)
 	}
 
 	out, err := exec.Command(bin, "--bootstrap-concurrency=0").CombinedOutput()
 	g.Expect(err).To(HaveOccurred())
 	g.Expect(string(out)).To(ContainSubstring("--bootstrap-concurrency must be at least 1"))
+	out, err = exec.Command(bin, "--bootstrap-concurrency=4", "--bootstrap-concurrency-per-namespace=5").CombinedOutput()
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(string(out)).To(ContainSubstring("--bootstrap-concurrency-per-namespace must be between 0"))
+	out, err = exec.Command(bin, "--cleanup-concurrency=0").CombinedOutput()
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(string(out)).To(ContainSubstring("--cleanup-concurrency must be at least 1"))
 
 	health, metrics, webhook := freePort(t), freePort(t), freePort(t)
 	cmd := exec.Command(bin,
