@@ -114,7 +114,9 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 		if err != nil {
 			return nil, err
 		}
-		res.Hostname = strings.TrimSpace(hostname)
+		if res.Hostname = reportedHostname(ctx, hostname); res.Hostname == "" {
+			return nil, fmt.Errorf("the host reported no valid host name (see the log), which the jinja template needs; nothing was run")
+		}
 		if plan, err = parseBootstrap(in.Data, in.Format, cloudinit.Vars{Hostname: res.Hostname}); err != nil {
 			return nil, err
 		}
@@ -160,7 +162,7 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	}
 	for _, line := range strings.Split(out, "\n") {
 		if h, ok := strings.CutPrefix(line, hostnameMarker); ok && res.Hostname == "" {
-			res.Hostname = strings.TrimSpace(h)
+			res.Hostname = reportedHostname(ctx, h)
 		}
 	}
 	res.Adopted = strings.Contains(out, "capr-adopted")
@@ -241,7 +243,7 @@ func adopt(ctx context.Context, host Host, uid types.UID, res *bootstrapResult) 
 	if err != nil {
 		return nil, err
 	}
-	res.Hostname = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), hostnameMarker))
+	res.Hostname = reportedHostname(ctx, strings.TrimPrefix(strings.TrimSpace(out), hostnameMarker))
 	res.Adopted = true
 	return res, nil
 }

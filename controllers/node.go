@@ -64,7 +64,7 @@ func (r *RemoteMachineReconciler) reconcileNodeProviderID(ctx context.Context, r
 // isNodeOf says whether a Node is the RemoteMachine's host: same name as the host, or one of its addresses.
 func isNodeOf(node *corev1.Node, rm *infrav1.RemoteMachine) bool {
 	for _, a := range rm.Status.Addresses {
-		if a.Type == clusterv1.MachineHostName && a.Address == node.Name {
+		if _, err := checkHostname(a.Address); err == nil && a.Type == clusterv1.MachineHostName && a.Address == node.Name {
 			return true
 		}
 	}
