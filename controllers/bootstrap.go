@@ -116,8 +116,10 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 		if err != nil {
 			return nil, err
 		}
-		res.Hostname = strings.TrimSpace(hostname)
 		plan = nil // one plan in memory at a time
+		if res.Hostname = reportedHostname(ctx, hostname); res.Hostname == "" {
+			return nil, fmt.Errorf("the host reported no valid host name (see the log), which the jinja template needs; nothing was run")
+		}
 		if plan, err = parseBootstrap(in.Data, in.Format, cloudinit.Vars{Hostname: res.Hostname}); err != nil {
 			return nil, err
 		}
@@ -165,7 +167,7 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 	}
 	for _, line := range strings.Split(out, "\n") {
 		if h, ok := strings.CutPrefix(line, hostnameMarker); ok && res.Hostname == "" {
-			res.Hostname = strings.TrimSpace(h)
+			res.Hostname = reportedHostname(ctx, h)
 		}
 		if id, ok := strings.CutPrefix(line, machineIDMarker); ok && res.MachineID == "" {
 			res.MachineID = validMachineID(id)
@@ -284,7 +286,7 @@ func adopt(ctx context.Context, host Host, identity string, res *bootstrapResult
 	}
 	for _, line := range strings.Split(out, "\n") {
 		if h, ok := strings.CutPrefix(strings.TrimSpace(line), hostnameMarker); ok && res.Hostname == "" {
-			res.Hostname = strings.TrimSpace(h)
+			res.Hostname = reportedHostname(ctx, h)
 		}
 		if id, ok := strings.CutPrefix(strings.TrimSpace(line), machineIDMarker); ok && res.MachineID == "" {
 			res.MachineID = validMachineID(id)

@@ -90,7 +90,7 @@ func isNodeOf(node *corev1.Node, rm *infrav1.RemoteMachine) bool {
 		return node.Status.NodeInfo.MachineID == rm.Status.MachineID
 	}
 	for _, a := range rm.Status.Addresses {
-		if a.Type == clusterv1.MachineHostName && a.Address != "" && strings.EqualFold(a.Address, node.Name) {
+		if _, err := checkHostname(a.Address); err == nil && a.Type == clusterv1.MachineHostName && strings.EqualFold(a.Address, node.Name) {
 			return true
 		}
 	}

@@ -3,20 +3,16 @@
 package sshrunner
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"al.essio.dev/pkg/shellescape"
 	"github.com/go-logr/logr"
@@ -57,10 +53,15 @@ type Config struct {
 	DialTimeout time.Duration
 	// KeepAlive is the interval of keepalive requests (default 15s); a host that stops answering is disconnected.
 	KeepAlive time.Duration
+	// FirstOutputTimeout bounds the wait for a command's first byte of output after the session is opened (default
+	// 60s): a host that accepts the connection and stays silent is given up on, as unreachable. CAPR's commands
+	// print their process group first thing.
+	FirstOutputTimeout time.Duration
 	// Log receives the commands' output, line by line, redacted.
 	Log logr.Logger
 	// Secrets are strings never to be logged or returned in errors (key material, tokens, bootstrap data); the
-	// values found inside them (tokens, keys) are redacted wherever they appear in a line.
+	// values found inside them (tokens, keys) and their base64 forms are redacted wherever they appear in a line,
+	// and a line that is a piece of one (re-wrapped, or base64 wrapped) is redacted whole.
 	Secrets []string
 }
 
@@ -103,6 +104,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	if cfg.KeepAlive == 0 {
 		cfg.KeepAlive = 15 * time.Second
+	}
+	if cfg.FirstOutputTimeout == 0 {
+		cfg.FirstOutputTimeout = 60 * time.Second
 	}
 	c := &Client{cfg: cfg, redact: newRedactor(cfg.Secrets), closed: make(chan struct{})}
 	var conn net.Conn
@@ -392,37 +396,65 @@ func (c *Client) Run(ctx context.Context, script string, stdin io.Reader) error 
 	return c.run(ctx, script, stdin, nil)
 }
 
-// Output runs a shell script like Run, with stdin (may be nil), and returns its standard output (up to 64 KiB).
+// Output runs a shell script like Run, with stdin (may be nil), and returns its standard output, redacted (up to
+// 64 KiB).
 func (c *Client) Output(ctx context.Context, script string, stdin io.Reader) (string, error) {
 	var out limitedBuffer
 	err := c.run(ctx, script, stdin, &out)
 	return out.String(), err
 }
 
-// limitedBuffer keeps the first 64 KiB written to it.
-type limitedBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *limitedBuffer) add(line string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.buf.Len() < 64*1024 {
-		b.buf.WriteString(line + "\n")
-	}
-}
-
-func (b *limitedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func (c *Client) run(ctx context.Context, script string, stdin io.Reader, stdoutCapture *limitedBuffer) error {
+	out := newOutput()
+	// A host that accepts the connection and then sends nothing (no session, no exec reply, no first byte: CAPR's
+	// commands print their process group first) is abandoned after FirstOutputTimeout instead of holding the
+	// caller for its whole deadline.
+	silent := make(chan struct{})
+	watch := time.AfterFunc(c.cfg.FirstOutputTimeout, func() {
+		select {
+		case <-out.answered:
+		default:
+			close(silent)
+		}
+	})
+	defer watch.Stop()
+	silentErr := func() error {
+		return fmt.Errorf("%w: %s accepted the SSH connection but sent nothing within %s (%w); nothing was seen to run and the command was abandoned",
+			ErrUnreachable, c.cfg.HostPort(), c.cfg.FirstOutputTimeout, ErrTimeout)
+	}
+	// Opening the session and starting the command wait for the host's replies: silence or cancellation then
+	// closes the connection, which ends the wait.
+	var startMu sync.Mutex
+	startDone := false
+	startWatch := make(chan struct{})
+	defer close(startWatch)
+	go func() {
+		select {
+		case <-silent:
+		case <-ctx.Done():
+		case <-startWatch:
+			return
+		}
+		startMu.Lock()
+		defer startMu.Unlock()
+		if !startDone {
+			_ = c.Close()
+		}
+	}()
+	startFailed := func(err error) error {
+		select {
+		case <-silent:
+			return silentErr()
+		default:
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return classifyDial(c.cfg.HostPort(), err)
+	}
 	session, err := c.client.NewSession()
 	if err != nil {
-		return classifyDial(c.cfg.HostPort(), err)
+		return startFailed(err)
 	}
 	defer session.Close()
 	session.Stdin = stdin
@@ -431,23 +463,26 @@ func (c *Client) run(ctx context.Context, script string, stdin io.Reader, stdout
 	var wg sync.WaitGroup
 	pipe := func(r io.Reader, stream string) {
 		defer wg.Done()
-		scanner := bufio.NewScanner(r)
-		scanner.Buffer(make([]byte, 64*1024), 1024*1024)
-		for scanner.Scan() {
-			if id, ok := strings.CutPrefix(scanner.Text(), pidMarker); ok && stream == "stderr" {
+		out.read(r, func(text string, cut bool) {
+			if id, ok := strings.CutPrefix(text, pidMarker); ok && stream == "stderr" {
 				select {
 				case pgid <- id:
 				default:
 				}
-				continue
+				return
+			}
+			var line string
+			if cut {
+				line = c.redact.ReplaceCut(text)
+			} else {
+				line = c.redact.Replace(text)
 			}
 			if stream == "stdout" && stdoutCapture != nil {
-				stdoutCapture.add(scanner.Text())
+				stdoutCapture.add(line)
 			}
-			line := c.redact.Replace(scanner.Text())
 			tail.add(Truncate(line, 512))
 			c.cfg.Log.V(4).Info("Remote output", "stream", stream, "line", line)
-		}
+		})
 	}
 	stdout, err := session.StdoutPipe()
 	if err != nil {
@@ -461,8 +496,11 @@ func (c *Client) run(ctx context.Context, script string, stdin io.Reader, stdout
 	go pipe(stdout, "stdout")
 	go pipe(stderr, "stderr")
 	if err := session.Start(c.Command(script)); err != nil {
-		return classifyDial(c.cfg.HostPort(), err)
+		return startFailed(err)
 	}
+	startMu.Lock()
+	startDone = true
+	startMu.Unlock()
 	waited := make(chan error, 1)
 	go func() {
 		wg.Wait()
@@ -470,6 +508,10 @@ func (c *Client) run(ctx context.Context, script string, stdin io.Reader, stdout
 	}()
 	select {
 	case err = <-waited:
+	case <-silent:
+		_ = session.Signal(ssh.SIGTERM)
+		_ = session.Close()
+		return silentErr()
 	case <-ctx.Done():
 		_ = session.Signal(ssh.SIGTERM)
 		select {
@@ -482,6 +524,9 @@ func (c *Client) run(ctx context.Context, script string, stdin io.Reader, stdout
 			return fmt.Errorf("%w: command on %s: %w", ErrTimeout, c.cfg.HostPort(), ctx.Err())
 		}
 		return ctx.Err()
+	}
+	if n := out.droppedBytes(); n > 0 {
+		c.cfg.Log.Info("Remote output truncated: the rest was read and dropped", "droppedBytes", n, "keptBytes", outputBudget)
 	}
 	if err == nil {
 		return nil
@@ -519,76 +564,6 @@ func shorten(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
-}
-
-// redactor hides secrets in text: every secret, each of its lines, and each value inside it that looks like key
-// material or a token (see secretWords), wherever it appears in a line; and anything shaped like a Kubernetes
-// bootstrap token, secret or not.
-type redactor struct {
-	r *strings.Replacer
-}
-
-const redacted = "[REDACTED]"
-
-// bootstrapToken is the shape of a kubeadm bootstrap token ("abcdef.0123456789abcdef").
-var bootstrapToken = regexp.MustCompile(`\b[a-z0-9]{6}\.[a-z0-9]{16}\b`)
-
-func newRedactor(secrets []string) *redactor {
-	var pairs []string
-	seen := map[string]bool{}
-	add := func(s string, minLen int) {
-		s = strings.TrimSpace(s)
-		if len(s) < minLen || seen[s] {
-			return
-		}
-		seen[s] = true
-		pairs = append(pairs, s, redacted)
-	}
-	for _, s := range secrets {
-		add(s, 8)
-		for _, line := range strings.Split(s, "\n") {
-			add(line, 8)
-		}
-		for _, w := range secretWords(s) {
-			add(w, 16)
-		}
-	}
-	// Longer first: a secret that contains another is replaced whole.
-	type pair struct{ old, new string }
-	ps := make([]pair, 0, len(pairs)/2)
-	for i := 0; i < len(pairs); i += 2 {
-		ps = append(ps, pair{pairs[i], pairs[i+1]})
-	}
-	sort.SliceStable(ps, func(i, j int) bool { return len(ps[i].old) > len(ps[j].old) })
-	pairs = pairs[:0]
-	for _, p := range ps {
-		pairs = append(pairs, p.old, p.new)
-	}
-	return &redactor{r: strings.NewReplacer(pairs...)}
-}
-
-// Replace returns s with every secret replaced by [REDACTED].
-func (r *redactor) Replace(s string) string {
-	return bootstrapToken.ReplaceAllString(r.r.Replace(s), redacted)
-}
-
-// secretWords returns the values inside a secret that look like key material or tokens: runs of 16 or more
-// characters between separators (space, quotes, and ,;:=()[]{}<>|&) that mix letters and digits, except file
-// paths (starting with /) shorter than 40 characters.
-func secretWords(s string) []string {
-	words := strings.FieldsFunc(s, func(r rune) bool {
-		return unicode.IsSpace(r) || strings.ContainsRune("'\"`,;:=()[]{}<>|&", r)
-	})
-	var out []string
-	for _, w := range words {
-		if len(w) < 16 || (strings.HasPrefix(w, "/") && len(w) < 40) {
-			continue
-		}
-		if strings.ContainsFunc(w, unicode.IsDigit) && strings.ContainsFunc(w, unicode.IsLetter) {
-			out = append(out, w)
-		}
-	}
-	return out
 }
 
 // tail keeps the last n lines.

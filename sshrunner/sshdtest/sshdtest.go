@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"al.essio.dev/pkg/shellescape"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -209,17 +210,17 @@ func (h *Host) start() {
 	t := h.t
 	// The holder process keeps the host's namespaces (and so its private mounts) while sshd stops and starts.
 	script := fmt.Sprintf("set -e; mount --bind %s /etc; mount -t tmpfs tmpfs /run; mkdir -p /var/lib/capr; mount -t tmpfs tmpfs /var/lib/capr; ",
-		h.path("etc"))
+		shellescape.Quote(h.path("etc")))
 	for _, dir := range h.opts.Private {
-		script += fmt.Sprintf("mkdir -p %[1]s; mount -t tmpfs tmpfs %[1]s; ", dir)
+		script += fmt.Sprintf("mkdir -p %[1]s; mount -t tmpfs tmpfs %[1]s; ", shellescape.Quote(dir))
 	}
 	if h.opts.Sbin != "" {
-		script += fmt.Sprintf("mount --bind %s /usr/local/sbin; ", h.opts.Sbin)
+		script += fmt.Sprintf("mount --bind %s /usr/local/sbin; ", shellescape.Quote(h.opts.Sbin))
 	}
 	unshare := []string{"--mount", "--propagation", "private"}
 	if h.opts.Hostname != "" {
 		unshare = append(unshare, "--uts")
-		script += fmt.Sprintf("hostname %s; ", h.opts.Hostname)
+		script += fmt.Sprintf("hostname %s; ", shellescape.Quote(h.opts.Hostname))
 	}
 	script += "mkdir -p /run/sshd; chmod 755 /run/sshd; echo ready; exec sleep infinity"
 	h.holder = exec.Command("unshare", append(unshare, "--", "sh", "-c", script)...)
@@ -339,4 +340,16 @@ func must(t T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// StandIns writes shell scripts named after commands (name → body, without the #! line) into a new directory, for
+// Options.Sbin, and returns it.
+func StandIns(t T, scripts map[string]string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "sbin")
+	must(t, os.MkdirAll(dir, 0o755))
+	for name, body := range scripts {
+		must(t, os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755))
+	}
+	return dir
 }
