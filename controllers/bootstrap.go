@@ -276,8 +276,8 @@ func adopt(ctx context.Context, host Host, identity string, res *bootstrapResult
 	var cmdErr *sshrunner.CommandError
 	if errors.As(err, &cmdErr) {
 		if cmdErr.ExitCode == exitNotAdoptable {
-			return nil, fmt.Errorf("%w: it was moved from another management cluster with its host's bootstrap (%s), but the host holds no finished bootstrap of that machine (%s or %s missing, or %s names another machine); check the host, then delete this RemoteMachine",
-				ErrBootstrapNotFound, identity, sentinelFile, doneFile, markerFile)
+			return nil, fmt.Errorf("%w: it was moved from another management cluster with its host's bootstrap (UID %s), but the host holds no finished bootstrap of %s (%s or %s missing, or %s names another machine); check the host, then delete this RemoteMachine",
+				ErrBootstrapNotFound, identity[strings.LastIndex(identity, "/")+1:], identity, sentinelFile, doneFile, markerFile)
 		}
 		return nil, fmt.Errorf("%w: checking the host's bootstrap failed with status %d: %s", sshrunner.ErrUnreachable, cmdErr.ExitCode, outputTail(cmdErr.Tail))
 	}

@@ -298,7 +298,7 @@ func TestDeleteForMoveLeavesTheRunAlone(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	_, h, rm := bootstrapping(t)
-	uid := get(g, rm).UID
+	identity := rm.Namespace + "/" + rm.Name + "/" + string(get(g, rm).UID)
 	// What clusterctl does: replace the annotations with its own, delete.
 	g.Expect(env.Client.Patch(ctx, get(g, rm), client.RawPatch(types.JSONPatchType,
 		[]byte(`[{"op":"add","path":"/metadata/annotations","value":{"`+clusterctlv1.DeleteForMoveAnnotation+`":""}}]`)))).To(Succeed())
@@ -307,7 +307,7 @@ func TestDeleteForMoveLeavesTheRunAlone(t *testing.T) {
 	g.Eventually(func() string {
 		out, _ := h.Exec("cat /var/lib/capr/bootstrap.done")
 		return out
-	}, 30*time.Second, 100*time.Millisecond).Should(Equal(string(uid)+"\n"), "the run went on to its end")
+	}, 30*time.Second, 100*time.Millisecond).Should(Equal(identity+"\n"), "the run went on to its end")
 }
 
 // TestMissingPrerequisitesAreNamed: a host without flock is refused before anything is stored on it, with a

@@ -311,15 +311,16 @@ func TestDirectMachineBootstrapsAndCleansUp(t *testing.T) {
 	g.Expect(condition(got, infrav1.BootstrapSucceededCondition).Message).To(Equal("Bootstrap succeeded on "+fmt.Sprintf("%s:%d", h.Address, h.Port)), "not mistaken for a moved copy")
 
 	hostname, _ := h.Exec("hostname -s")
+	identity := got.Namespace + "/" + got.Name + "/" + string(got.UID) // the marker binds namespace, name and UID
 	// /tmp is the machine's, shared by every host and every test package running: only this machine's script counts.
 	out, err := h.Exec("stat -c '%a %U:%G' /etc/capr-test/config.yaml /etc/capr-test/script.sh; cat /etc/capr-test/config.yaml /etc/capr-test/script.sh /run/capr-order; cat /run/cluster-api/bootstrap-success.complete /var/lib/capr/bootstrap.uid /var/lib/capr/bootstrap.done; ls -a /tmp | grep capr-bootstrap-" + string(got.UID) + " || true")
 	g.Expect(err).NotTo(HaveOccurred(), out)
-	g.Expect(out).To(Equal("640 nobody:nogroup\n755 root:root\nnodeName: " + hostname + "echo hello\none\ntwo\nthree\nsuccess\n" + string(got.UID) + "\n" + string(got.UID) + "\n"))
+	g.Expect(out).To(Equal("640 nobody:nogroup\n755 root:root\nnodeName: " + hostname + "echo hello\none\ntwo\nthree\nsuccess\n" + identity + "\n" + identity + "\n"))
 
 	g.Expect(env.Client.Delete(ctx, got)).To(Succeed())
 	waitGone(g, rm)
 	out, _ = h.Exec("cat /run/capr-cleaned; ls /run/cluster-api /var/lib/capr; cat /var/lib/capr/cleaned")
-	g.Expect(out).To(Equal("cleaned\n/run/cluster-api:\ncapr-bootstrap.lock\n\n/var/lib/capr:\ncleaned\n"+string(got.UID)+"\n"),
+	g.Expect(out).To(Equal("cleaned\n/run/cluster-api:\ncapr-bootstrap.lock\n\n/var/lib/capr:\ncleaned\n"+identity+"\n"),
 		"cleanup ran, removed the sentinel and CAPR's files, kept the lock file and recorded the machine as cleaned")
 }
 
