@@ -146,22 +146,29 @@ func chartNormalize(o *unstructured.Unstructured) map[string]interface{} {
 			_ = unstructured.SetNestedStringMap(c, labels, path...)
 		}
 	}
-	// CEL ignores whitespace, and YAML folding (kustomize re-serializes `>-` scalars) changes it: compare the
-	// webhooks' matchConditions expressions with every run of whitespace made one space.
-	if webhooks, found, _ := unstructured.NestedSlice(c, "webhooks"); found {
-		for _, w := range webhooks {
-			conditions, _ := w.(map[string]interface{})["matchConditions"].([]interface{})
-			for _, mc := range conditions {
-				if m, ok := mc.(map[string]interface{}); ok {
-					if e, ok := m["expression"].(string); ok {
-						m["expression"] = strings.Join(strings.Fields(e), " ")
-					}
-				}
-			}
-		}
-		_ = unstructured.SetNestedSlice(c, webhooks, "webhooks")
-	}
+	// CEL ignores whitespace, and YAML folding (kustomize re-serializes `>-` scalars) changes it: compare the CEL
+	// expressions and messages (of the webhooks' matchConditions, of admission policies) with every run of
+	// whitespace made one space.
+	chartFoldSpaces(c)
 	return c
+}
+
+// chartFoldSpaces makes every run of whitespace one space in the expression and message strings of v, at any depth.
+func chartFoldSpaces(v interface{}) {
+	switch x := v.(type) {
+	case map[string]interface{}:
+		for k, e := range x {
+			if s, ok := e.(string); ok && (k == "expression" || k == "message") {
+				x[k] = strings.Join(strings.Fields(s), " ")
+				continue
+			}
+			chartFoldSpaces(e)
+		}
+	case []interface{}:
+		for _, e := range x {
+			chartFoldSpaces(e)
+		}
+	}
 }
 
 // chartDiff returns every difference between want (config/default) and got (the chart), one line per field path.

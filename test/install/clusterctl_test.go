@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
+	clusterctlv1 "sigs.k8s.io/cluster-api/cmd/clusterctl/api/v1alpha3"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -180,7 +181,8 @@ func bootstrapOnHost(t *testing.T, a *testenv.APIServer, ns string, h *sshdtest.
 	g.Expect(a.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
 	g.Expect(a.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "key"},
 		Data: map[string][]byte{"value": h.ClientKeyPEM}})).To(Succeed())
-	entry := &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "host-0"}}
+	entry := &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "host-0",
+		Labels: map[string]string{"node.cluster.x-k8s.io/rack": "r1"}}}
 	entry.Spec.Pool = "default"
 	entry.Spec.Machine.Address, entry.Spec.Machine.Port = h.Address, int32(h.Port)
 	entry.Spec.Machine.SSHKeyRef = &infrav1.SecretReference{Name: "key"}
@@ -214,6 +216,15 @@ func bootstrapOnHost(t *testing.T, a *testenv.APIServer, ns string, h *sshdtest.
 	g.Eventually(func(g Gomega) {
 		g.Expect(a.Client.Get(ctx, client.ObjectKeyFromObject(machine), machine)).To(Succeed())
 		g.Expect(ptr.Deref(machine.Status.Initialization.InfrastructureProvisioned, false)).To(BeTrue())
+	}, time.Minute, time.Second).Should(Succeed())
+	// The manager's two writes outside CAPR's kinds pass the installed admission policies (manager-secret-writes,
+	// manager-machine-writes): the key Secret's move label and the Machine's hardware label.
+	g.Eventually(func(g Gomega) {
+		key := &corev1.Secret{}
+		g.Expect(a.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "key"}, key)).To(Succeed())
+		g.Expect(key.Labels).To(HaveKey(clusterctlv1.ClusterctlMoveLabel))
+		g.Expect(a.Client.Get(ctx, client.ObjectKeyFromObject(machine), machine)).To(Succeed())
+		g.Expect(machine.Labels).To(HaveKeyWithValue("node.cluster.x-k8s.io/rack", "r1"))
 	}, time.Minute, time.Second).Should(Succeed())
 }
 
