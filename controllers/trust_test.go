@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner/sshdtest"
 )
 
@@ -216,4 +217,41 @@ func TestRogueNodeDoesNotTakeTheProviderID(t *testing.T) {
 	g.Expect(wc.Get(ctx, client.ObjectKeyFromObject(rogue), rogue)).To(Succeed())
 	g.Expect(rogue.Spec.ProviderID).To(BeEmpty(), "an address a kubelet reports proves nothing")
 	g.Expect(ptr.Deref(get(g, rm).Status.Initialization.Provisioned, false)).To(BeTrue())
+}
+
+// TestRebuiltHostIsRepinnedDuringCleanup: a RemoteMachine is deleted after its host was rebuilt (a new host key).
+// Its cleanup stops on the mismatch and sends nothing; the accept-host-key annotation, set on the object being
+// deleted, re-pins the host as it does before a bootstrap, and the cleanup then runs with the new key.
+func TestRebuiltHostIsRepinnedDuringCleanup(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	h := sshdtest.Start(t)
+	f := newFixture(t, "#!/bin/sh\ntrue\n", "")
+	f.keySecret(t, "key", h)
+	rm := f.directMachine(h)
+	rm.Spec.CustomCleanUpCommands = []string{"echo cleaned > /run/capr-cleaned"}
+	g.Expect(env.Client.Create(ctx, rm)).To(Succeed())
+	waitProvisioned(g, rm)
+
+	stored := get(g, rm)
+	old := rebuilt(h)
+	newFP := sshrunner.Fingerprint(h.HostKey)
+	// /var/lib/capr survives a reinstall that keeps the data disk (the test host's is a tmpfs, emptied by the restart).
+	_, err := h.Exec("mkdir -p /var/lib/capr && echo " + stored.Namespace + "/" + stored.Name + "/" + string(stored.UID) + " > /var/lib/capr/bootstrap.uid")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(env.Client.Delete(ctx, stored)).To(Succeed())
+	command := "kubectl annotate remotemachine m0 -n " + f.ns + " " + infrav1.AcceptHostKeyAnnotation + "=" + newFP
+	g.Eventually(func(g Gomega) {
+		c := condition(get(g, rm), infrav1.ReadyCondition)
+		g.Expect(c.Reason).To(Equal(infrav1.CleanupFailedReason))
+		g.Expect(c.Message).To(ContainSubstring(command))
+	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
+	_, err = h.Exec("test ! -e /run/capr-cleaned")
+	g.Expect(err).NotTo(HaveOccurred(), "nothing was sent to the rebuilt host")
+
+	g.Expect(annotate(clientAs(g, operator), get(g, rm), infrav1.AcceptHostKeyAnnotation, newFP)).To(Succeed())
+	waitGone(g, rm)
+	out, _ := h.Exec("cat /run/capr-cleaned")
+	g.Expect(out).To(Equal("cleaned\n"), "the cleanup ran with the accepted key")
+	t.Logf("event: %s", waitEvent(g, f.ns, rm.Name, "HostKeyReplaced", sshrunner.Fingerprint(old), newFP, "accepted by "+operator))
 }
