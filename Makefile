@@ -82,9 +82,10 @@ vet: ## Run go vet.
 	go vet -tags stress ./...
 
 .PHONY: lint
-lint: $(GOLANGCI_LINT) ## Run golangci-lint, and shellcheck on the shell scripts.
+lint: $(GOLANGCI_LINT) ## Run golangci-lint, shellcheck on the shell scripts, and refuse tracked binaries and files over 1 MB.
+	hack/check-tracked.sh
 	$(GOLANGCI_LINT) run ./...
-	shellcheck hack/prereqs.sh test/e2e/testdata/kubeadm test/standins/systemctl
+	shellcheck hack/prereqs.sh hack/check-tracked.sh test/e2e/testdata/kubeadm test/standins/systemctl
 	shellcheck -s sh controllers/scripts/*.sh
 
 ##@ Testing
