@@ -116,10 +116,10 @@ func runBootstrap(ctx context.Context, dial Dialer, in bootstrapInput) (*bootstr
 		if err != nil {
 			return nil, err
 		}
-		plan = nil // one plan in memory at a time
 		if res.Hostname = reportedHostname(ctx, hostname); res.Hostname == "" {
 			return nil, fmt.Errorf("the host reported no valid host name (see the log), which the jinja template needs; nothing was run")
 		}
+		plan = nil //nolint:ineffassign // one plan in memory at a time: the first is freed while the second is made
 		if plan, err = parseBootstrap(in.Data, in.Format, cloudinit.Vars{Hostname: res.Hostname}); err != nil {
 			return nil, err
 		}

@@ -22,7 +22,7 @@ import (
 type tarpit struct {
 	ln          net.Listener
 	mu          sync.Mutex
-	open, most  int
+	open        int
 	accepted    int
 	connections []net.Conn
 }

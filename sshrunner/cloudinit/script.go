@@ -38,7 +38,7 @@ func NewScriptReader(plan *Plan) io.ReadCloser {
 func WriteScript(w io.Writer, plan *Plan) error {
 	q := shellescape.Quote
 	b := bufio.NewWriterSize(w, 64<<10)
-	b.WriteString("#!/bin/sh\n# Written by CAPR; removed when the bootstrap ends.\nfail() { printf '%s%s\\n' '" + StepMarker + "' \"$1\" >&2; exit " + fmt.Sprint(ExitStepFailed) + "; }\n")
+	_, _ = b.WriteString("#!/bin/sh\n# Written by CAPR; removed when the bootstrap ends.\nfail() { printf '%s%s\\n' '" + StepMarker + "' \"$1\" >&2; exit " + fmt.Sprint(ExitStepFailed) + "; }\n")
 	for _, s := range plan.Steps {
 		fmt.Fprintf(b, "# %s\n", oneLine(s.Source))
 		if f := s.File; f != nil {
@@ -47,13 +47,13 @@ func WriteScript(w io.Writer, plan *Plan) error {
 			if f.Append {
 				fmt.Fprintf(b, "mkdir -p %s && base64 -d >> %s <<'CAPR_EOF' || fail %s\n", q(dir), target, q(s.Source))
 				writeBase64(b, f.Content)
-				b.WriteString("\nCAPR_EOF\n")
+				_, _ = b.WriteString("\nCAPR_EOF\n")
 				continue
 			}
 			fmt.Fprintf(b, "mkdir -p %s && t=$(mktemp %s) && base64 -d > \"$t\" <<'CAPR_EOF' || fail %s\n",
 				q(dir), q(dir+"/.capr-write.XXXXXX"), q(s.Source))
 			writeBase64(b, f.Content)
-			b.WriteString("\nCAPR_EOF\n")
+			_, _ = b.WriteString("\nCAPR_EOF\n")
 			if f.OwnerRequired {
 				fmt.Fprintf(b, "chmod %o \"$t\" && chown %s \"$t\" && mv -f \"$t\" %s || { rm -f \"$t\"; fail %s; }\n",
 					f.Permissions, q(f.Owner), target, q(s.Source))
@@ -67,7 +67,7 @@ func WriteScript(w io.Writer, plan *Plan) error {
 			// Run as its own file, so its #! line chooses the interpreter and it cannot read the rest of this one.
 			fmt.Fprintf(b, "t=$(mktemp) && base64 -d > \"$t\" <<'CAPR_EOF' && chmod 700 \"$t\" || fail %s\n", q(s.Source))
 			writeBase64(b, []byte(s.Command))
-			b.WriteString("\nCAPR_EOF\n")
+			_, _ = b.WriteString("\nCAPR_EOF\n")
 			fmt.Fprintf(b, "\"$t\" < /dev/null; rc=$?; rm -f \"$t\"; [ $rc -eq 0 ] || fail %s\n", q(s.Source))
 			continue
 		}
@@ -93,11 +93,11 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
 		if l.col == 76 {
-			l.w.WriteByte('\n')
+			_ = l.w.WriteByte('\n') // a bufio.Writer keeps the first error for Flush
 			l.col = 0
 		}
 		k := min(76-l.col, len(p))
-		l.w.Write(p[:k])
+		_, _ = l.w.Write(p[:k])
 		l.col += k
 		p = p[k:]
 	}
