@@ -3,10 +3,14 @@ package controllers
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner/cloudinit"
@@ -314,6 +318,8 @@ type cleanupInput struct {
 	Config     sshrunner.Config
 	Commands   []string
 	WorkingDir string
+	// RegenerateHostKeys gives the host new SSH host keys after the cleanup (the pool entry's regenerateHostKeys).
+	RegenerateHostKeys bool
 }
 
 // defaultCleanup returns the cleanup for a bootstrap config kind.
@@ -331,11 +337,13 @@ func defaultCleanup(bootstrapKind string) []string {
 // under the bootstrap lock (a bootstrap still running finishes first) and only when the host's marker names this
 // RemoteMachine; it records the UID as cleaned, so a late bootstrap of it never runs. A host never bootstrapped is
 // left as it is; a host holding another bootstrap is an error, so the entry is quarantined rather than handed out
-// dirty.
-func runCleanup(ctx context.Context, dial Dialer, in cleanupInput) error {
+// dirty. With RegenerateHostKeys, the host then gets new SSH host keys in the same session (scripts/hostkeys.sh),
+// whether or not it held a bootstrap (a root claimant may have removed CAPR's marker), and runCleanup returns them
+// in authorized_keys format.
+func runCleanup(ctx context.Context, dial Dialer, in cleanupInput) ([]string, error) {
 	host, err := dial(ctx, in.Config)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer host.Close()
 	workDir := in.WorkingDir
@@ -348,13 +356,74 @@ func runCleanup(ctx context.Context, dial Dialer, in cleanupInput) error {
 	if errors.As(err, &cmdErr) {
 		switch cmdErr.ExitCode {
 		case exitForeignCleanup:
-			return fmt.Errorf("%w (%s); it was not cleaned", ErrForeignBootstrap, strings.Join(cmdErr.Tail, " "))
+			return nil, fmt.Errorf("%w (%s); it was not cleaned", ErrForeignBootstrap, strings.Join(cmdErr.Tail, " "))
 		case exitPrerequisites:
-			return prerequisitesError(cmdErr)
+			return nil, prerequisitesError(cmdErr)
 		case -1:
-			return fmt.Errorf("%w: the connection to the host ended during the cleanup", sshrunner.ErrUnreachable)
+			return nil, fmt.Errorf("%w: the connection to the host ended during the cleanup", sshrunner.ErrUnreachable)
 		}
-		return fmt.Errorf("the cleanup failed with status %d: %s", cmdErr.ExitCode, outputTail(cmdErr.Tail))
+		return nil, fmt.Errorf("the cleanup failed with status %d: %s", cmdErr.ExitCode, outputTail(cmdErr.Tail))
 	}
-	return err
+	if err != nil || !in.RegenerateHostKeys {
+		return nil, err
+	}
+	return regenerateHostKeys(ctx, host)
+}
+
+// hostKeyMarker starts each line in which scripts/hostkeys.sh prints a new public host key.
+const hostKeyMarker = "capr-host-key="
+
+// maxHostKeys is how many host keys a host may report, as many as spec.machine.hostKeys holds.
+const maxHostKeys = 16
+
+// regenerateHostKeys gives the host new SSH host keys and returns their public halves, as the host printed them in
+// the session whose old key was verified.
+func regenerateHostKeys(ctx context.Context, host Host) ([]string, error) {
+	out, err := host.Output(ctx, hostScript("capr-hostkeys", hostKeysScript), nil)
+	var cmdErr *sshrunner.CommandError
+	if errors.As(err, &cmdErr) {
+		if cmdErr.ExitCode == -1 {
+			return nil, fmt.Errorf("%w: the connection to the host ended while its SSH host keys were regenerated", sshrunner.ErrUnreachable)
+		}
+		return nil, fmt.Errorf("regenerating the host's SSH host keys (spec.machine.regenerateHostKeys) failed with status %d: %s",
+			cmdErr.ExitCode, outputTail(cmdErr.Tail))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return parseHostKeyLines(out)
+}
+
+// parseHostKeyLines reads the public keys scripts/hostkeys.sh printed: "capr-host-key=<type> <base64 in pieces>".
+func parseHostKeyLines(out string) ([]string, error) {
+	var keys []string
+	for _, line := range strings.Split(out, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), hostKeyMarker)
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(rest)
+		if len(fields) < 2 {
+			return nil, fmt.Errorf("the host printed a malformed host key line %q", sshrunner.Truncate(line, 200))
+		}
+		raw, err := base64.StdEncoding.DecodeString(strings.Join(fields[1:], ""))
+		if err != nil {
+			return nil, fmt.Errorf("the host printed a %s host key that is not base64: %w", sshrunner.Truncate(fields[0], 64), err)
+		}
+		key, err := ssh.ParsePublicKey(raw)
+		if err != nil || key.Type() != fields[0] {
+			return nil, fmt.Errorf("the host printed a %s host key that does not parse as one", sshrunner.Truncate(fields[0], 64))
+		}
+		text := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key)))
+		if !slices.Contains(keys, text) {
+			keys = append(keys, text)
+		}
+		if len(keys) > maxHostKeys {
+			return nil, fmt.Errorf("the host printed more than %d host keys", maxHostKeys)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("regenerating the host's SSH host keys printed no key")
+	}
+	return keys, nil
 }

@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner/sshdtest"
@@ -117,4 +120,35 @@ func TestBackoff(t *testing.T) {
 	}
 	g.Expect(waits).To(Equal([]time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second}))
 	g.Expect(r.backoff("other")).To(Equal(time.Second), "per machine")
+}
+
+// TestParseHostKeyLines reads the keys hostkeys.sh prints in pieces, and refuses what is not a key of the named type
+// or more keys than an entry pins.
+func TestParseHostKeyLines(t *testing.T) {
+	g := NewWithT(t)
+	key := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMBRNGdwJtXBkLOD2GQqtH6atsCQI0MACXSTooMtRa46"
+	pieces := "capr-host-key=ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMBRNGdw JtXBkLOD2GQqtH6atsCQI0MACXSTooMt Ra46 "
+	keys, err := parseHostKeyLines("noise\n" + pieces + "\n" + pieces + "\n")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(keys).To(Equal([]string{key}), "read once, whatever the pieces")
+
+	for name, out := range map[string]string{
+		"none":       "capr: done\n",
+		"no key":     "capr-host-key=ssh-ed25519\n",
+		"not base64": "capr-host-key=ssh-ed25519 !!!!\n",
+		"wrong type": "capr-host-key=ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIMBRNGdwJtXBkLOD2GQqtH6atsCQI0MACXSTooMtRa46\n",
+	} {
+		_, err := parseHostKeyLines(out)
+		g.Expect(err).To(HaveOccurred(), name)
+	}
+	var many string
+	for range maxHostKeys + 1 {
+		pub, _, err := ed25519.GenerateKey(rand.Reader)
+		g.Expect(err).NotTo(HaveOccurred())
+		sshPub, err := ssh.NewPublicKey(pub)
+		g.Expect(err).NotTo(HaveOccurred())
+		many += hostKeyMarker + string(ssh.MarshalAuthorizedKey(sshPub))
+	}
+	_, err = parseHostKeyLines(many)
+	g.Expect(err).To(MatchError(ContainSubstring("more than 16 host keys")))
 }

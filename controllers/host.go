@@ -146,3 +146,12 @@ func fingerprint(key string) string {
 	}
 	return pk.Type() + " " + ssh.FingerprintSHA256(pk)
 }
+
+// fingerprints returns fingerprint of each key.
+func fingerprints(keys []string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = fingerprint(k)
+	}
+	return out
+}

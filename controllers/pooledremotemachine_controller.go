@@ -219,11 +219,20 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 	} else if result > 0 && (requeue == 0 || result < requeue) {
 		requeue = result
 	}
+	awaitingProbe := awaitsNewKeyProbe(entry)
+	if awaitingProbe && !conditions.IsFalse(entry, infrav1.ReachableCondition) {
+		// No probe has logged in with the new keys yet: whatever the last probe said was about the old ones.
+		conditions.Set(entry, metav1.Condition{Type: infrav1.ReachableCondition, Status: metav1.ConditionUnknown, Reason: infrav1.HostKeysRegeneratedReason,
+			Message: "The cleanup gave the host new SSH host keys; the entry is offered again once a probe logs in with them"})
+	}
 	if r.probeDue(entry) {
 		r.probe(ctx, entry)
 	}
 	if r.ProbeInterval > 0 && (requeue == 0 || requeue > r.ProbeInterval) {
 		requeue = r.ProbeInterval
+	}
+	if awaitingProbe && (requeue == 0 || requeue > newKeyProbeInterval) {
+		requeue = newKeyProbeInterval
 	}
 	entry.Status.Phase = phaseOf(entry, holder)
 	entry.Status.Reserved = entry.Spec.ClaimRef != nil
@@ -330,9 +339,22 @@ func phaseOf(entry *infrav1.PooledRemoteMachine, holder *infrav1.RemoteMachine) 
 		return infrav1.PooledRemoteMachinePhaseMaintenance
 	case conditions.IsFalse(entry, infrav1.ReachableCondition):
 		return infrav1.PooledRemoteMachinePhaseUnreachable
+	case awaitsNewKeyProbe(entry):
+		// The last step of the cleanup: a login with the host's new keys.
+		return infrav1.PooledRemoteMachinePhaseCleaning
 	}
 	return infrav1.PooledRemoteMachinePhaseAvailable
 }
+
+// awaitsNewKeyProbe says whether the entry's host got new SSH host keys that no probe has logged in with yet.
+func awaitsNewKeyProbe(entry *infrav1.PooledRemoteMachine) bool {
+	_, ok := entry.Annotations[infrav1.HostKeysRegeneratedAnnotation]
+	return ok && entry.Spec.ClaimRef == nil
+}
+
+// newKeyProbeInterval is how often the host of an entry awaiting a probe with its new host keys is probed, whatever
+// ProbeInterval and ProbeSelector say (the entry is not offered until a probe succeeds).
+const newKeyProbeInterval = 5 * time.Second
 
 func (r *PooledRemoteMachineReconciler) releaseOrphan(ctx context.Context, entry *infrav1.PooledRemoteMachine, why string) (ctrl.Result, error) {
 	name := entry.Spec.ClaimRef.Name
@@ -371,12 +393,19 @@ func quarantineEntry(ctx context.Context, c client.Client, claimer *pool.Claimer
 
 // probeDue says whether a free entry's host should be checked now.
 func (r *PooledRemoteMachineReconciler) probeDue(entry *infrav1.PooledRemoteMachine) bool {
-	if r.ProbeInterval == 0 || entry.Spec.ClaimRef != nil || entry.Spec.Quarantine != nil || entry.Spec.Maintenance ||
-		(r.ProbeSelector != nil && !r.ProbeSelector.Matches(labels.Set(entry.Labels))) {
+	if entry.Spec.ClaimRef != nil || entry.Spec.Quarantine != nil || entry.Spec.Maintenance || r.Dial == nil {
+		return false
+	}
+	interval := r.ProbeInterval
+	if awaitsNewKeyProbe(entry) {
+		if interval == 0 || interval > newKeyProbeInterval {
+			interval = newKeyProbeInterval
+		}
+	} else if r.ProbeInterval == 0 || (r.ProbeSelector != nil && !r.ProbeSelector.Matches(labels.Set(entry.Labels))) {
 		return false
 	}
 	last, ok := r.lastProbe.Load(entry.UID)
-	return !ok || time.Since(last.(time.Time)) >= r.ProbeInterval
+	return !ok || time.Since(last.(time.Time)) >= interval
 }
 
 // probe checks the host over SSH and records the result in the Reachable condition: under AcceptNew it first reads
@@ -444,6 +473,20 @@ func (r *PooledRemoteMachineReconciler) probe(ctx context.Context, entry *infrav
 		}
 		conditions.Set(entry, metav1.Condition{Type: infrav1.ReachableCondition, Status: metav1.ConditionFalse, Reason: reason, Message: msg})
 		return
+	}
+	if awaitsNewKeyProbe(entry) {
+		// Logged in with the new keys: the entry is offered again.
+		offered := entry.DeepCopy()
+		delete(offered.Annotations, infrav1.HostKeysRegeneratedAnnotation)
+		if err := r.Client.Patch(ctx, offered, client.MergeFromWithOptions(entry, client.MergeFromWithOptimisticLock{})); err != nil {
+			log.Info("Could not record the probe with the host's new keys; the next probe tries again", "error", err.Error())
+			r.lastProbe.Delete(entry.UID)
+			return
+		}
+		offered.Status = entry.Status
+		*entry = *offered
+		log.Info("Logged in with the host's new SSH host keys; the entry is offered again")
+		r.Recorder.Eventf(entry, nil, corev1.EventTypeNormal, infrav1.HostKeysRegeneratedReason, "Probe", "Logged in with the host's new SSH host keys; offered again")
 	}
 	conditions.Set(entry, metav1.Condition{Type: infrav1.ReachableCondition, Status: metav1.ConditionTrue, Reason: infrav1.ReachableReason})
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -107,6 +108,10 @@ type RemoteMachineReconciler struct {
 	// cleanupMismatch holds the UIDs of RemoteMachines being deleted whose cleanup stopped on a host key mismatch:
 	// the accept-host-key annotation re-pins their host, as it does before the bootstrap.
 	cleanupMismatch sync.Map
+	// newHostKeys maps the UID of a RemoteMachine being deleted to the SSH host keys its cleanup gave the host
+	// (spec.machine.regenerateHostKeys of its pool entry), until the entry is released with them: a failed release
+	// is retried with them, not by cleaning (and re-keying) the host again.
+	newHostKeys sync.Map
 }
 
 // retryGate holds back a failed attempt until notBefore; attempts counts the failures in a row.
@@ -681,16 +686,16 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 	_, skip := rm.Annotations[SkipCleanupAnnotation]
 	if c := conditions.Get(rm, infrav1.BootstrapSucceededCondition); !skip && c != nil && c.Reason == infrav1.HostAlreadyBootstrappedReason {
 		// The host held another bootstrap when it was handed to this machine: never return it to the pool as is.
-		return r.finishDelete(ctx, rm, errors.New(c.Message))
+		return r.finishDelete(ctx, rm, errors.New(c.Message), nil)
 	}
 	if !wasRunning && !needsCleanup(rm) {
-		return r.finishDelete(ctx, rm, nil)
+		return r.finishDelete(ctx, rm, nil, nil)
 	}
 	if skip {
 		if rm.Spec.PooledRemoteMachineRef != nil {
-			return r.finishDelete(ctx, rm, errCleanupSkipped)
+			return r.finishDelete(ctx, rm, errCleanupSkipped, nil)
 		}
-		return r.finishDelete(ctx, rm, nil)
+		return r.finishDelete(ctx, rm, nil, nil)
 	}
 	// A rebuilt host's new key is accepted during the cleanup as before the bootstrap.
 	if res, ok := r.Tasks.Take(key, "accept"); ok {
@@ -701,6 +706,9 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 	}
 	if started, err := r.startAccept(ctx, rm); started || err != nil {
 		return ctrl.Result{}, err
+	}
+	if keys, ok := r.newHostKeys.Load(key); ok {
+		return r.finishDelete(ctx, rm, nil, keys.([]string))
 	}
 	if res, ok := r.Tasks.Take(key, "cleanup"); ok {
 		if errors.Is(res.Err, sshrunner.ErrHostKeyMismatch) {
@@ -713,14 +721,18 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 			r.acceptTried.Delete(key)
 			log.Info("Cleanup succeeded")
 			r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, "CleanupSucceeded", "Cleanup", "Cleaned %s", hostPort(rm))
-			return r.finishDelete(ctx, rm, nil)
+			keys, _ := res.Value.([]string)
+			if len(keys) > 0 {
+				r.newHostKeys.Store(key, keys)
+			}
+			return r.finishDelete(ctx, rm, nil, keys)
 		}
 		conditions.Set(rm, metav1.Condition{Type: infrav1.ReadyCondition, Status: metav1.ConditionFalse, Reason: infrav1.CleanupFailedReason, Message: sshrunner.Truncate(res.Err.Error(), 4096)})
 		if time.Since(rm.DeletionTimestamp.Time) < r.CleanupTimeout && !errors.Is(res.Err, ErrForeignBootstrap) {
 			log.Info("Cleanup failed, retrying", "error", res.Err.Error())
 			return ctrl.Result{RequeueAfter: r.RetryInterval}, nil
 		}
-		return r.finishDelete(ctx, rm, res.Err)
+		return r.finishDelete(ctx, rm, res.Err, nil)
 	}
 	if r.Tasks.Running(key, "cleanup") {
 		return ctrl.Result{}, nil
@@ -735,15 +747,17 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 		// Without a usable key the host cannot be cleaned: never hang, never hand it out dirty. Other errors
 		// (the apiserver briefly unavailable) are retried.
 		if errors.Is(err, ErrMissingSecret) || time.Since(rm.DeletionTimestamp.Time) > r.CleanupTimeout {
-			return r.finishDelete(ctx, rm, err)
+			return r.finishDelete(ctx, rm, err, nil)
 		}
 		return ctrl.Result{}, err
 	}
 	commands := rm.Spec.CustomCleanUpCommands
 	workingDir := rm.Spec.WorkingDir
+	regenerate := false
 	if entry := r.poolEntry(ctx, rm); entry != nil {
 		// The pool's owner decides how its hosts are cleaned.
 		commands, workingDir = entry.Spec.Machine.CustomCleanUpCommands, entry.Spec.Machine.WorkingDir
+		regenerate = entry.Spec.Machine.RegenerateHostKeys
 	}
 	if len(commands) == 0 {
 		kind := ""
@@ -754,13 +768,13 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 	}
 	log.Info("Running cleanup", "address", rm.Spec.Address)
 	timeout := r.CleanupTimeout
-	in := cleanupInput{Identity: hostIdentity(rm), Config: cfg, Commands: commands, WorkingDir: workingDir}
+	in := cleanupInput{Identity: hostIdentity(rm), Config: cfg, Commands: commands, WorkingDir: workingDir, RegenerateHostKeys: regenerate}
 	r.Tasks.Start(ctx, key, "cleanup", rm, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		err := runCleanup(ctx, r.Dial, in)
+		keys, err := runCleanup(ctx, r.Dial, in)
 		countSSHError(err)
-		return nil, err
+		return keys, err
 	})
 	return ctrl.Result{}, nil
 }
@@ -781,8 +795,9 @@ func (r *RemoteMachineReconciler) poolEntry(ctx context.Context, rm *infrav1.Rem
 	return entry
 }
 
-// finishDelete returns the pool entry (quarantined when cleanupErr is set) and removes the finalizer.
-func (r *RemoteMachineReconciler) finishDelete(ctx context.Context, rm *infrav1.RemoteMachine, cleanupErr error) (ctrl.Result, error) {
+// finishDelete returns the pool entry (quarantined when cleanupErr is set; with newHostKeys pinned, and waiting for
+// a probe with them, when the cleanup regenerated the host's keys) and removes the finalizer.
+func (r *RemoteMachineReconciler) finishDelete(ctx context.Context, rm *infrav1.RemoteMachine, cleanupErr error, newHostKeys []string) (ctrl.Result, error) {
 	if ref := rm.Spec.PooledRemoteMachineRef; ref != nil {
 		if cleanupErr != nil {
 			if err := r.quarantine(ctx, rm, cleanupErr); err != nil {
@@ -793,6 +808,13 @@ func (r *RemoteMachineReconciler) finishDelete(ctx context.Context, rm *infrav1.
 			if err := r.quarantine(ctx, rm, fmt.Errorf("the host holds the bootstrap of RemoteMachine UID %s, which this RemoteMachine (UID %s) does not carry", entry.Spec.ClaimRef.BootstrapUID, hostMarker(rm))); err != nil {
 				return ctrl.Result{}, err
 			}
+		} else if len(newHostKeys) > 0 {
+			if err := r.Claimer.ReleaseWithNewHostKeys(ctx, rm.Namespace, ref.Name, rm.Name, newHostKeys); err != nil {
+				return ctrl.Result{}, err
+			}
+			ctrl.LoggerFrom(ctx).Info("Released the pool entry with the host's new SSH host keys", "PooledRemoteMachine", klog.KRef(rm.Namespace, ref.Name), "keys", fingerprints(newHostKeys))
+			r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, infrav1.HostKeysRegeneratedReason, "Release",
+				"Gave the host new SSH host keys (%s) and returned PooledRemoteMachine %s to pool %q once a probe logs in with them", strings.Join(fingerprints(newHostKeys), ", "), ref.Name, rm.Spec.Pool)
 		} else if err := r.Claimer.Release(ctx, rm.Namespace, ref.Name, rm.Name); err != nil {
 			return ctrl.Result{}, err
 		} else {
@@ -801,6 +823,7 @@ func (r *RemoteMachineReconciler) finishDelete(ctx context.Context, rm *infrav1.
 	} else if cleanupErr != nil {
 		r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, infrav1.CleanupFailedReason, "Cleanup", "The host %s was not cleaned: %s", hostPort(rm), sshrunner.Truncate(cleanupErr.Error(), 900))
 	}
+	r.newHostKeys.Delete(string(rm.UID))
 	controllerutil.RemoveFinalizer(rm, infrav1.RemoteMachineFinalizer)
 	return ctrl.Result{}, nil
 }

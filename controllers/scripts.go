@@ -22,6 +22,8 @@ var (
 	prerequisitesScript string
 	//go:embed scripts/facts.sh
 	factsScript string
+	//go:embed scripts/hostkeys.sh
+	hostKeysScript string
 )
 
 // hostScript returns the shell command that runs script with args ($0 is name). Every part is quoted.

@@ -119,6 +119,10 @@ const (
 	SkipUnreachable = "unreachable"
 	SkipDeleting    = "being deleted"
 	SkipNoMatch     = "not matching the selector"
+	// SkipNewHostKeys: the cleanup gave the host new SSH host keys and no probe has logged in with them yet.
+	SkipNewHostKeys = "waiting for a probe with new host keys"
+	// SkipOtherClusters: the entry's spec.allowedClusters does not name the RemoteMachine's cluster.
+	SkipOtherClusters = "reserved for other clusters"
 )
 
 // SkipReason says why an entry cannot be claimed, or "" when it can.
@@ -134,8 +138,27 @@ func SkipReason(m *infrav1.PooledRemoteMachine) string {
 		return SkipMaintenance
 	case m.Status.Phase == infrav1.PooledRemoteMachinePhaseUnreachable:
 		return SkipUnreachable
+	case hasAnnotation(m, infrav1.HostKeysRegeneratedAnnotation):
+		return SkipNewHostKeys
 	}
 	return ""
+}
+
+func hasAnnotation(m *infrav1.PooledRemoteMachine, key string) bool {
+	_, ok := m.Annotations[key]
+	return ok
+}
+
+// ClusterAllowed says whether a RemoteMachine of the named Cluster API cluster ("" when it has no cluster-name
+// label) may claim the entry: its spec.allowedClusters is empty or names the cluster.
+func ClusterAllowed(m *infrav1.PooledRemoteMachine, cluster string) bool {
+	return len(m.Spec.AllowedClusters) == 0 || (cluster != "" && slices.Contains(m.Spec.AllowedClusters, cluster))
+}
+
+// offered says whether a request may claim an entry that can be claimed: the selector matches and the entry allows
+// the request's cluster.
+func offered(req Request, m *infrav1.PooledRemoteMachine) bool {
+	return (req.Selector == nil || req.Selector.Matches(labels.Set(m.Labels))) && ClusterAllowed(m, req.ClusterName)
 }
 
 // Request describes the RemoteMachine a pool entry is wanted for.
@@ -332,7 +355,7 @@ func (c *Claimer) filter(ctx context.Context, req Request, items []infrav1.Poole
 	candidates := items[:0]
 	for i := range items {
 		m := &items[i]
-		if SkipReason(m) != "" || (req.Selector != nil && !req.Selector.Matches(labels.Set(m.Labels))) || c.isReserved(m, now) {
+		if SkipReason(m) != "" || !offered(req, m) || c.isReserved(m, now) {
 			continue
 		}
 		candidates = append(candidates, *m)
@@ -481,8 +504,7 @@ func (c *Claimer) heldForRetry(ctx context.Context, req Request) (*infrav1.Poole
 	for i := range list.Items {
 		e := &list.Items[i]
 		if e.Spec.ClaimRef == nil || e.Spec.ClaimRef.UID != "" || e.Spec.ClaimRef.Name != req.MachineName ||
-			(req.Pool != "" && e.Spec.Pool != req.Pool) || e.Spec.Quarantine != nil || !e.DeletionTimestamp.IsZero() ||
-			(req.Selector != nil && !req.Selector.Matches(labels.Set(e.Labels))) {
+			(req.Pool != "" && e.Spec.Pool != req.Pool) || e.Spec.Quarantine != nil || !e.DeletionTimestamp.IsZero() || !offered(req, e) {
 			continue
 		}
 		err := c.APIReader.Get(ctx, types.NamespacedName{Namespace: req.Namespace, Name: req.MachineName}, &infrav1.RemoteMachine{})
@@ -606,7 +628,7 @@ func (c *Claimer) claimEntry(ctx context.Context, req Request, candidate *infrav
 			entry = fresh
 		}
 		first = false
-		if SkipReason(entry) != "" || (req.Selector != nil && !req.Selector.Matches(labels.Set(entry.Labels))) {
+		if SkipReason(entry) != "" || !offered(req, entry) {
 			return errTaken
 		}
 		orig := entry.DeepCopy()
@@ -619,6 +641,23 @@ func (c *Claimer) claimEntry(ctx context.Context, req Request, candidate *infrav
 // Release clears an entry's claim if it is held by the named RemoteMachine. A missing entry or a claim held by
 // another machine is not an error: there is nothing to release.
 func (c *Claimer) Release(ctx context.Context, namespace, entryName, machineName string) error {
+	return c.release(ctx, namespace, entryName, machineName, nil)
+}
+
+// ReleaseWithNewHostKeys releases an entry whose cleanup gave the host new SSH host keys: in the same write as the
+// claim is cleared, the entry's pinned hostKeys become hostKeys and it gets HostKeysRegeneratedAnnotation, so it
+// is never offered, not even for a moment, before a probe logged in with the new keys.
+func (c *Claimer) ReleaseWithNewHostKeys(ctx context.Context, namespace, entryName, machineName string, hostKeys []string) error {
+	return c.release(ctx, namespace, entryName, machineName, func(entry *infrav1.PooledRemoteMachine) {
+		entry.Spec.Machine.HostKeys = slices.Clone(hostKeys)
+		if entry.Annotations == nil {
+			entry.Annotations = map[string]string{}
+		}
+		entry.Annotations[infrav1.HostKeysRegeneratedAnnotation] = c.now().UTC().Format(time.RFC3339)
+	})
+}
+
+func (c *Claimer) release(ctx context.Context, namespace, entryName, machineName string, change func(*infrav1.PooledRemoteMachine)) error {
 	entry := &infrav1.PooledRemoteMachine{}
 	key := types.NamespacedName{Namespace: namespace, Name: entryName}
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
@@ -630,6 +669,9 @@ func (c *Claimer) Release(ctx context.Context, namespace, entryName, machineName
 		}
 		orig := entry.DeepCopy()
 		entry.Spec.ClaimRef = nil
+		if change != nil {
+			change(entry)
+		}
 		return c.Writer.Patch(ctx, entry, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 	})
 	if apierrors.IsNotFound(err) {
@@ -656,6 +698,9 @@ func exhausted(req Request, inPool []infrav1.PooledRemoteMachine) error {
 		reason := SkipReason(m)
 		if reason == "" && req.Selector != nil && !req.Selector.Matches(labels.Set(m.Labels)) {
 			reason = SkipNoMatch
+		}
+		if reason == "" && !ClusterAllowed(m, req.ClusterName) {
+			reason = SkipOtherClusters
 		}
 		if reason == "" {
 			// Free when read, but taken by a claim in flight.

@@ -30,6 +30,10 @@ func TestSkipReason(t *testing.T) {
 		},
 		SkipUnreachable: func(m *infrav1.PooledRemoteMachine) { m.Status.Phase = infrav1.PooledRemoteMachinePhaseUnreachable },
 		SkipDeleting:    func(m *infrav1.PooledRemoteMachine) { m.DeletionTimestamp = &now },
+		// A host whose cleanup regenerated its SSH keys waits for a probe with them.
+		SkipNewHostKeys: func(m *infrav1.PooledRemoteMachine) {
+			m.Annotations = map[string]string{infrav1.HostKeysRegeneratedAnnotation: "2026-01-01T00:00:00Z"}
+		},
 	} {
 		m := &infrav1.PooledRemoteMachine{}
 		mutate(m)
@@ -126,4 +130,20 @@ func TestReservationEndsWhenTheEntryChanges(t *testing.T) {
 	g.Expect(c.reserve(released)).To(BeTrue())
 
 	g.Expect(c.isReserved(released, now.Add(reservationTTL))).To(BeFalse(), "a reservation lapses")
+}
+
+// TestAllowedClusters: an entry restricted to named clusters is offered only to RemoteMachines of those clusters,
+// never to one without a cluster label, and the exhausted message counts it as reserved for other clusters.
+func TestAllowedClusters(t *testing.T) {
+	g := NewWithT(t)
+	open := &infrav1.PooledRemoteMachine{}
+	only := &infrav1.PooledRemoteMachine{Spec: infrav1.PooledRemoteMachineSpec{AllowedClusters: []string{"c2", "c3"}}}
+	g.Expect(ClusterAllowed(open, "c1")).To(BeTrue())
+	g.Expect(ClusterAllowed(open, "")).To(BeTrue())
+	g.Expect(ClusterAllowed(only, "c2")).To(BeTrue())
+	g.Expect(ClusterAllowed(only, "c1")).To(BeFalse())
+	g.Expect(ClusterAllowed(only, "")).To(BeFalse(), "a RemoteMachine without a cluster label takes no restricted entry")
+
+	err := exhausted(Request{Pool: "default", ClusterName: "c1"}, []infrav1.PooledRemoteMachine{*only, *only})
+	g.Expect(err).To(MatchError(`no free PooledRemoteMachine in pool "default" (2 in pool: 2 reserved for other clusters)`))
 }

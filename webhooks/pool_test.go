@@ -423,3 +423,42 @@ func TestRetriedCreateKeepsItsClaim(t *testing.T) {
 	}
 	g.Expect(claimed).To(Equal(1), "one entry claimed, not two")
 }
+
+// TestAllowedClustersRestrictClaims: the risk is a host one cluster had root on (its bootstrap ran as root) being
+// handed to another cluster's machine, carrying whatever the first left behind. Before allowedClusters any claim
+// took any free entry; now an entry allowed only for cluster c2 is refused to a RemoteMachine of c1 and to one
+// without a cluster label, with the reason in the message, and taken by one of c2 (a dry run shows it too).
+func TestAllowedClustersRestrictClaims(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := env.NewNamespace(t)
+	env.CreatePool(t, ns, "default", 1, func(_ int, p *infrav1.PooledRemoteMachine) {
+		p.Spec.AllowedClusters = []string{"c2"}
+	})
+	inCluster := func(name, cluster string) *infrav1.RemoteMachine {
+		m := testenv.NewPooledMachine(ns, name, "default")
+		if cluster != "" {
+			m.Labels = map[string]string{pool.ClusterNameLabel: cluster}
+		}
+		return m
+	}
+
+	err := env.Client.Create(ctx, inCluster("of-c1", "c1"))
+	g.Expect(err).To(MatchError(ContainSubstring(`no free PooledRemoteMachine in pool "default" (1 in pool: 1 reserved for other clusters)`)))
+	err = env.Client.Create(ctx, inCluster("unlabelled", ""))
+	g.Expect(err).To(MatchError(ContainSubstring(`(1 in pool: 1 reserved for other clusters)`)))
+	err = env.Client.Create(ctx, inCluster("of-c1-dry", "c1"), client.DryRunAll)
+	g.Expect(err).To(MatchError(ContainSubstring(`(1 in pool: 1 reserved for other clusters)`)))
+	g.Expect(getEntry(t, ns, "default-000").Spec.ClaimRef).To(BeNil())
+
+	dry := inCluster("of-c2", "c2")
+	g.Expect(env.Client.Create(ctx, dry, client.DryRunAll)).To(Succeed())
+	g.Expect(dry.Spec.PooledRemoteMachineRef).To(Equal(&infrav1.PooledRemoteMachineReference{Name: "default-000"}))
+	m := inCluster("of-c2", "c2")
+	g.Expect(env.Client.Create(ctx, m)).To(Succeed())
+	g.Expect(m.Spec.PooledRemoteMachineRef).To(Equal(&infrav1.PooledRemoteMachineReference{Name: "default-000"}))
+	claim := getEntry(t, ns, "default-000").Spec.ClaimRef
+	g.Expect(claim).NotTo(BeNil())
+	g.Expect(claim.Name).To(Equal("of-c2"))
+	g.Expect(claim.ClusterName).To(Equal("c2"))
+}

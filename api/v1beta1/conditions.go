@@ -129,6 +129,9 @@ const (
 	HostLockedReason = "HostLocked"
 	// HostOfferedElsewhereReason: another live entry holds the host's Lease; this entry should be deleted.
 	HostOfferedElsewhereReason = "HostOfferedElsewhere"
+	// HostKeysRegeneratedReason: the cleanup gave the host new SSH host keys (spec.machine.regenerateHostKeys); the
+	// entry is offered again once a probe logged in with them.
+	HostKeysRegeneratedReason = "HostKeysRegenerated"
 )
 
 // BootstrapUIDAnnotation records, on a RemoteMachine whose bootstrap was sent to its host, the UID the host's marker
@@ -150,3 +153,8 @@ const AcceptHostKeyAnnotation = "infrastructure.cluster.x-k8s.io/accept-host-key
 // requesting user's name whenever the accept-host-key annotation is set or changed, and removes it with it; a value
 // set by hand is overwritten.
 const AcceptHostKeyByAnnotation = "infrastructure.cluster.x-k8s.io/accept-host-key-by"
+
+// HostKeysRegeneratedAnnotation is set by CAPR on a PooledRemoteMachine, in the same write that releases it, when
+// its cleanup gave the host new SSH host keys (spec.machine.regenerateHostKeys); its value is when (RFC 3339). An
+// entry carrying it is not claimed; CAPR removes it once a probe logged in to the host with the new keys.
+const HostKeysRegeneratedAnnotation = "infrastructure.cluster.x-k8s.io/host-keys-regenerated"

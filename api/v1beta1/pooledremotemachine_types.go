@@ -11,6 +11,22 @@ import (
 // +kubebuilder:validation:XValidation:rule="has(self.sshKeyRef)",fieldPath=".sshKeyRef",reason="FieldValueRequired",message="sshKeyRef is required: name the Secret whose data key 'value' holds the SSH private key for this machine"
 type PooledMachineSpec struct {
 	RemoteHost `json:",inline"`
+
+	// regenerateHostKeys gives the host new SSH host keys each time it is cleaned after a RemoteMachine held it,
+	// and offers the entry again only once a probe logged in with them. Whoever the host ran for had root on it
+	// (bootstrap data runs as root) and could have copied its private host keys, to impersonate the host to the
+	// next claimant later; new keys make such a copy useless. After the cleanup commands succeed, in the same SSH
+	// session (authenticated with the old pinned key), CAPR removes sshd's keys in /etc/ssh, makes new ones with
+	// `ssh-keygen -A`, reads their public halves and makes sshd load them (systemctl reload of an active ssh or
+	// sshd unit, else SIGHUP to the pid in /run/sshd.pid, else rc-service sshd reload). The entry's hostKeys are
+	// then replaced by the new keys, and the entry waits for a probe (annotation
+	// infrastructure.cluster.x-k8s.io/host-keys-regenerated) before it is claimed again. A failure fails the
+	// cleanup, which is retried and then quarantines the entry. This is not sanitisation: a root claimant may
+	// have changed anything else on the host (binaries, sshd itself, firmware), and pool reuse is not a
+	// reinstall; restrict reuse to one cluster (spec.allowedClusters) or reinstall hosts that served an
+	// untrusted cluster.
+	// +optional
+	RegenerateHostKeys bool `json:"regenerateHostKeys,omitempty"`
 }
 
 // PooledMachineClaim records which RemoteMachine holds a pool entry, like a PersistentVolume's claimRef.
@@ -84,6 +100,19 @@ type PooledRemoteMachineSpec struct {
 	// +kubebuilder:validation:MaxLength=256
 	FailureDomain string `json:"failureDomain,omitempty"`
 
+	// allowedClusters, when set, lets only RemoteMachines of these Cluster API clusters (their
+	// cluster.x-k8s.io/cluster-name label, in the entry's namespace) claim the entry; empty lets any cluster claim
+	// it. A previous claimant had root on the host and may have left anything behind (changed binaries, removed
+	// CAPR's markers, kept the host's keys): restricting a host to one cluster keeps what one cluster did to it
+	// from reaching another cluster's workloads. It does not protect against a user who may create RemoteMachines
+	// in this namespace and labels one with an allowed cluster's name: the namespace stays the tenant boundary.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
+	AllowedClusters []string `json:"allowedClusters,omitempty"`
+
 	// maintenance keeps the entry from being claimed. An entry already claimed stays with its RemoteMachine.
 	// +optional
 	Maintenance bool `json:"maintenance,omitempty"`
@@ -107,7 +136,8 @@ const (
 	PooledRemoteMachinePhaseAvailable PooledRemoteMachinePhase = "Available"
 	// PooledRemoteMachinePhaseClaimed means a RemoteMachine holds the entry.
 	PooledRemoteMachinePhaseClaimed PooledRemoteMachinePhase = "Claimed"
-	// PooledRemoteMachinePhaseCleaning means the host is being cleaned after its RemoteMachine was deleted.
+	// PooledRemoteMachinePhaseCleaning means the host is being cleaned after its RemoteMachine was deleted, or, with
+	// regenerateHostKeys, waits for a probe to log in with the new host keys the cleanup gave it.
 	PooledRemoteMachinePhaseCleaning PooledRemoteMachinePhase = "Cleaning"
 	// PooledRemoteMachinePhaseQuarantined means cleanup failed and a person must check the host.
 	PooledRemoteMachinePhaseQuarantined PooledRemoteMachinePhase = "Quarantined"

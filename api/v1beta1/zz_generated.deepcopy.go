@@ -215,6 +215,11 @@ func (in *PooledRemoteMachineReference) DeepCopy() *PooledRemoteMachineReference
 func (in *PooledRemoteMachineSpec) DeepCopyInto(out *PooledRemoteMachineSpec) {
 	*out = *in
 	in.Machine.DeepCopyInto(&out.Machine)
+	if in.AllowedClusters != nil {
+		in, out := &in.AllowedClusters, &out.AllowedClusters
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.ClaimRef != nil {
 		in, out := &in.ClaimRef, &out.ClaimRef
 		*out = new(PooledMachineClaim)

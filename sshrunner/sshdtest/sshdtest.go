@@ -56,6 +56,11 @@ type Options struct {
 	// ClientKeyPEM is the private key the host's users accept (OpenSSH PEM); empty makes a new one. Hosts of one
 	// pool that share a key can share one key Secret.
 	ClientKeyPEM []byte
+	// SystemHostKeys makes the host's sshd work as a distribution's does: it serves the keys in the host's own
+	// /etc/ssh (ssh_host_{rsa,ecdsa,ed25519}_key, of which only the ed25519 one, HostKey, is made at start) and
+	// writes its pid to /run/sshd.pid, so ssh-keygen -A and kill -HUP "$(cat /run/sshd.pid)" on the host manage
+	// them. Otherwise its one key lives in Dir, outside the host's /etc.
+	SystemHostKeys bool
 }
 
 // Host is a running sshd.
@@ -184,9 +189,17 @@ func (h *Host) writeFiles() {
 			must(t, os.WriteFile(h.path("etc", "sudoers.d", "capr-"+u.Name), []byte(u.Name+" ALL=(ALL) NOPASSWD:ALL\n"), 0o440))
 		}
 	}
-	config := fmt.Sprintf(`HostKey %s
+	hostKeys, pidFile := "HostKey "+h.path("host_key"), "none"
+	if h.opts.SystemHostKeys {
+		old, _ := filepath.Glob(h.path("etc", "ssh", "ssh_host_*"))
+		for _, f := range old {
+			must(t, os.Remove(f))
+		}
+		hostKeys, pidFile = "HostKey /etc/ssh/ssh_host_rsa_key\nHostKey /etc/ssh/ssh_host_ecdsa_key\nHostKey /etc/ssh/ssh_host_ed25519_key", "/run/sshd.pid"
+	}
+	config := fmt.Sprintf(`%s
 AuthorizedKeysFile %s/%%u
-PidFile none
+PidFile %s
 PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -194,16 +207,36 @@ UsePAM no
 StrictModes no
 AllowTcpForwarding yes
 LogLevel ERROR
-`, h.path("host_key"), h.path("keys"))
+`, hostKeys, h.path("keys"), pidFile)
 	must(t, os.WriteFile(h.path("sshd_config"), []byte(config), 0o600))
 }
 
 // RotateHostKey gives the host a new host key (it takes effect at the next start) and returns it.
 func (h *Host) RotateHostKey() string {
 	keyPEM, signer := newKey(h.t)
-	must(h.t, os.WriteFile(h.path("host_key"), keyPEM, 0o600))
 	h.HostKey = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	path := h.path("host_key")
+	if h.opts.SystemHostKeys {
+		path = h.path("etc", "ssh", "ssh_host_ed25519_key")
+		must(h.t, os.WriteFile(path+".pub", []byte(h.HostKey+"\n"), 0o644))
+	}
+	must(h.t, os.WriteFile(path, keyPEM, 0o600))
 	return h.HostKey
+}
+
+// PublicHostKeys returns the public host keys in the host's /etc/ssh (ssh_host_*_key.pub), in authorized_keys
+// format without comments.
+func (h *Host) PublicHostKeys() []string {
+	files, _ := filepath.Glob(h.path("etc", "ssh", "ssh_host_*_key.pub"))
+	var keys []string
+	for _, f := range files {
+		text, err := os.ReadFile(f)
+		must(h.t, err)
+		key, _, _, _, err := ssh.ParseAuthorizedKey(text)
+		must(h.t, err)
+		keys = append(keys, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key))))
+	}
+	return keys
 }
 
 func (h *Host) start() {
