@@ -49,6 +49,18 @@ func (r *RemoteMachineReconciler) reconcileNodeProviderID(ctx context.Context, r
 			candidates = append(candidates, node)
 		}
 	}
+	if len(candidates) > 1 {
+		// Cloned hosts may share a machine-id: the host name read over SSH tells them apart.
+		var named []*corev1.Node
+		for _, n := range candidates {
+			if hasHostName(rm, n.Name) {
+				named = append(named, n)
+			}
+		}
+		if len(named) == 1 {
+			candidates = named
+		}
+	}
 	switch {
 	case len(candidates) == 0:
 		return ctrl.Result{RequeueAfter: nodePollInterval}, nil
@@ -89,8 +101,13 @@ func isNodeOf(node *corev1.Node, rm *infrav1.RemoteMachine) bool {
 	if rm.Status.MachineID != "" {
 		return node.Status.NodeInfo.MachineID == rm.Status.MachineID
 	}
+	return hasHostName(rm, node.Name)
+}
+
+// hasHostName says whether name is the (valid) host name the RemoteMachine's host reported over SSH.
+func hasHostName(rm *infrav1.RemoteMachine, name string) bool {
 	for _, a := range rm.Status.Addresses {
-		if _, err := checkHostname(a.Address); err == nil && a.Type == clusterv1.MachineHostName && strings.EqualFold(a.Address, node.Name) {
+		if _, err := checkHostname(a.Address); err == nil && a.Type == clusterv1.MachineHostName && strings.EqualFold(a.Address, name) {
 			return true
 		}
 	}
