@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -206,7 +207,15 @@ func TestRogueNodeDoesNotTakeTheProviderID(t *testing.T) {
 	waitProvisioned(g, rm)
 	g.Expect(get(g, rm).Status.MachineID).To(Equal(h.MachineID), "the host's machine-id, read over SSH")
 
-	real := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "real"}}
+	// A clone of the host's disk shares its machine-id under another name; the host name read over SSH tells the
+	// real Node apart.
+	hostname, err := h.Exec("hostname -s")
+	g.Expect(err).NotTo(HaveOccurred())
+	clone := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "clone"}}
+	g.Expect(wc.Create(ctx, clone)).To(Succeed())
+	clone.Status.NodeInfo.MachineID = h.MachineID
+	g.Expect(wc.Status().Update(ctx, clone)).To(Succeed())
+	real := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: strings.ToLower(strings.TrimSpace(hostname))}}
 	g.Expect(wc.Create(ctx, real)).To(Succeed())
 	real.Status.NodeInfo.MachineID = h.MachineID
 	g.Expect(wc.Status().Update(ctx, real)).To(Succeed())
@@ -216,6 +225,8 @@ func TestRogueNodeDoesNotTakeTheProviderID(t *testing.T) {
 	}, 90*time.Second, 500*time.Millisecond).Should(Succeed())
 	g.Expect(wc.Get(ctx, client.ObjectKeyFromObject(rogue), rogue)).To(Succeed())
 	g.Expect(rogue.Spec.ProviderID).To(BeEmpty(), "an address a kubelet reports proves nothing")
+	g.Expect(wc.Get(ctx, client.ObjectKeyFromObject(clone), clone)).To(Succeed())
+	g.Expect(clone.Spec.ProviderID).To(BeEmpty(), "a clone's machine-id alone does not make it the host")
 	g.Expect(ptr.Deref(get(g, rm).Status.Initialization.Provisioned, false)).To(BeTrue())
 }
 
