@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/cluster-api/util/annotations"
@@ -27,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -87,8 +89,30 @@ func (r *PooledRemoteMachineReconciler) SetupWithManager(ctx context.Context, mg
 		}); err != nil {
 			return fmt.Errorf("indexing Leases by holder: %w", err)
 		}
-		// A host's Lease changing or deleted (by hand) brings back the entry it names, which re-asserts it.
-		b = b.Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(leaseToEntry), builder.WithPredicates(
+		// A host's Lease changing or deleted (by hand) brings back the entry it names, which re-asserts it; a Lease
+		// taken over by another entry (seen as one update when its deletion and re-creation arrive together) brings
+		// back both.
+		enqueue := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], objs ...client.Object) {
+			for _, o := range objs {
+				for _, req := range leaseToEntry(context.Background(), o) {
+					q.Add(req)
+				}
+			}
+		}
+		b = b.Watches(&coordinationv1.Lease{}, handler.Funcs{
+			CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				enqueue(q, e.Object)
+			},
+			UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				enqueue(q, e.ObjectOld, e.ObjectNew)
+			},
+			DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				enqueue(q, e.Object)
+			},
+			GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				enqueue(q, e.Object)
+			},
+		}, builder.WithPredicates(
 			predicate.NewPredicateFuncs(func(o client.Object) bool {
 				_, ok := o.GetLabels()[pool.EndpointLockLabel]
 				return ok && o.GetNamespace() == r.Locks.Namespace

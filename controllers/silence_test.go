@@ -24,7 +24,8 @@ func TestCleanupWaitingOnTheLockIsNotSilent(t *testing.T) {
 	cfg := testConfig(h)
 	cfg.FirstOutputTimeout = time.Second
 	start := time.Now()
-	g.Expect(runCleanup(context.Background(), DialSSH, cleanupInput{Identity: "m1", Config: cfg, Commands: []string{"true"}})).To(Succeed())
+	_, err = runCleanup(context.Background(), DialSSH, cleanupInput{Identity: "m1", Config: cfg, Commands: []string{"true"}})
+	g.Expect(err).To(Succeed())
 	g.Expect(time.Since(start)).To(BeNumerically(">", 2*time.Second), "the cleanup did not wait for the lock")
 	out, _ = h.Exec("cat /var/lib/capr/cleaned")
 	g.Expect(out).To(Equal("m1\n"))
