@@ -28,7 +28,7 @@ const (
 )
 
 // The YAML a user of cluster-api-operator applies to install Cluster API's core and CAPR from ConfigMaps holding
-// their release files (README: "With cluster-api-operator").
+// their release files (docs/install.md: "With cluster-api-operator").
 const (
 	coreProviderYAML = `apiVersion: operator.cluster.x-k8s.io/v1alpha2
 kind: CoreProvider
