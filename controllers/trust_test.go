@@ -22,12 +22,12 @@ import (
 	"github.com/capr-project/cluster-api-provider-remote/sshrunner/sshdtest"
 )
 
-// tenant returns a client acting as a cluster user of namespace ns: it may create, change and delete RemoteMachines
-// and Machines there, and read Clusters, but not read Secrets (the security model's "cluster user").
+// tenant returns a client acting as a cluster user of namespace ns: it may create, change and delete RemoteMachines,
+// their templates and Machines there, and read Clusters, but not read Secrets (the security model's "cluster user").
 func tenant(g Gomega, ns, user string) client.Client {
 	ctx := context.Background()
 	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cluster-user-" + user}, Rules: []rbacv1.PolicyRule{
-		{APIGroups: []string{infrav1.GroupVersion.Group}, Resources: []string{"remotemachines"}, Verbs: []string{"*"}},
+		{APIGroups: []string{infrav1.GroupVersion.Group}, Resources: []string{"remotemachines", "remotemachinetemplates"}, Verbs: []string{"*"}},
 		{APIGroups: []string{clusterv1.GroupVersion.Group}, Resources: []string{"machines", "clusters"}, Verbs: []string{"*"}},
 	}}
 	g.Expect(env.Client.Create(ctx, role)).To(Succeed())
@@ -144,6 +144,22 @@ func TestDirectMachineCannotReachAPooledHost(t *testing.T) {
 	f.keySecret(t, "own-key", other)
 	mapped.Spec.SSHKeyRef = &infrav1.SecretReference{Name: "own-key"}
 	g.Expect(mallory.Create(ctx, mapped)).To(MatchError(ContainSubstring("spec.address: Forbidden")))
+
+	// Through a template, which Cluster API turns into RemoteMachines with its own, wider rights: refused as well.
+	tmpl := &infrav1.RemoteMachineTemplate{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "direct"}}
+	tmpl.Spec.Template.Spec.RemoteHost = byAddress.Spec.RemoteHost
+	tmpl.Spec.Template.ObjectMeta.Annotations = map[string]string{infrav1.BootstrapUIDAnnotation: "0b1f2c3d-1111-4222-8333-444455556666"}
+	err = mallory.Create(ctx, tmpl)
+	g.Expect(err).To(MatchError(ContainSubstring("spec.template.spec.address: Forbidden")))
+	g.Expect(err).To(MatchError(ContainSubstring("spec.template.spec.sshKeyRef.name: Forbidden")))
+	g.Expect(err).To(MatchError(ContainSubstring("spec.template.metadata.annotations[infrastructure.cluster.x-k8s.io/bootstrap-uid]: Forbidden")))
+
+	// The platform team (who may read the key) may name the pool's key for a host outside the pool.
+	outside := f.directMachine(other)
+	outside.Name, outside.OwnerReferences = "outside", nil
+	outside.Spec.SSHKeyRef = &infrav1.SecretReference{Name: "pool-key"}
+	g.Expect(env.Client.Create(ctx, outside)).To(Succeed())
+	g.Expect(env.Client.Delete(ctx, outside)).To(Succeed())
 
 	_, err = pooled.Exec("test ! -e /run/capr-ran && test ! -e /var/lib/capr/bootstrap.uid")
 	g.Expect(err).NotTo(HaveOccurred(), "nothing reached the pooled host")

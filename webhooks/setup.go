@@ -28,7 +28,7 @@ func SetupWithManager(mgr ctrl.Manager, claimer *pool.Claimer, namespace string)
 			Exhausted: NewExhaustedNotifier(mgr.GetEventRecorder("remotemachine-webhook"))},
 		&PooledRemoteMachine{Locks: locks, Identity: self},
 		&RemoteCluster{},
-		&RemoteMachineTemplate{},
+		&RemoteMachineTemplate{Locks: locks, Reader: claimer.Reader, Identity: self},
 		&RemoteClusterTemplate{},
 		guard,
 	} {

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/cluster-api/util/topology"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
@@ -20,7 +21,13 @@ import (
 
 // RemoteMachineTemplate admits RemoteMachineTemplates: the template's host fields parse, and the spec never
 // changes (create a new template and point the MachineDeployment or control plane at it instead).
-type RemoteMachineTemplate struct{}
+type RemoteMachineTemplate struct {
+	// Locks, Reader (a cache with pool.SetupIndexes) and Identity check a host named directly, as for a RemoteMachine:
+	// Cluster API creates the template's machines with its own, wider rights.
+	Locks    *pool.EndpointLocks
+	Reader   client.Reader
+	Identity *Identity
+}
 
 // SetupWebhookWithManager registers the RemoteMachineTemplate webhook.
 func (w *RemoteMachineTemplate) SetupWebhookWithManager(mgr ctrl.Manager) error {
@@ -28,10 +35,32 @@ func (w *RemoteMachineTemplate) SetupWebhookWithManager(mgr ctrl.Manager) error 
 }
 
 // ValidateCreate checks a new template.
-func (w *RemoteMachineTemplate) ValidateCreate(_ context.Context, t *infrav1.RemoteMachineTemplate) (admission.Warnings, error) {
+func (w *RemoteMachineTemplate) ValidateCreate(ctx context.Context, t *infrav1.RemoteMachineTemplate) (admission.Warnings, error) {
 	path := field.NewPath("spec", "template", "spec")
 	spec := &t.Spec.Template.Spec
 	errs := validateRemoteHost(path, &spec.RemoteHost)
+	if w.Identity != nil {
+		// Cluster API copies the template's metadata and spec onto machines it creates with its own rights: what the
+		// template's author may not set on a RemoteMachine, they may not set here.
+		if changed := changedMoveAnnotations(nil, t.Spec.Template.ObjectMeta.Annotations); len(changed) > 0 {
+			may, err := w.Identity.MayMove(ctx, t.Namespace)
+			if err != nil {
+				return nil, err
+			}
+			for _, key := range changed {
+				if !may {
+					errs = append(errs, field.Forbidden(field.NewPath("spec", "template", "metadata", "annotations").Key(key), moveAnnotationMessage(key)))
+				}
+			}
+		}
+		if spec.PooledRemoteMachineRef == nil {
+			direct, err := checkDirectHost(ctx, w.Locks, w.Reader, w.Identity, path, t.Namespace, &spec.RemoteHost)
+			if err != nil {
+				return nil, err
+			}
+			errs = append(errs, direct...)
+		}
+	}
 	errs = append(errs, validateSelectorSize(path.Child("selector"), spec.Selector)...)
 	if spec.Address == "" && (spec.Pool != "" || spec.Selector != nil) {
 		// Its machines would be refused at their claim.

@@ -110,39 +110,59 @@ func (w *RemoteMachine) checkDeletingUpdate(ctx context.Context, old, m *infrav1
 // reaches it, belongs to a pool: a pooled host is reached only through a claim, so its maintenance, quarantine and
 // cleanup rules cannot be bypassed. Another namespace's entry is not named.
 func (w *RemoteMachine) checkPooledHost(ctx context.Context, m *infrav1.RemoteMachine) (field.ErrorList, error) {
-	if m.Spec.PooledRemoteMachineRef != nil || m.Spec.Address == "" {
+	if m.Spec.PooledRemoteMachineRef != nil {
+		return nil, nil
+	}
+	return checkDirectHost(ctx, w.Locks, w.Claimer.Reader, w.Identity, field.NewPath("spec"), m.Namespace, &m.Spec.RemoteHost)
+}
+
+// checkDirectHost refuses a host named directly (spec at path) that a pool offers, whoever asks; and a pool entry's
+// key Secret, unless the requester may read the namespace's Secrets (the platform team, or clusterctl move: they hold
+// the key anyway, and may share one key between pooled and named hosts).
+func checkDirectHost(ctx context.Context, locks *pool.EndpointLocks, reader client.Reader, self *Identity, spec *field.Path, namespace string, h *infrav1.RemoteHost) (field.ErrorList, error) {
+	if h.Address == "" {
 		return nil, nil
 	}
 	var errs field.ErrorList
-	spec := field.NewPath("spec")
-	if w.Locks != nil {
-		held, err := w.Locks.Offered(ctx, pool.Endpoint(m.Spec.Address, m.Spec.Port))
+	if locks != nil {
+		held, err := locks.Offered(ctx, pool.Endpoint(h.Address, h.Port))
 		if err != nil {
 			return nil, apierrors.NewInternalError(err)
 		}
 		if held {
 			errs = append(errs, field.Forbidden(spec.Child("address"), fmt.Sprintf(
 				"host %s is offered by a pool (a PooledRemoteMachine); a pooled host is reached only through a claim: set spec.pool (or spec.selector) instead of spec.address, "+
-					"or ask the pool's owner to remove the host from the pool", pool.Endpoint(m.Spec.Address, m.Spec.Port))))
+					"or ask the pool's owner to remove the host from the pool", pool.Endpoint(h.Address, h.Port))))
 		}
 	}
 	keys := []*field.Path{}
 	names := []string{}
-	if m.Spec.SSHKeyRef != nil {
-		keys, names = append(keys, spec.Child("sshKeyRef", "name")), append(names, m.Spec.SSHKeyRef.Name)
+	if h.SSHKeyRef != nil {
+		keys, names = append(keys, spec.Child("sshKeyRef", "name")), append(names, h.SSHKeyRef.Name)
 	}
-	if b := m.Spec.Bastion; b != nil {
+	if b := h.Bastion; b != nil {
 		keys, names = append(keys, spec.Child("bastion", "sshKeyRef", "name")), append(names, b.SSHKeyRef.Name)
 	}
+	checked, mayRead := false, false
 	for i, name := range names {
 		list := &infrav1.PooledRemoteMachineList{}
-		if err := w.Claimer.Reader.List(ctx, list, client.InNamespace(m.Namespace), client.MatchingFields{pool.IndexKeySecret: name}, client.Limit(1)); err != nil {
+		if err := reader.List(ctx, list, client.InNamespace(namespace), client.MatchingFields{pool.IndexKeySecret: name}, client.Limit(1)); err != nil {
 			return nil, apierrors.NewInternalError(err)
 		}
-		if len(list.Items) > 0 {
+		if len(list.Items) == 0 {
+			continue
+		}
+		if !checked {
+			var err error
+			if mayRead, err = self.MayMove(ctx, namespace); err != nil {
+				return nil, err
+			}
+			checked = true
+		}
+		if !mayRead {
 			errs = append(errs, field.Forbidden(keys[i], fmt.Sprintf(
 				"Secret %s holds the SSH key of pool entries (PooledRemoteMachine %s); a pooled host is reached only through a claim: set spec.pool (or spec.selector), "+
-					"or use a key Secret of your own for a host outside the pools", name, list.Items[0].Name)))
+					"or use a key Secret of your own for a host outside the pools (only a user who may read this namespace's Secrets may name a pool's key)", name, list.Items[0].Name)))
 		}
 	}
 	return errs, nil
