@@ -462,10 +462,15 @@ func (s *stress) waitGone(name string, within time.Duration) {
 	}, within, time.Second).Should(Succeed(), "MachineDeployment %s scaled to 0: every deletion completes and frees its host", name)
 }
 
-// bootstraps returns the RemoteMachine UIDs whose bootstrap ran on a host, in order, as the bootstrap recorded them.
+// bootstraps returns the RemoteMachine UIDs whose bootstrap ran on a host, in order, as the bootstrap recorded them
+// (the host's marker holds namespace/name/UID).
 func bootstraps(h *sshdtest.Host) []string {
 	data, _ := os.ReadFile(filepath.Join(h.Dir, "etc", "capr-e2e", "bootstraps"))
-	return strings.Fields(string(data))
+	uids := strings.Fields(string(data))
+	for i, id := range uids {
+		uids[i] = id[strings.LastIndex(id, "/")+1:]
+	}
+	return uids
 }
 
 // exactlyOnce checks, over hosts, that no RemoteMachine's bootstrap ran twice, that every bootstrap that ran
