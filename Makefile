@@ -60,6 +60,10 @@ manifests: $(CONTROLLER_GEN) ## Regenerate CRDs, RBAC and webhook manifests unde
 	cp config/crd/bases/*.yaml $(CHART)/crds/
 	cp config/rbac/role.yaml $(CHART)/files/manager-role.yaml
 
+.PHONY: docs
+docs: ## Regenerate docs/reference (the API reference and the table of conditions and reasons) from api/.
+	go test ./internal/docgen -run TestReferenceIsUpToDate -count=1 -update
+
 .PHONY: verify-generate
 verify-generate: $(CONTROLLER_GEN) ## Fail when a generated file is stale (regenerates and compares).
 	@before=$$(find api config $(CHART) -type f -print0 | sort -z | xargs -0 sha256sum); \
