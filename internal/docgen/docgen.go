@@ -10,7 +10,6 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -30,11 +29,7 @@ func Pages(apiDir string) (map[string][]byte, error) {
 		if strings.HasSuffix(f, "_test.go") || strings.HasPrefix(filepath.Base(f), "zz_generated") {
 			continue
 		}
-		src, err := os.ReadFile(f)
-		if err != nil {
-			return nil, err
-		}
-		file, err := parser.ParseFile(fset, f, src, parser.ParseComments)
+		file, err := parser.ParseFile(fset, f, nil, parser.ParseComments)
 		if err != nil {
 			return nil, err
 		}
