@@ -301,7 +301,8 @@ func (r *PooledRemoteMachineReconciler) reconcileHostLock(ctx context.Context, e
 				r.Recorder.Eventf(entry, nil, corev1.EventTypeWarning, infrav1.HostOfferedElsewhereReason, "LockHost", "%s", msg)
 			}
 			conditions.Set(entry, metav1.Condition{Type: infrav1.HostLockedCondition, Status: metav1.ConditionFalse, Reason: infrav1.HostOfferedElsewhereReason, Message: msg})
-			return 0, nil
+			// Looked at again: the other entry may be gone, or its Lease one an admission left behind.
+			return r.Locks.Grace, nil
 		case err != nil:
 			return 0, err
 		}

@@ -213,21 +213,25 @@ func (l *EndpointLocks) stale(ctx context.Context, lease *coordinationv1.Lease, 
 	if len(parts) != 3 {
 		return true, nil
 	}
+	// Admission runs before the entry is stored: a young Lease not yet confirmed by the controller may belong to an
+	// entry being created, or being moved to this host by an update. A renew time further in the future than clock
+	// skew explains is impossible, and gives no grace.
+	now := time.Now()
+	t := lease.Spec.RenewTime
+	young := t != nil && !isStored(lease) && now.Sub(t.Time) < l.Grace && t.Sub(now) <= maxClockSkew
 	entry := &infrav1.PooledRemoteMachine{}
 	err := l.APIReader.Get(ctx, types.NamespacedName{Namespace: parts[0], Name: parts[1]}, entry)
 	switch {
 	case apierrors.IsNotFound(err):
-		// Admission runs before the entry is stored: a young Lease may belong to an entry being created. A renew
-		// time further in the future than clock skew explains is impossible, and gives no grace.
-		now := time.Now()
-		if t := lease.Spec.RenewTime; t != nil && !isStored(lease) && now.Sub(t.Time) < l.Grace && t.Sub(now) <= maxClockSkew {
-			return false, nil
-		}
-		return true, nil
+		return !young, nil
 	case err != nil:
 		return false, err
+	case string(entry.UID) != parts[2]:
+		return true, nil
+	case Endpoint(entry.Spec.Machine.Address, entry.Spec.Machine.Port) != endpoint:
+		return !young, nil
 	}
-	return string(entry.UID) != parts[2] || Endpoint(entry.Spec.Machine.Address, entry.Spec.Machine.Port) != endpoint, nil
+	return false, nil
 }
 
 // ReleaseGone deletes the Lease if the entry it names no longer offers its host (the entry is gone, or offers
