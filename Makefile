@@ -90,7 +90,7 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint, shellcheck on the shell scripts, an
 	hack/check-tracked.sh
 	$(GOLANGCI_LINT) run ./...
 	shellcheck hack/prereqs.sh hack/check-tracked.sh test/e2e/testdata/kubeadm test/standins/systemctl
-	shellcheck -s sh controllers/scripts/*.sh
+	shellcheck -s sh internal/controllers/scripts/*.sh
 
 ##@ Testing
 
@@ -167,8 +167,8 @@ quickstart: prereqs test-tools ## Run CAPR on a local management plane with Clus
 FUZZTIME ?= 10s
 # Each fuzz target, as package:target. CI runs each for FUZZTIME; a crash it finds is written under the package's
 # testdata/fuzz and becomes a regression test of `go test`.
-FUZZ_TARGETS = ./sshrunner/cloudinit:FuzzParse ./sshrunner/cloudinit:FuzzPlanScript ./sshrunner:FuzzRedact \
-	./pool:FuzzEndpoint ./webhooks:FuzzValidateRemoteHost ./sshrunner/ignition:FuzzParseIgnition
+FUZZ_TARGETS = ./internal/provisioning/cloudinit:FuzzParse ./internal/provisioning/cloudinit:FuzzPlanScript ./internal/sshrunner:FuzzRedact \
+	./internal/pool:FuzzEndpoint ./internal/webhooks:FuzzValidateRemoteHost ./internal/provisioning/ignition:FuzzParseIgnition
 
 .PHONY: fuzz
 fuzz: ## Run every Go fuzz target for FUZZTIME (default 10s) each.

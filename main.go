@@ -30,10 +30,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
-	"github.com/capr-project/cluster-api-provider-remote/controllers"
-	"github.com/capr-project/cluster-api-provider-remote/metrics"
-	"github.com/capr-project/cluster-api-provider-remote/pool"
-	"github.com/capr-project/cluster-api-provider-remote/webhooks"
+	"github.com/capr-project/cluster-api-provider-remote/internal/controllers"
+	"github.com/capr-project/cluster-api-provider-remote/internal/metrics"
+	"github.com/capr-project/cluster-api-provider-remote/internal/pool"
+	"github.com/capr-project/cluster-api-provider-remote/internal/webhooks"
 )
 
 var (

@@ -52,8 +52,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
-	"github.com/capr-project/cluster-api-provider-remote/pool"
-	"github.com/capr-project/cluster-api-provider-remote/webhooks"
+	"github.com/capr-project/cluster-api-provider-remote/internal/pool"
+	"github.com/capr-project/cluster-api-provider-remote/internal/webhooks"
 )
 
 // CAPIWebhookResources are the Cluster API kinds whose admission webhooks the environment serves.
