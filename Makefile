@@ -82,8 +82,9 @@ fmt: ## Run gofmt.
 	gofmt -w $$(git ls-files '*.go')
 
 .PHONY: vet
-vet: ## Run go vet.
-	go vet -tags stress ./...
+vet: ## Run go vet on every file: the unit tier, the real-parts tier (tag integration) and the stress run.
+	go vet ./...
+	go vet -tags integration,stress ./...
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## Run golangci-lint, shellcheck on the shell scripts, and refuse tracked binaries and files over 1 MB.
@@ -98,20 +99,28 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint, shellcheck on the shell scripts, an
 prereqs: ## Check the OS programs the tests need (sshd, sudo, unshare, flock, ...); as root on Debian/Ubuntu, install them.
 	@hack/prereqs.sh
 
+# Two tiers. The unit tier (files without a build tag) needs no root, no kube-apiserver and no sshd: it is what
+# `go test ./...` runs. The real-parts tier (files tagged `integration`) runs a real kube-apiserver and etcd, the
+# webhooks over TLS, real sshd hosts and Cluster API's managers; it needs the binaries of `make test-tools`, and
+# root for the sshd hosts (each in its own mount namespace). `make test` runs both.
+.PHONY: test-unit
+test-unit: ## Run the unit tier: no root, no kube-apiserver, no sshd (go test ./...).
+	go test ./... -count=1 -timeout 5m
+
 .PHONY: test
-test: prereqs test-tools verify-generate vet ## Run every test: unit, integration and end-to-end, on real parts.
-	go test ./... -count=1 -timeout 20m
+test: test-unit prereqs test-tools verify-generate vet ## Run every test: the unit tier first, then integration and end-to-end on real parts.
+	go test -tags integration ./... -count=1 -timeout 20m
 	@# The cert-manager runner the install tests use, and the image builder, have their own modules and tests.
 	go -C hack/tools/cert-manager test ./... -count=1
 	go -C hack/image test ./... -count=1
 
 .PHONY: test-e2e
 test-e2e: prereqs test-tools ## Run the end-to-end suite: Cluster API's managers, CAPR installed by clusterctl, real sshd hosts.
-	go test ./test/e2e/... -count=1 -timeout 15m -v
+	go test -tags integration ./test/e2e/... -count=1 -timeout 15m -v
 
 .PHONY: stress
 stress: prereqs test-tools ## Run CAPR under faults and load (3 replicas, SIGKILLs, broken hosts) and print figures against goals; STRESS_FULL=1: full size, writes bench/stress.md.
-	STRESS_FULL=$(STRESS_FULL) go test -tags stress ./test/stress/ -count=1 -timeout 60m -v -run '^TestStress$$'
+	STRESS_FULL=$(STRESS_FULL) go test -tags integration,stress ./test/stress/ -count=1 -timeout 60m -v -run '^TestStress$$'
 
 .PHONY: test-tools
 test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(KUBE_CONTROLLER_MANAGER) $(CAPI_MANAGER) $(CAPI_BOOTSTRAP_MANAGER) $(CAPI_CONTROLPLANE_MANAGER) $(CLUSTERCTL) $(KUSTOMIZE) $(HELM) $(HELM3) $(CERT_MANAGER) $(CAPI_OPERATOR) ## Build the binaries the tests run (reused from bin/).

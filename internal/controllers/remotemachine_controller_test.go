@@ -1,3 +1,5 @@
+//go:build integration
+
 package controllers_test
 
 import (
@@ -94,6 +96,7 @@ func leakedSecrets() []string {
 }
 
 func TestMain(m *testing.M) {
+	sshdtest.SuiteNeedsRoot("internal/controllers")
 	code := testenv.Run(m, testenv.Options{LogTo: logs, Setup: func(e *testenv.Environment) error { return setupReconcilers(e, false) }}, &env)
 	// A scan of the whole run's logs finds neither a private key nor bootstrap data.
 	if leaked := leakedSecrets(); len(leaked) > 0 {

@@ -1,3 +1,5 @@
+//go:build integration
+
 package sshrunner_test
 
 import (

@@ -147,7 +147,7 @@ func goBench(root, pkg, bench, timeout string, short bool) ([]rows.Row, error) {
 	}
 	_ = f.Close()
 	defer os.Remove(f.Name())
-	args := []string{"test", pkg, "-run", "^$", "-bench", bench, "-benchtime", "1x", "-count", "1", "-timeout", timeout}
+	args := []string{"test", "-tags", "integration", pkg, "-run", "^$", "-bench", bench, "-benchtime", "1x", "-count", "1", "-timeout", timeout}
 	if short {
 		args = append(args, "-short")
 	}

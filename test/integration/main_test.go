@@ -1,3 +1,5 @@
+//go:build integration
+
 // Package integration tests CAPR's API, manifests and manager binary against a real kube-apiserver.
 package integration
 

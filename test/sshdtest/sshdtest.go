@@ -84,6 +84,19 @@ type Host struct {
 	opts   Options
 }
 
+// rootNeeded says why the hosts need root.
+const rootNeeded = "needs root: each test host is an sshd in its own mount namespace (run as root, as make test does in CI; make test-unit runs the tier that needs none)"
+
+// SuiteNeedsRoot ends a test binary whose suite runs sshd hosts throughout, with one line and status 0, when it is
+// not run as root. Call it first in TestMain.
+func SuiteNeedsRoot(suite string) {
+	if os.Geteuid() == 0 {
+		return
+	}
+	fmt.Printf("SKIP %s: %s\n", suite, rootNeeded)
+	os.Exit(0)
+}
+
 // Start starts a host with the given extra users.
 func Start(t T, users ...User) *Host {
 	t.Helper()
@@ -94,11 +107,10 @@ func Start(t T, users ...User) *Host {
 func StartWith(t T, opts Options) *Host {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		const why = "needs root: each test host is an sshd in its own mount namespace (run as root, as make test does in CI)"
 		if s, ok := t.(interface{ Skip(args ...any) }); ok {
-			s.Skip(why) // a test: skipped with one line
+			s.Skip(rootNeeded) // a test: skipped with one line
 		}
-		t.Fatal(why) // a program (the quickstart): stops
+		t.Fatal(rootNeeded) // a program (the quickstart): stops
 	}
 	if _, err := os.Stat("/usr/sbin/sshd"); err != nil {
 		t.Fatal("sshdtest needs OpenSSH's sshd (apt-get install openssh-server)")

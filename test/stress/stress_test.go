@@ -1,4 +1,4 @@
-//go:build stress
+//go:build integration && stress
 
 // Package stress is `make stress`: CAPR under faults and load on the end-to-end rig (Cluster API's managers, CAPR
 // installed by clusterctl and run as installed, real sshd hosts). It runs CAPR's manager as three replicas behind a
@@ -123,6 +123,7 @@ func (s *stress) supervise() {
 }
 
 func TestMain(m *testing.M) {
+	sshdtest.SuiteNeedsRoot("test/stress")
 	// The clients' own logs say nothing worth reading; the managers' logs are kept per process.
 	ctrl.SetLogger(logr.Discard())
 	os.Exit(m.Run())
