@@ -12,9 +12,9 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/internal/provisioning/cloudinit"
 	"github.com/capr-project/cluster-api-provider-remote/internal/provisioning/ignition"
+	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 )
 
 // Files on the host. The sentinel is Cluster API's, in /run, which a reboot empties; CAPR's marker (the UID of the

@@ -32,4 +32,3 @@ func TestCheckHostname(t *testing.T) {
 		})
 	}
 }
-

@@ -40,8 +40,8 @@ import (
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/internal/metrics"
 	"github.com/capr-project/cluster-api-provider-remote/internal/pool"
-	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/internal/provisioning/cloudinit"
+	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 )
 
 // +kubebuilder:rbac:groups=infrastructure.cluster.x-k8s.io,resources=remotemachines;remotemachines/status;remotemachines/finalizers,verbs=get;list;watch;update;patch

@@ -17,8 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
-	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
 	"github.com/capr-project/cluster-api-provider-remote/test/mgmt"
+	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
 

@@ -21,8 +21,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
-	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
 	"github.com/capr-project/cluster-api-provider-remote/test/mgmt"
+	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
 
