@@ -52,13 +52,13 @@ generate: $(CONTROLLER_GEN) ## Regenerate deepcopy code, CRDs, RBAC and webhook 
 	$(MAKE) manifests
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Regenerate CRDs, RBAC and webhook manifests under config/.
+manifests: $(CONTROLLER_GEN) $(KUSTOMIZE) ## Regenerate CRDs, RBAC and webhook manifests under config/, and the chart's templates from them.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./... output:rbac:artifacts:config=config/rbac
 	$(CONTROLLER_GEN) webhook paths=./... output:webhook:artifacts:config=config/webhook
-	@# The Helm chart installs the same CRDs and grants the same rules.
+	@# The Helm chart installs the same CRDs, and its templates are config/default's objects with the chart's values.
 	cp config/crd/bases/*.yaml $(CHART)/crds/
-	cp config/rbac/role.yaml $(CHART)/files/manager-role.yaml
+	$(KUSTOMIZE) build config/default | go run ./hack/chartgen -out $(CHART)/templates -values $(CHART)/values.yaml
 
 .PHONY: docs
 docs: ## Regenerate docs/reference (the API reference and the table of conditions and reasons) from api/.

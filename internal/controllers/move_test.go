@@ -70,7 +70,7 @@ func TestClusterctlMove(t *testing.T) {
 	_, err := h.Exec("rm -rf /run/cluster-api")
 	g.Expect(err).NotTo(HaveOccurred())
 
-	dst, err := testenv.Start(testenv.Options{LogTo: logs, Setup: func(e *testenv.Environment) error { return setupReconcilers(e, true) }})
+	dst, err := testenv.Start(testenv.Options{LogTo: logs, Manager: managerOptions(true)})
 	g.Expect(err).NotTo(HaveOccurred())
 	defer func() { _ = dst.Stop() }()
 	g.Expect(env.LabelCRDsAsClusterctlInstalled(ctx)).To(Succeed())

@@ -19,15 +19,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
-	"sigs.k8s.io/cluster-api/controllers/clustercache"
 	"sigs.k8s.io/cluster-api/util/conditions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/internal/controllers"
-	"github.com/capr-project/cluster-api-provider-remote/internal/pool"
+	"github.com/capr-project/cluster-api-provider-remote/internal/manager"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
@@ -97,7 +95,7 @@ func leakedSecrets() []string {
 
 func TestMain(m *testing.M) {
 	sshdtest.SuiteNeedsRoot("internal/controllers")
-	code := testenv.Run(m, testenv.Options{LogTo: logs, Setup: func(e *testenv.Environment) error { return setupReconcilers(e, false) }}, &env)
+	code := testenv.Run(m, testenv.Options{LogTo: logs, Manager: managerOptions(false)}, &env)
 	// A scan of the whole run's logs finds neither a private key nor bootstrap data.
 	if leaked := leakedSecrets(); len(leaked) > 0 {
 		fmt.Fprintf(os.Stderr, "FAIL: %d secret line(s) appear in the logs, e.g. %q\n", len(leaked), leaked[0])
@@ -108,45 +106,24 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// setupReconcilers registers CAPR's reconcilers with the environment's manager. A second environment in the same
-// process (a second management cluster) needs skipNames, as controller names must otherwise be unique.
-func setupReconcilers(e *testenv.Environment, skipNames bool) error {
-	mgr := e.Manager
-	opts := func(n int) controller.Options {
-		return controller.Options{MaxConcurrentReconciles: n, SkipNameValidation: ptr.To(skipNames)}
-	}
-	cc, err := clustercache.SetupWithManager(context.Background(), mgr, clustercache.Options{SecretClient: mgr.GetAPIReader(), Client: clustercache.ClientOptions{UserAgent: "capr-test"}}, opts(1))
-	if err != nil {
-		return err
-	}
-	if err := (&controllers.PooledRemoteMachineReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("pooledremotemachine-controller"),
-		Claimer: e.Claimer, OrphanGracePeriod: orphanGrace, Locks: pool.NewEndpointLocks(mgr, testenv.ManagerNamespace),
-		// Only entries of the probe test point at real sshd hosts; the others' addresses must never be dialled.
-		ProbeInterval: time.Second, ProbeSelector: labels.SelectorFromSet(labels.Set{"capr-test-probe": "true"}), Dial: dials.dial,
-	}).SetupWithManager(context.Background(), mgr, opts(1)); err != nil {
-		return err
-	}
-	if err := (&controllers.RemoteClusterReconciler{Client: mgr.GetClient()}).SetupWithManager(context.Background(), mgr, opts(1)); err != nil {
-		return err
-	}
-	if err := (&controllers.RemoteMachineTemplateReconciler{Client: mgr.GetClient()}).SetupWithManager(context.Background(), mgr, opts(1)); err != nil {
-		return err
-	}
-	return (&controllers.RemoteMachineReconciler{
-		ClusterCache:     cc,
-		Client:           mgr.GetClient(),
-		APIReader:        mgr.GetAPIReader(),
-		Recorder:         mgr.GetEventRecorder("remotemachine-controller"),
-		Tasks:            controllers.NewTaskRunnerWithLimits(controllers.TaskLimits{Total: 4, PerNamespace: 2, Cleanup: 4}),
-		Dial:             dials.dial,
-		Claimer:          e.Claimer,
-		BootstrapTimeout: time.Minute,
-		// Long enough for one cleanup on a loaded machine (make test runs two packages at once on two cores).
-		CleanupTimeout:   10 * time.Second,
-		RetryInterval:    500 * time.Millisecond,
-		MaxRetryInterval: 2 * time.Second,
-	}).SetupWithManager(context.Background(), mgr, opts(4))
+// managerOptions are the installed manager's settings with the test's knobs: short timeouts, and hosts reached
+// through dials. A second environment in the same process (a move's target) sets skipNames, as controller names
+// must be unique per process.
+func managerOptions(skipNames bool) *manager.Options {
+	o := manager.DefaultOptions()
+	o.RemoteMachineConcurrency = 4
+	o.Tasks = controllers.TaskLimits{Total: 4, PerNamespace: 2, Cleanup: 4}
+	o.BootstrapTimeout = time.Minute
+	// Long enough for one cleanup on a loaded machine (make test runs two packages at once on two cores).
+	o.CleanupTimeout = 10 * time.Second
+	o.RetryInterval, o.RetryMaxInterval = 500*time.Millisecond, 2*time.Second
+	o.OrphanClaimGrace = orphanGrace
+	// Only entries of the probe test point at real sshd hosts; the others' addresses must never be dialled.
+	o.PoolProbeInterval = time.Second
+	o.PoolProbeSelector = labels.SelectorFromSet(labels.Set{"capr-test-probe": "true"})
+	o.Hosts = manager.HostAccess{Dial: dials.dial}
+	o.SkipNameValidation = skipNames
+	return &o
 }
 
 // fixture is a Cluster with provisioned infrastructure and a Machine waiting for a RemoteMachine.

@@ -48,12 +48,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/yaml"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/internal/manager"
 	"github.com/capr-project/cluster-api-provider-remote/internal/pool"
-	"github.com/capr-project/cluster-api-provider-remote/internal/webhooks"
 )
 
 // CAPIWebhookResources are the Cluster API kinds whose admission webhooks the environment serves.
@@ -63,6 +62,9 @@ var setAPIVersionGetter sync.Once
 
 // Options customise an Environment.
 type Options struct {
+	// Manager runs CAPR's controllers in the environment's manager, with these settings (manager.DefaultOptions()
+	// and a test's knobs); the environment sets the scheme, servers and namespace. Nil serves the webhooks only.
+	Manager *manager.Options
 	// Setup registers extra controllers or webhooks with the environment's manager (e.Manager) before it starts.
 	Setup func(e *Environment) error
 	// ExtraCRDPaths are more CRD files or directories to install.
@@ -229,14 +231,17 @@ func (e *Environment) start(opts Options) error {
 	if e.kubectlCache, err = os.MkdirTemp("", "capr-kubectl-cache-"); err != nil {
 		return err
 	}
-	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{
-		Scheme:  e.Scheme,
-		Metrics: metricsserver.Options{BindAddress: "0"},
-		WebhookServer: webhook.NewServer(webhook.Options{
-			Host: e.WebhookHost, Port: e.WebhookPort, CertDir: e.WebhookCertDir,
-		}),
-		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
-	})
+	// The manager is CAPR's, set up as installed; by default it serves the webhooks only (a test runs the
+	// controllers in process with opts.Manager, or as a manager process).
+	mo := manager.DefaultOptions()
+	mo.WebhooksOnly = true
+	if opts.Manager != nil {
+		mo = *opts.Manager
+	}
+	mo.Scheme, mo.ManagerNamespace = e.Scheme, ManagerNamespace
+	mo.WebhookHost, mo.WebhookPort, mo.WebhookCertDir = e.WebhookHost, e.WebhookPort, e.WebhookCertDir
+	mo.Metrics, mo.HealthAddr, mo.LeaderElection = metricsserver.Options{BindAddress: "0"}, "0", false
+	mgr, err := manager.New(e.Config, mo)
 	if err != nil {
 		return err
 	}
@@ -250,17 +255,16 @@ func (e *Environment) start(opts Options) error {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel, e.done = cancel, make(chan error, 1)
-	if err := pool.SetupIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
-		return err
-	}
 	e.Claimer = pool.NewClaimer(mgr)
+	mo.Claimer = e.Claimer
 	// The manager's own namespace holds the Leases of the hosts offered by pool entries.
 	if err := e.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ManagerNamespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
-	if err := webhooks.SetupWithManager(mgr, e.Claimer, ManagerNamespace); err != nil {
+	if err := manager.Setup(ctx, mgr, mo); err != nil {
 		return err
 	}
+	// Cluster API's manager does not run here: the environment serves its webhooks.
 	for _, w := range []interface{ SetupWebhookWithManager(ctrl.Manager) error }{
 		&coreadmission.Cluster{Client: mgr.GetAPIReader()},
 		&coreadmission.Machine{},
