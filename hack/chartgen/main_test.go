@@ -7,8 +7,6 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
-
-	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
 
 const chart = "charts/cluster-api-provider-remote"
