@@ -31,6 +31,7 @@ import (
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/internal/controllers"
+	"github.com/capr-project/cluster-api-provider-remote/internal/host/sshhost"
 	"github.com/capr-project/cluster-api-provider-remote/internal/metrics"
 	"github.com/capr-project/cluster-api-provider-remote/internal/pool"
 	"github.com/capr-project/cluster-api-provider-remote/internal/webhooks"
@@ -264,12 +265,14 @@ func run(o *options) error {
 	tasks := controllers.NewTaskRunnerWithLimits(controllers.TaskLimits{
 		Total: o.bootstrapConcurrency, PerNamespace: o.namespaceConcurrency, Cleanup: o.cleanupConcurrency,
 	})
+	// One host service and one task runner per manager: every SSH connection runs through them, off the workers.
+	hosts := &sshhost.Service{}
 	if err := (&controllers.RemoteMachineReconciler{
 		Client:           mgr.GetClient(),
 		APIReader:        mgr.GetAPIReader(),
 		Recorder:         mgr.GetEventRecorder("remotemachine-controller"),
 		Tasks:            tasks,
-		Dial:             controllers.DialSSH,
+		Hosts:            hosts,
 		Claimer:          claimer,
 		WatchFilterValue: o.watchFilter,
 		BootstrapTimeout: o.bootstrapTimeout,
@@ -288,7 +291,8 @@ func run(o *options) error {
 		Locks:             pool.NewEndpointLocks(mgr, locksNamespace),
 		OrphanGracePeriod: o.orphanClaimGrace,
 		ProbeInterval:     o.poolProbeInterval,
-		Dial:              controllers.DialSSH,
+		Hosts:             hosts,
+		Tasks:             tasks,
 	}).SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: 4}); err != nil {
 		return fmt.Errorf("setting up the PooledRemoteMachine controller: %w", err)
 	}

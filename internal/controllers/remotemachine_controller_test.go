@@ -25,6 +25,7 @@ import (
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/internal/controllers"
+	"github.com/capr-project/cluster-api-provider-remote/internal/host/sshhost"
 	"github.com/capr-project/cluster-api-provider-remote/internal/pool"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
@@ -42,11 +43,11 @@ var (
 
 type dialRecorder struct {
 	mu    sync.Mutex
-	hosts []controllers.Host
+	hosts []sshhost.Conn
 }
 
-func (d *dialRecorder) dial(ctx context.Context, cfg sshrunner.Config) (controllers.Host, error) {
-	h, err := controllers.DialSSH(ctx, cfg)
+func (d *dialRecorder) dial(ctx context.Context, cfg sshrunner.Config) (sshhost.Conn, error) {
+	h, err := sshhost.DialSSH(ctx, cfg)
 	if err == nil {
 		d.mu.Lock()
 		d.hosts = append(d.hosts, h)
@@ -116,11 +117,14 @@ func setupReconcilers(e *testenv.Environment, skipNames bool) error {
 	if err != nil {
 		return err
 	}
+	// One host service and one task runner, as in the manager.
+	hosts := &sshhost.Service{Dial: dials.dial}
+	tasks := controllers.NewTaskRunnerWithLimits(controllers.TaskLimits{Total: 4, PerNamespace: 2, Cleanup: 4})
 	if err := (&controllers.PooledRemoteMachineReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("pooledremotemachine-controller"),
 		Claimer: e.Claimer, OrphanGracePeriod: orphanGrace, Locks: pool.NewEndpointLocks(mgr, testenv.ManagerNamespace),
 		// Only entries of the probe test point at real sshd hosts; the others' addresses must never be dialled.
-		ProbeInterval: time.Second, ProbeSelector: labels.SelectorFromSet(labels.Set{"capr-test-probe": "true"}), Dial: dials.dial,
+		ProbeInterval: time.Second, ProbeSelector: labels.SelectorFromSet(labels.Set{"capr-test-probe": "true"}), Hosts: hosts, Tasks: tasks,
 	}).SetupWithManager(context.Background(), mgr, opts(1)); err != nil {
 		return err
 	}
@@ -135,8 +139,8 @@ func setupReconcilers(e *testenv.Environment, skipNames bool) error {
 		Client:           mgr.GetClient(),
 		APIReader:        mgr.GetAPIReader(),
 		Recorder:         mgr.GetEventRecorder("remotemachine-controller"),
-		Tasks:            controllers.NewTaskRunnerWithLimits(controllers.TaskLimits{Total: 4, PerNamespace: 2, Cleanup: 4}),
-		Dial:             dials.dial,
+		Tasks:            tasks,
+		Hosts:            hosts,
 		Claimer:          e.Claimer,
 		BootstrapTimeout: time.Minute,
 		// Long enough for one cleanup on a loaded machine (make test runs two packages at once on two cores).

@@ -1,8 +1,7 @@
-package controllers
+package sshhost
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -11,33 +10,9 @@ import (
 	. "github.com/onsi/gomega"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/capr-project/cluster-api-provider-remote/internal/host"
 	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
 )
-
-func TestCheckHostname(t *testing.T) {
-	for i, tc := range []struct {
-		reported, want string
-	}{
-		{"node-1", "node-1"},
-		{" Worker-1.Example.COM\n", "worker-1.example.com"},
-		{"bad_name", ""},
-		{"x; true", ""},
-		{"[REDACTED]", ""},
-		{"", ""},
-		{strings.Repeat("a", 254), ""},
-		{"-leading-dash", ""},
-	} {
-		t.Run(fmt.Sprintf("case%d", i), func(t *testing.T) {
-			g := NewWithT(t)
-			got, err := checkHostname(tc.reported)
-			g.Expect(got).To(Equal(tc.want))
-			g.Expect(err != nil).To(Equal(tc.want == ""))
-			if err != nil {
-				g.Expect(len(err.Error())).To(BeNumerically("<", 512))
-			}
-		})
-	}
-}
 
 // TestInvalidHostnameIsNotUsed: a host reporting a host name that is no DNS name (here shell text, and a bootstrap
 // token, which is redacted) used to have it copied into status.addresses and used to match Nodes. Now the
@@ -55,14 +30,13 @@ func TestInvalidHostnameIsNotUsed(t *testing.T) {
 				logged = append(logged, args)
 			}, funcr.Options{}))
 
-			res, err := runBootstrap(ctx, DialSSH, bootstrapInput{Identity: "m1", Config: testConfig(h), Data: []byte("#!/bin/sh\ntrue\n")})
+			res, err := (&Service{}).Bootstrap(ctx, host.BootstrapRequest{Identity: "m1", Config: testConfig(h), Data: []byte("#!/bin/sh\ntrue\n")})
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(res.Hostname).To(BeEmpty())
-			res, err = runBootstrap(ctx, DialSSH, bootstrapInput{Identity: "m1", AdoptOnly: true, Config: testConfig(h)})
+			res, err = (&Service{}).Adopt(ctx, testConfig(h), "m1")
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(res.Adopted).To(BeTrue())
 			g.Expect(res.Hostname).To(BeEmpty())
-			g.Expect(machineAddresses("10.0.0.1", res.Hostname)).To(HaveLen(1))
 
 			mu.Lock()
 			defer mu.Unlock()
