@@ -91,7 +91,7 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint, shellcheck on the shell scripts, an
 	hack/check-tracked.sh
 	$(GOLANGCI_LINT) run ./...
 	shellcheck hack/prereqs.sh hack/check-tracked.sh test/e2e/testdata/kubeadm test/standins/systemctl
-	shellcheck -s sh internal/controllers/scripts/*.sh
+	shellcheck -s sh internal/host/sshhost/scripts/*.sh
 
 ##@ Testing
 

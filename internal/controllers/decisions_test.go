@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/internal/host"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 )
 
@@ -111,20 +112,20 @@ func TestPinFollowsTheHostKeyPolicy(t *testing.T) {
 	for _, tc := range []struct {
 		name          string
 		host          infrav1.RemoteHost
-		scanned       scanResult
+		scanned       host.ScanResult
 		wantKeys      []string
 		wantBastion   []string
 		wantErr       error
 		wantNeedsPin  bool
 		wantErrDetail string
 	}{
-		{name: "AcceptNew pins the first key", host: infrav1.RemoteHost{}, scanned: scanResult{Key: keyA}, wantKeys: []string{keyA}},
-		{name: "a pinned key is never replaced by a scan", host: infrav1.RemoteHost{HostKeys: []string{keyA}}, scanned: scanResult{Key: keyB}, wantKeys: []string{keyA}},
-		{name: "Strict never pins", host: infrav1.RemoteHost{HostKeyPolicy: infrav1.HostKeyPolicyStrict}, scanned: scanResult{Key: keyA},
+		{name: "AcceptNew pins the first key", host: infrav1.RemoteHost{}, scanned: host.ScanResult{Key: keyA}, wantKeys: []string{keyA}},
+		{name: "a pinned key is never replaced by a scan", host: infrav1.RemoteHost{HostKeys: []string{keyA}}, scanned: host.ScanResult{Key: keyB}, wantKeys: []string{keyA}},
+		{name: "Strict never pins", host: infrav1.RemoteHost{HostKeyPolicy: infrav1.HostKeyPolicyStrict}, scanned: host.ScanResult{Key: keyA},
 			wantErr: sshrunner.ErrHostKeyUnknown, wantNeedsPin: true, wantErrDetail: "add the host's key to hostKeys"},
-		{name: "the bastion's key is pinned on the bastion", host: infrav1.RemoteHost{HostKeys: []string{keyA}, Bastion: bastion("")}, scanned: scanResult{Key: keyB, Bastion: true},
+		{name: "the bastion's key is pinned on the bastion", host: infrav1.RemoteHost{HostKeys: []string{keyA}, Bastion: bastion("")}, scanned: host.ScanResult{Key: keyB, Bastion: true},
 			wantKeys: []string{keyA}, wantBastion: []string{keyB}},
-		{name: "a Strict bastion never pins", host: infrav1.RemoteHost{Bastion: bastion(infrav1.HostKeyPolicyStrict)}, scanned: scanResult{Key: keyB, Bastion: true},
+		{name: "a Strict bastion never pins", host: infrav1.RemoteHost{Bastion: bastion(infrav1.HostKeyPolicyStrict)}, scanned: host.ScanResult{Key: keyB, Bastion: true},
 			wantErr: sshrunner.ErrHostKeyUnknown, wantNeedsPin: true, wantErrDetail: "bastion.hostKeys"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

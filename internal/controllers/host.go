@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"io"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/crypto/ssh"
@@ -13,26 +12,24 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/internal/host"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 )
 
-// Host is what the controllers need of a connection to a machine. The real one is an *sshrunner.Client.
-type Host interface {
-	Run(ctx context.Context, script string, stdin io.Reader) error
-	Output(ctx context.Context, script string, stdin io.Reader) (string, error)
-	Close() error
-}
-
-// Dialer connects to a host.
-type Dialer func(ctx context.Context, cfg sshrunner.Config) (Host, error)
-
-// DialSSH is the real Dialer.
-func DialSSH(ctx context.Context, cfg sshrunner.Config) (Host, error) {
-	c, err := sshrunner.Dial(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
+// HostService is what the controllers need of hosts: every SSH connection goes through it. The real one is
+// *sshhost.Service; tests of the fast tier pass a *fakehost.Service. Key acceptance and pinning stay controller
+// logic over Scan.
+type HostService interface {
+	// Scan reads the key a host presents (or its bastion's, when that is not pinned yet) without logging in.
+	Scan(ctx context.Context, cfg sshrunner.Config) (host.ScanResult, error)
+	// Bootstrap runs bootstrap data on a host at most once per identity.
+	Bootstrap(ctx context.Context, in host.BootstrapRequest) (*host.BootstrapResult, error)
+	// Adopt reports the finished bootstrap of identity the host holds, and runs nothing (clusterctl move).
+	Adopt(ctx context.Context, cfg sshrunner.Config, identity string) (*host.BootstrapResult, error)
+	// Cleanup cleans a host whose marker names the identity; it returns the new host keys when it regenerated them.
+	Cleanup(ctx context.Context, in host.CleanupRequest) ([]string, error)
+	// Facts logs in, checks CAPR's prerequisites and measures the host.
+	Facts(ctx context.Context, cfg sshrunner.Config) (*host.Facts, error)
 }
 
 // ErrMissingSecret marks a Secret that a host's connection needs and that does not exist, lacks its key, or holds
@@ -96,25 +93,16 @@ func readKey(ctx context.Context, reader client.Reader, namespace string, ref *i
 	return signer, secrets, nil
 }
 
-// Scanner reads the key a host presents (or its bastion's, when that is not pinned yet) without logging in.
-type Scanner func(ctx context.Context, cfg sshrunner.Config) (key string, bastion bool, err error)
-
 // needsPin says whether a host's key, or its bastion's, is still to be pinned.
 func needsPin(h *infrav1.RemoteHost) bool {
 	return len(h.HostKeys) == 0 || (h.Bastion != nil && len(h.Bastion.HostKeys) == 0)
-}
-
-// scanResult is a key read by a scan: the host's, or its bastion's.
-type scanResult struct {
-	Key     string
-	Bastion bool
 }
 
 // pin records a scanned key in h, the way its hostKeyPolicy allows: AcceptNew pins the first key seen; Strict
 // never pins, and a host without keys under it is an error. The key is pinned in spec, and stored, before any
 // connection carries data or a command: every later connection (bootstrap, retries, cleanup, adoption, the probe)
 // requires it.
-func pin(h *infrav1.RemoteHost, res scanResult) error {
+func pin(h *infrav1.RemoteHost, res host.ScanResult) error {
 	if res.Bastion {
 		b := h.Bastion
 		if b == nil || len(b.HostKeys) > 0 {

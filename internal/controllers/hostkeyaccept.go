@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/internal/host"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 )
 
@@ -51,15 +52,15 @@ func mismatchMessage(err error, resource, name, namespace string) string {
 
 // presentedKey reads the key a host presents, without logging in: the target host's, or the bastion's when the
 // bastion's pinned key no longer matches (its key is replaced first).
-func presentedKey(ctx context.Context, scan Scanner, cfg sshrunner.Config) (scanResult, error) {
-	key, bastion, err := scan(ctx, cfg)
-	if bastion && errors.Is(err, sshrunner.ErrHostKeyMismatch) && cfg.Bastion != nil {
+func presentedKey(ctx context.Context, hosts HostService, cfg sshrunner.Config) (host.ScanResult, error) {
+	res, err := hosts.Scan(ctx, cfg)
+	if res.Bastion && errors.Is(err, sshrunner.ErrHostKeyMismatch) && cfg.Bastion != nil {
 		b := *cfg.Bastion
 		b.HostKeys = nil
 		cfg.Bastion = &b
-		key, bastion, err = scan(ctx, cfg)
+		res, err = hosts.Scan(ctx, cfg)
 	}
-	return scanResult{Key: key, Bastion: bastion}, err
+	return res, err
 }
 
 // pinnedFingerprints returns the fingerprints of the keys h pins for the host, or for its bastion.
@@ -81,7 +82,7 @@ func pinnedFingerprints(h *infrav1.RemoteHost, bastion bool) []string {
 }
 
 // replaceKey makes the accepted key the only one h pins for the host (or its bastion).
-func replaceKey(h *infrav1.RemoteHost, res scanResult) {
+func replaceKey(h *infrav1.RemoteHost, res host.ScanResult) {
 	if res.Bastion {
 		if h.Bastion != nil {
 			h.Bastion.HostKeys = []string{res.Key}
@@ -108,7 +109,7 @@ func consumeAccept(obj client.Object) {
 }
 
 // notAcceptedMessage says that the annotation names another key than the one presented, and that nothing changed.
-func notAcceptedMessage(want string, res scanResult, where string) string {
+func notAcceptedMessage(want string, res host.ScanResult, where string) string {
 	who := "host"
 	if res.Bastion {
 		who = "bastion"
@@ -147,11 +148,11 @@ func (r *RemoteMachineReconciler) startAccept(ctx context.Context, rm *infrav1.R
 		}
 		return false, err
 	}
-	scan := r.Scan
+	hosts := r.Hosts
 	r.Tasks.Start(ctx, key, "accept", rm, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
-		res, err := presentedKey(ctx, scan, cfg)
+		res, err := presentedKey(ctx, hosts, cfg)
 		countSSHError(err)
 		return res, err
 	})
@@ -173,7 +174,7 @@ func (r *RemoteMachineReconciler) acceptFinished(ctx context.Context, rm *infrav
 		r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, infrav1.HostKeyNotAcceptedReason, "AcceptHostKey", msg)
 		return ctrl.Result{RequeueAfter: r.backoff(key)}, nil
 	}
-	out := res.Value.(scanResult)
+	out := res.Value.(host.ScanResult)
 	got := sshrunner.Fingerprint(out.Key)
 	if got != want {
 		r.acceptTried.Store(key, want)
@@ -214,7 +215,7 @@ func (r *RemoteMachineReconciler) acceptFinished(ctx context.Context, rm *infrav
 }
 
 // replacePoolEntryKey replaces the accepted key on the pool entry rm holds, so every later claim verifies it.
-func (r *RemoteMachineReconciler) replacePoolEntryKey(ctx context.Context, rm *infrav1.RemoteMachine, res scanResult, by string) error {
+func (r *RemoteMachineReconciler) replacePoolEntryKey(ctx context.Context, rm *infrav1.RemoteMachine, res host.ScanResult, by string) error {
 	replaced, err := r.patchHeldEntry(ctx, rm, func(h *infrav1.RemoteHost) { replaceKey(h, res) })
 	if err != nil {
 		return err
@@ -248,33 +249,55 @@ func conditionOf(list []metav1.Condition, t string) *metav1.Condition {
 	return nil
 }
 
-// acceptKey, for a pool entry no RemoteMachine holds, compares the key its host presents with the accept-host-key
-// annotation: the same key replaces the entry's pinned key(s) (stored before the next login) and the annotation is
-// consumed; another key changes nothing. A value is compared once. It says whether it replaced the key (and stored
-// the entry, spec then status).
-func (r *PooledRemoteMachineReconciler) acceptKey(ctx context.Context, entry *infrav1.PooledRemoteMachine) bool {
+// startAcceptKey, for a pool entry no RemoteMachine holds whose accept-host-key annotation holds a value not
+// compared yet, reads the key its host presents in a task ("accept-entry"), off the reconcile workers;
+// acceptKeyFinished compares it. It says whether it started.
+func (r *PooledRemoteMachineReconciler) startAcceptKey(ctx context.Context, entry *infrav1.PooledRemoteMachine) bool {
 	want, ok := entry.Annotations[infrav1.AcceptHostKeyAnnotation]
-	if !ok || entry.Spec.ClaimRef != nil {
+	if !ok || entry.Spec.ClaimRef != nil || r.Hosts == nil || r.Tasks == nil {
 		return false
 	}
 	if tried, ok := r.acceptTried.Load(entry.UID); ok && tried.(string) == want {
 		return false
 	}
-	log := ctrl.LoggerFrom(ctx)
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	where := hostPortOf(&entry.Spec.Machine.RemoteHost)
-	cfg, _, err := hostConfig(ctx, r.APIReader, entry.Namespace, &entry.Spec.Machine.RemoteHost, log)
-	var res scanResult
-	if err == nil {
-		res, err = presentedKey(ctx, r.scan(), cfg)
-		countSSHError(err)
-	}
+	cfg, _, err := hostConfig(ctx, r.APIReader, entry.Namespace, &entry.Spec.Machine.RemoteHost, ctrl.LoggerFrom(ctx))
 	if err != nil {
-		r.Recorder.Eventf(entry, nil, corev1.EventTypeWarning, infrav1.HostKeyNotAcceptedReason, "AcceptHostKey",
-			"Could not read the key %s presents to compare it with the %s annotation: %s", where, infrav1.AcceptHostKeyAnnotation, sshrunner.Truncate(err.Error(), 800))
+		r.acceptKeyFailed(entry, err)
 		return false
 	}
+	hosts := r.Hosts
+	return r.Tasks.Start(ctx, string(entry.UID), acceptEntryTask, entry, func(ctx context.Context) (any, error) {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		res, err := presentedKey(ctx, hosts, cfg)
+		countSSHError(err)
+		return res, err
+	})
+}
+
+// acceptKeyFailed reports that the key a host presents could not be read.
+func (r *PooledRemoteMachineReconciler) acceptKeyFailed(entry *infrav1.PooledRemoteMachine, err error) {
+	r.Recorder.Eventf(entry, nil, corev1.EventTypeWarning, infrav1.HostKeyNotAcceptedReason, "AcceptHostKey",
+		"Could not read the key %s presents to compare it with the %s annotation: %s", hostPortOf(&entry.Spec.Machine.RemoteHost),
+		infrav1.AcceptHostKeyAnnotation, sshrunner.Truncate(err.Error(), 800))
+}
+
+// acceptKeyFinished compares the key the entry's host presents (the result of startAcceptKey's task) with the
+// accept-host-key annotation: the same key replaces the entry's pinned key(s) (stored before the next login) and
+// the annotation is consumed; another key changes nothing. A value is compared once. It says whether it replaced
+// the key (and stored the entry, spec then status).
+func (r *PooledRemoteMachineReconciler) acceptKeyFinished(ctx context.Context, entry *infrav1.PooledRemoteMachine, task TaskResult) bool {
+	want, ok := entry.Annotations[infrav1.AcceptHostKeyAnnotation]
+	if !ok || entry.Spec.ClaimRef != nil {
+		return false // removed, or claimed, meanwhile
+	}
+	if task.Err != nil {
+		r.acceptKeyFailed(entry, task.Err)
+		return false
+	}
+	res := task.Value.(host.ScanResult)
+	log := ctrl.LoggerFrom(ctx)
+	where := hostPortOf(&entry.Spec.Machine.RemoteHost)
 	got := sshrunner.Fingerprint(res.Key)
 	if got != want {
 		r.acceptTried.Store(entry.UID, want)

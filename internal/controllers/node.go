@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/internal/host"
 )
 
 // nodePollInterval is how often a provisioned RemoteMachine looks for its Node until Cluster API has linked it.
@@ -107,7 +108,7 @@ func isNodeOf(node *corev1.Node, rm *infrav1.RemoteMachine) bool {
 // hasHostName says whether name is the (valid) host name the RemoteMachine's host reported over SSH.
 func hasHostName(rm *infrav1.RemoteMachine, name string) bool {
 	for _, a := range rm.Status.Addresses {
-		if _, err := checkHostname(a.Address); err == nil && a.Type == clusterv1.MachineHostName && strings.EqualFold(a.Address, name) {
+		if _, err := host.CheckHostname(a.Address); err == nil && a.Type == clusterv1.MachineHostName && strings.EqualFold(a.Address, name) {
 			return true
 		}
 	}

@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
-	"github.com/capr-project/cluster-api-provider-remote/internal/controllers"
+	"github.com/capr-project/cluster-api-provider-remote/internal/host/sshhost"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
@@ -65,7 +65,7 @@ func TestCleanupRegeneratesHostKeys(t *testing.T) {
 	g.Expect(newKeys).To(ContainElement(served))
 	oldCfg := scanCfg
 	oldCfg.HostKeys = []string{old}
-	_, err = controllers.DialSSH(ctx, oldCfg)
+	_, err = sshhost.DialSSH(ctx, oldCfg)
 	g.Expect(err).To(MatchError(sshrunner.ErrHostKeyMismatch))
 
 	// The probe reaches the host with the new keys (a host key mismatch would say so) but cannot log in: the entry

@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -32,8 +31,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/internal/host"
 	"github.com/capr-project/cluster-api-provider-remote/internal/pool"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 )
@@ -52,12 +53,14 @@ type PooledRemoteMachineReconciler struct {
 	// OrphanGracePeriod is how long a claim may wait for its RemoteMachine to be stored (default 2m).
 	OrphanGracePeriod time.Duration
 	// ProbeInterval, when not zero, is how often a free entry's host is checked over SSH (reachability, login,
-	// host key) before it is offered; ProbeSelector limits the probe to matching entries (nil: all). Dial connects.
+	// host key) before it is offered; ProbeSelector limits the probe to matching entries (nil: all).
 	ProbeInterval time.Duration
 	ProbeSelector labels.Selector
-	Dial          Dialer
-	// Scan reads a host's key to pin it; sshrunner.ScanHostKey when nil.
-	Scan Scanner
+	// Hosts reaches the hosts (scan, probe); nil turns the probe and key acceptance off.
+	Hosts HostService
+	// Tasks runs the probes and key acceptances off the reconcile workers: the manager's one runner, shared with
+	// the RemoteMachine controller.
+	Tasks *TaskRunner
 	// Locks holds the hosts' Leases (one entry per host): the controller re-asserts the Lease of every live entry
 	// and deletes the Leases of entries that are gone. The manager's cache must watch the Leases of Locks.Namespace.
 	Locks *pool.EndpointLocks
@@ -80,6 +83,10 @@ func (r *PooledRemoteMachineReconciler) SetupWithManager(ctx context.Context, mg
 		Watches(&infrav1.RemoteMachine{}, handler.EnqueueRequestsFromMapFunc(r.entriesOfMachine)).
 		// A Machine appearing, or its labels changing, brings back the entry whose hardware labels it carries.
 		Watches(&clusterv1.Machine{}, handler.EnqueueRequestsFromMapFunc(r.machineToEntry), builder.WithPredicates(predicate.LabelChangedPredicate{}))
+	if r.Tasks != nil {
+		// A finished probe or key acceptance brings its entry back, to store the result.
+		b = b.WatchesRawSource(source.Channel(r.Tasks.EventsFor(&infrav1.PooledRemoteMachine{}), &handler.EnqueueRequestForObject{}))
+	}
 	if r.Locks != nil {
 		if err := mgr.GetFieldIndexer().IndexField(ctx, &coordinationv1.Lease{}, indexLeaseHolder, func(o client.Object) []string {
 			if h := pool.LeaseHolder(o.(*coordinationv1.Lease)); h != "" {
@@ -229,9 +236,14 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 		}
 	}
 
-	// A person accepted the new key of a rebuilt host: stored at once, and probed again with it.
-	if r.acceptKey(ctx, entry) {
-		return ctrl.Result{RequeueAfter: time.Second}, nil
+	// A person accepted the new key of a rebuilt host: read in a task, stored at once, and probed again with it.
+	key := string(entry.UID)
+	if res, ok := r.tasks().Take(key, acceptEntryTask); ok {
+		if r.acceptKeyFinished(ctx, entry, res) {
+			return ctrl.Result{RequeueAfter: time.Second}, nil
+		}
+	} else if !r.tasks().Running(key, acceptEntryTask) {
+		r.startAcceptKey(ctx, entry)
 	}
 	helper, err := patch.NewHelper(entry, r.Client)
 	if err != nil {
@@ -249,8 +261,11 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 		conditions.Set(entry, metav1.Condition{Type: infrav1.ReachableCondition, Status: metav1.ConditionUnknown, Reason: infrav1.HostKeysRegeneratedReason,
 			Message: "The cleanup gave the host new SSH host keys; the entry is offered again once a probe logs in with them"})
 	}
-	if r.probeDue(entry) {
-		r.probe(ctx, entry)
+	if res, ok := r.tasks().Take(key, probeTask); ok {
+		r.probeFinished(ctx, entry, res)
+	}
+	if r.probeDue(entry) && !r.tasks().Running(key, probeTask) && !r.tasks().Running(key, acceptEntryTask) {
+		r.startProbe(ctx, entry)
 	}
 	if r.ProbeInterval > 0 && (requeue == 0 || requeue > r.ProbeInterval) {
 		requeue = r.ProbeInterval
@@ -418,7 +433,7 @@ func quarantineEntry(ctx context.Context, c client.Client, claimer *pool.Claimer
 
 // probeDue says whether a free entry's host should be checked now.
 func (r *PooledRemoteMachineReconciler) probeDue(entry *infrav1.PooledRemoteMachine) bool {
-	if entry.Spec.ClaimRef != nil || entry.Spec.Quarantine != nil || entry.Spec.Maintenance || r.Dial == nil {
+	if entry.Spec.ClaimRef != nil || entry.Spec.Quarantine != nil || entry.Spec.Maintenance || r.Hosts == nil || r.Tasks == nil {
 		return false
 	}
 	interval := r.ProbeInterval
@@ -433,70 +448,114 @@ func (r *PooledRemoteMachineReconciler) probeDue(entry *infrav1.PooledRemoteMach
 	return !ok || time.Since(last.(time.Time)) >= interval
 }
 
-// probe checks the host over SSH and records the result in the Reachable condition: under AcceptNew it first reads
-// and pins the key (the bastion's, then the host's) on the entry, without logging in; then it logs in with the
-// pinned keys and checks CAPR's prerequisites on the host. A changed key is reported (condition and event), never
-// trusted.
-func (r *PooledRemoteMachineReconciler) probe(ctx context.Context, entry *infrav1.PooledRemoteMachine) {
+// Task kinds of the pool controller, keyed by the entry's UID.
+const (
+	probeTask       = "probe"
+	acceptEntryTask = "accept-entry"
+)
+
+// tasks returns the runner, or an idle one when the controller has none (the probe is off then).
+func (r *PooledRemoteMachineReconciler) tasks() *TaskRunner {
+	if r.Tasks == nil {
+		return idleTasks
+	}
+	return r.Tasks
+}
+
+// idleTasks is a runner no task is ever started on.
+var idleTasks = NewTaskRunner(1)
+
+// probeResult is what a probe task found: the keys it pinned (first contact under AcceptNew: nothing was sent to
+// the host), or what it measured after logging in with the pinned keys.
+type probeResult struct {
+	Pinned *infrav1.RemoteHost
+	Facts  *host.Facts
+}
+
+// startProbe checks the entry's host over SSH in a task ("probe"), off the reconcile workers; probeFinished records
+// the result in the Reachable condition. Under AcceptNew, while a key (the bastion's, then the host's) is still to
+// be pinned, the task only reads the key, without logging in, and probeFinished stores it on the entry before the
+// next task logs in with it. Logged in, the task checks CAPR's prerequisites on the host and measures it. A changed
+// key is reported (condition and event), never trusted.
+func (r *PooledRemoteMachineReconciler) startProbe(ctx context.Context, entry *infrav1.PooledRemoteMachine) {
 	r.lastProbe.Store(entry.UID, time.Now())
-	log := ctrl.LoggerFrom(ctx)
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	h := &entry.Spec.Machine.RemoteHost
-	cfg, _, err := hostConfig(ctx, r.APIReader, entry.Namespace, h, log)
-	pinned := entry.DeepCopy()
-	for i := 0; err == nil && needsPin(&pinned.Spec.Machine.RemoteHost) && i < 2; i++ {
-		var res scanResult
-		if res.Key, res.Bastion, err = r.scan()(ctx, cfg); err == nil {
-			err = pin(&pinned.Spec.Machine.RemoteHost, res)
-		}
+	h := entry.Spec.Machine.RemoteHost.DeepCopy()
+	cfg, _, err := hostConfig(ctx, r.APIReader, entry.Namespace, h, ctrl.LoggerFrom(ctx))
+	if err != nil {
+		r.probeFailed(entry, err)
+		return
+	}
+	hosts := r.Hosts
+	r.Tasks.Start(ctx, string(entry.UID), probeTask, entry, func(ctx context.Context) (any, error) {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		res, err := probeHost(ctx, hosts, cfg, h)
+		countSSHError(err)
+		return res, err
+	})
+}
+
+// probeHost pins the keys h still needs (at most the bastion's, then the host's) and returns them, or, when all
+// are pinned, logs in and measures the host.
+func probeHost(ctx context.Context, hosts HostService, cfg sshrunner.Config, h *infrav1.RemoteHost) (probeResult, error) {
+	if !needsPin(h) {
+		facts, err := hosts.Facts(ctx, cfg)
+		return probeResult{Facts: facts}, err
+	}
+	for i := 0; needsPin(h) && i < 2; i++ {
+		res, err := hosts.Scan(ctx, cfg)
 		if err == nil {
-			cfg, _, err = hostConfig(ctx, r.APIReader, entry.Namespace, &pinned.Spec.Machine.RemoteHost, log)
+			err = pin(h, res)
+		}
+		if err != nil {
+			return probeResult{}, err
+		}
+		cfg.HostKeys = h.HostKeys
+		if h.Bastion != nil && cfg.Bastion != nil {
+			b := *cfg.Bastion
+			b.HostKeys = h.Bastion.HostKeys
+			cfg.Bastion = &b
 		}
 	}
-	if err == nil && !equality.Semantic.DeepEqual(pinned.Spec, entry.Spec) {
+	return probeResult{Pinned: h}, nil
+}
+
+// probeFinished records a probe task's result on the entry: keys it pinned are stored (and the host probed again
+// at once, logging in with them); a failure, or the host's facts, go to the Reachable condition and status.
+func (r *PooledRemoteMachineReconciler) probeFinished(ctx context.Context, entry *infrav1.PooledRemoteMachine, task TaskResult) {
+	log := ctrl.LoggerFrom(ctx)
+	if task.Err != nil {
+		r.probeFailed(entry, task.Err)
+		return
+	}
+	res := task.Value.(probeResult)
+	if res.Pinned != nil {
+		if entry.Spec.ClaimRef != nil || entry.Spec.Quarantine != nil {
+			return // claimed meanwhile: the RemoteMachine pins its own
+		}
+		r.lastProbe.Delete(entry.UID) // logged in with the pinned keys at once
+		pinned := entry.DeepCopy()
+		h := &pinned.Spec.Machine.RemoteHost
+		if !sameEndpoints(h, res.Pinned) {
+			return // the entry names another host (or bastion) now: its keys are read again
+		}
+		// Only what is still unpinned: keys a person pinned meanwhile stay.
+		if len(h.HostKeys) == 0 {
+			h.HostKeys = res.Pinned.HostKeys
+		}
+		if h.Bastion != nil && len(h.Bastion.HostKeys) == 0 {
+			h.Bastion.HostKeys = res.Pinned.Bastion.HostKeys
+		}
+		if equality.Semantic.DeepEqual(pinned.Spec, entry.Spec) {
+			return
+		}
 		// Stored before the first login.
-		if err = r.Client.Patch(ctx, pinned, client.MergeFromWithOptions(entry, client.MergeFromWithOptimisticLock{})); err != nil {
+		if err := r.Client.Patch(ctx, pinned, client.MergeFromWithOptions(entry, client.MergeFromWithOptimisticLock{})); err != nil {
 			log.Info("Could not pin the probed host key; the next probe tries again", "error", err.Error())
-			r.lastProbe.Delete(entry.UID)
 			return
 		}
 		pinned.Status = entry.Status
 		*entry = *pinned
-	}
-	if err == nil {
-		var host Host
-		if host, err = r.Dial(ctx, cfg); err == nil {
-			var out string
-			out, err = host.Output(ctx, withPrerequisites(hostScript("capr-facts", factsScript)), nil)
-			var cmdErr *sshrunner.CommandError
-			if errors.As(err, &cmdErr) && cmdErr.ExitCode == exitPrerequisites {
-				err = prerequisitesError(cmdErr)
-			}
-			if err == nil {
-				entry.Status.Capacity, entry.Status.NodeInfo = hardware(out)
-			}
-			_ = host.Close()
-		}
-	}
-	countSSHError(err)
-	if err != nil {
-		reason := sshrunner.Reason(err)
-		switch {
-		case errors.Is(err, ErrMissingSecret):
-			reason = infrav1.WaitingForSecretReason
-		case errors.Is(err, ErrHostPrerequisites):
-			reason = infrav1.HostPrerequisitesMissingReason
-		}
-		msg := sshrunner.Truncate(mismatchMessage(err, "pooledremotemachine", entry.Name, entry.Namespace), 4096)
-		if !conditions.IsFalse(entry, infrav1.ReachableCondition) || conditions.GetReason(entry, infrav1.ReachableCondition) != reason {
-			eventType := corev1.EventTypeNormal
-			if errors.Is(err, sshrunner.ErrHostKeyMismatch) {
-				eventType = corev1.EventTypeWarning
-			}
-			r.Recorder.Eventf(entry, nil, eventType, reason, "Probe", "Host probe failed: %s", sshrunner.Truncate(msg, 900))
-		}
-		conditions.Set(entry, metav1.Condition{Type: infrav1.ReachableCondition, Status: metav1.ConditionFalse, Reason: reason, Message: msg})
 		return
 	}
 	if awaitsNewKeyProbe(entry) {
@@ -513,50 +572,36 @@ func (r *PooledRemoteMachineReconciler) probe(ctx context.Context, entry *infrav
 		log.Info("Logged in with the host's new SSH host keys; the entry is offered again")
 		r.Recorder.Eventf(entry, nil, corev1.EventTypeNormal, infrav1.HostKeysRegeneratedReason, "Probe", "Logged in with the host's new SSH host keys; offered again")
 	}
+	if res.Facts != nil {
+		entry.Status.Capacity, entry.Status.NodeInfo = res.Facts.Capacity, res.Facts.NodeInfo
+	}
 	conditions.Set(entry, metav1.Condition{Type: infrav1.ReachableCondition, Status: metav1.ConditionTrue, Reason: infrav1.ReachableReason})
 }
 
-func (r *PooledRemoteMachineReconciler) scan() Scanner {
-	if r.Scan != nil {
-		return r.Scan
+// sameEndpoints says whether a and b name the same host and bastion.
+func sameEndpoints(a, b *infrav1.RemoteHost) bool {
+	if a.Address != b.Address || a.Port != b.Port || (a.Bastion == nil) != (b.Bastion == nil) {
+		return false
 	}
-	return sshrunner.ScanHostKey
+	return a.Bastion == nil || (a.Bastion.Address == b.Bastion.Address && a.Bastion.Port == b.Bastion.Port)
 }
 
-// hardware reads what facts.sh printed: the host's cpu and memory as a ResourceList, and its architecture and
-// operating system by Kubernetes' names (kubernetes.io/arch, kubernetes.io/os). What cannot be read is left out.
-func hardware(out string) (corev1.ResourceList, infrav1.NodeInfo) {
-	capacity := corev1.ResourceList{}
-	var info infrav1.NodeInfo
-	for _, line := range strings.Split(out, "\n") {
-		kv, ok := strings.CutPrefix(strings.TrimSpace(line), "capr-fact ")
-		if !ok {
-			continue
-		}
-		key, value, _ := strings.Cut(kv, "=")
-		switch key {
-		case "cpu", "memory":
-			if q, err := resource.ParseQuantity(value); err == nil && q.Sign() > 0 {
-				capacity[corev1.ResourceName(key)] = q
-			}
-		case "arch":
-			info.Architecture = architectures[value]
-		case "os":
-			info.OperatingSystem = strings.ToLower(value)
-		}
+// probeFailed reports a failed probe in the Reachable condition, with an event when the reason changes.
+func (r *PooledRemoteMachineReconciler) probeFailed(entry *infrav1.PooledRemoteMachine, err error) {
+	reason := sshrunner.Reason(err)
+	switch {
+	case errors.Is(err, ErrMissingSecret):
+		reason = infrav1.WaitingForSecretReason
+	case errors.Is(err, host.ErrHostPrerequisites):
+		reason = infrav1.HostPrerequisitesMissingReason
 	}
-	if len(capacity) == 0 {
-		capacity = nil
+	msg := sshrunner.Truncate(mismatchMessage(err, "pooledremotemachine", entry.Name, entry.Namespace), 4096)
+	if !conditions.IsFalse(entry, infrav1.ReachableCondition) || conditions.GetReason(entry, infrav1.ReachableCondition) != reason {
+		eventType := corev1.EventTypeNormal
+		if errors.Is(err, sshrunner.ErrHostKeyMismatch) {
+			eventType = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(entry, nil, eventType, reason, "Probe", "Host probe failed: %s", sshrunner.Truncate(msg, 900))
 	}
-	return capacity, info
-}
-
-// architectures maps uname -m to the architectures Cluster API's autoscaling contract names.
-var architectures = map[string]infrav1.Architecture{
-	"x86_64":  infrav1.ArchitectureAmd64,
-	"amd64":   infrav1.ArchitectureAmd64,
-	"aarch64": infrav1.ArchitectureArm64,
-	"arm64":   infrav1.ArchitectureArm64,
-	"s390x":   infrav1.ArchitectureS390x,
-	"ppc64le": infrav1.ArchitecturePpc64le,
+	conditions.Set(entry, metav1.Condition{Type: infrav1.ReachableCondition, Status: metav1.ConditionFalse, Reason: reason, Message: msg})
 }

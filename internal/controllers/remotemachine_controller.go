@@ -38,6 +38,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/internal/host"
 	"github.com/capr-project/cluster-api-provider-remote/internal/metrics"
 	"github.com/capr-project/cluster-api-provider-remote/internal/pool"
 	"github.com/capr-project/cluster-api-provider-remote/internal/provisioning/cloudinit"
@@ -81,8 +82,9 @@ type RemoteMachineReconciler struct {
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	Tasks     *TaskRunner
-	Dial      Dialer
-	Claimer   *pool.Claimer
+	// Hosts reaches the hosts (scan, bootstrap, adoption, cleanup): *sshhost.Service, or a fake in tests.
+	Hosts   HostService
+	Claimer *pool.Claimer
 	// WatchFilterValue limits reconciliation to objects with this cluster.x-k8s.io/watch-filter label value.
 	WatchFilterValue string
 	// BootstrapTimeout bounds one bootstrap run; CleanupTimeout is how long after deletion cleanup is retried
@@ -93,8 +95,6 @@ type RemoteMachineReconciler struct {
 	// doubles with each failure up to MaxRetryInterval. It is also the wait between cleanup attempts.
 	RetryInterval    time.Duration
 	MaxRetryInterval time.Duration
-	// Scan reads a host's key to pin it before anything is sent; sshrunner.ScanHostKey when nil.
-	Scan Scanner
 	// ClusterCache reaches workload clusters, to set the providerID of the Node; nil skips that.
 	ClusterCache clustercache.ClusterCache
 
@@ -169,9 +169,6 @@ func (r *RemoteMachineReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	}
 	if r.MaxRetryInterval == 0 {
 		r.MaxRetryInterval = 10 * time.Minute
-	}
-	if r.Scan == nil {
-		r.Scan = sshrunner.ScanHostKey
 	}
 	log := ctrl.LoggerFrom(ctx)
 	clusterToMachines, err := util.ClusterToTypedObjectsMapper(mgr.GetClient(), &infrav1.RemoteMachineList{}, mgr.GetScheme())
@@ -351,13 +348,13 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 	}
 	if needsPin(&rm.Spec.RemoteHost) {
 		// First contact: read the key, and store it in spec before any connection carries data or a command.
-		cfg, scan := in.Config, r.Scan
+		cfg, hosts := in.Config, r.Hosts
 		r.Tasks.Start(ctx, key, "scan", rm, func(ctx context.Context) (any, error) {
 			ctx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
-			k, bastion, err := scan(ctx, cfg)
+			res, err := hosts.Scan(ctx, cfg)
 			countSSHError(err)
-			return scanResult{Key: k, Bastion: bastion}, err
+			return res, err
 		})
 		setBootstrapCondition(rm, metav1.ConditionFalse, infrav1.BootstrappingReason, "Reading the host key of "+hostPort(rm)+" to pin it")
 		return ctrl.Result{}, nil
@@ -377,12 +374,18 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	log.Info("Running bootstrap", "address", rm.Spec.Address, "adoptOnly", adoptOnly)
-	timeout := r.BootstrapTimeout
+	timeout, hosts := r.BootstrapTimeout, r.Hosts
 	r.Tasks.Start(ctx, key, "bootstrap", rm, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		start := time.Now()
-		res, err := runBootstrap(ctx, r.Dial, in)
+		var res *host.BootstrapResult
+		var err error
+		if adoptOnly {
+			res, err = hosts.Adopt(ctx, in.Config, in.Identity)
+		} else {
+			res, err = hosts.Bootstrap(ctx, in)
+		}
 		metrics.BootstrapDuration.Observe(time.Since(start).Seconds())
 		countSSHError(err)
 		return res, err
@@ -429,7 +432,7 @@ func (r *RemoteMachineReconciler) scanFinished(ctx context.Context, rm *infrav1.
 	if res.Err != nil {
 		return r.attemptFailed(ctx, rm, res.Err, "Reading the host key")
 	}
-	out := res.Value.(scanResult)
+	out := res.Value.(host.ScanResult)
 	if err := pin(rm.Spec.RemoteHost.DeepCopy(), out); err != nil {
 		return r.attemptFailed(ctx, rm, err, "Reading the host key")
 	}
@@ -469,30 +472,31 @@ func (r *RemoteMachineReconciler) attemptFailed(ctx context.Context, rm *infrav1
 	return ctrl.Result{RequeueAfter: wait}, nil
 }
 
-// bootstrapInput reads the bootstrap data (unless adoptOnly) and the SSH keys (directly, uncached).
-func (r *RemoteMachineReconciler) bootstrapInput(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine, adoptOnly bool) (bootstrapInput, error) {
+// bootstrapInput reads the bootstrap data (unless adoptOnly: the request then holds no data) and the SSH keys
+// (directly, uncached).
+func (r *RemoteMachineReconciler) bootstrapInput(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine, adoptOnly bool) (host.BootstrapRequest, error) {
 	if adoptOnly {
 		cfg, _, err := hostConfig(ctx, r.APIReader, rm.Namespace, &rm.Spec.RemoteHost, ctrl.LoggerFrom(ctx))
-		return bootstrapInput{Identity: hostIdentity(rm), AdoptOnly: true, Config: cfg}, err
+		return host.BootstrapRequest{Identity: hostIdentity(rm), Config: cfg}, err
 	}
 	data := &corev1.Secret{}
 	name := *machine.Spec.Bootstrap.DataSecretName
 	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: rm.Namespace, Name: name}, data); err != nil {
 		if apierrors.IsNotFound(err) {
-			return bootstrapInput{}, fmt.Errorf("%w: bootstrap data Secret %s does not exist yet", ErrMissingSecret, name)
+			return host.BootstrapRequest{}, fmt.Errorf("%w: bootstrap data Secret %s does not exist yet", ErrMissingSecret, name)
 		}
-		return bootstrapInput{}, err
+		return host.BootstrapRequest{}, err
 	}
 	value := data.Data["value"]
 	if len(value) == 0 {
-		return bootstrapInput{}, fmt.Errorf("%w: bootstrap data Secret %s has no data key 'value'", ErrMissingSecret, name)
+		return host.BootstrapRequest{}, fmt.Errorf("%w: bootstrap data Secret %s has no data key 'value'", ErrMissingSecret, name)
 	}
 	cfg, _, err := hostConfig(ctx, r.APIReader, rm.Namespace, &rm.Spec.RemoteHost, ctrl.LoggerFrom(ctx))
 	if err != nil {
-		return bootstrapInput{}, err
+		return host.BootstrapRequest{}, err
 	}
 	cfg.Secrets = append(cfg.Secrets, string(value))
-	return bootstrapInput{Identity: hostIdentity(rm), Config: cfg, Data: value, Format: string(data.Data["format"]), WorkingDir: rm.Spec.WorkingDir}, nil
+	return host.BootstrapRequest{Identity: hostIdentity(rm), Config: cfg, Data: value, Format: string(data.Data["format"]), WorkingDir: rm.Spec.WorkingDir}, nil
 }
 
 // bootstrapFinished records a bootstrap's outcome.
@@ -502,7 +506,7 @@ func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *inf
 		return r.attemptFailed(ctx, rm, res.Err, "Bootstrap")
 	}
 	r.retries.Delete(string(rm.UID))
-	out := res.Value.(*bootstrapResult)
+	out := res.Value.(*host.BootstrapResult)
 	rm.Spec.ProviderID = "remote-machine://" + hostPort(rm)
 	annotations.AddAnnotations(rm, map[string]string{infrav1.BootstrapUIDAnnotation: string(hostMarker(rm))})
 	delete(rm.Annotations, clusterctlv1.BlockMoveAnnotation)
@@ -557,7 +561,7 @@ func (r *RemoteMachineReconciler) recordBootstrapOnEntry(ctx context.Context, rm
 
 // pinPoolEntry records a key pinned on first contact on the pool entry too, so every later claim of the host
 // verifies it.
-func (r *RemoteMachineReconciler) pinPoolEntry(ctx context.Context, rm *infrav1.RemoteMachine, res scanResult) error {
+func (r *RemoteMachineReconciler) pinPoolEntry(ctx context.Context, rm *infrav1.RemoteMachine, res host.ScanResult) error {
 	_, err := r.patchHeldEntry(ctx, rm, func(h *infrav1.RemoteHost) { _ = pin(h, res) })
 	return err
 }
@@ -602,15 +606,15 @@ func bootstrapFailureReason(err error) (string, bool) {
 		return infrav1.BootstrapDataTooLargeReason, true
 	case errors.Is(err, cloudinit.ErrUnsupported):
 		return infrav1.UnsupportedBootstrapFormatReason, true
-	case errors.Is(err, ErrHostAlreadyBootstrapped):
+	case errors.Is(err, host.ErrHostAlreadyBootstrapped):
 		return infrav1.HostAlreadyBootstrappedReason, false
-	case errors.Is(err, ErrBootstrapNotFound):
+	case errors.Is(err, host.ErrBootstrapNotFound):
 		return infrav1.BootstrapNotFoundReason, true
-	case errors.Is(err, ErrBootstrapFailed):
+	case errors.Is(err, host.ErrBootstrapFailed):
 		return infrav1.BootstrapFailedReason, true
-	case errors.Is(err, ErrHostPrerequisites):
+	case errors.Is(err, host.ErrHostPrerequisites):
 		return infrav1.HostPrerequisitesMissingReason, false
-	case errors.Is(err, ErrHostDiskFull):
+	case errors.Is(err, host.ErrHostDiskFull):
 		return infrav1.HostDiskFullReason, false
 	case errors.Is(err, sshrunner.ErrHostKeyUnknown):
 		return infrav1.HostKeyUnknownReason, true
@@ -728,7 +732,7 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 			return r.finishDelete(ctx, rm, nil, keys)
 		}
 		conditions.Set(rm, metav1.Condition{Type: infrav1.ReadyCondition, Status: metav1.ConditionFalse, Reason: infrav1.CleanupFailedReason, Message: sshrunner.Truncate(res.Err.Error(), 4096)})
-		if time.Since(rm.DeletionTimestamp.Time) < r.CleanupTimeout && !errors.Is(res.Err, ErrForeignBootstrap) {
+		if time.Since(rm.DeletionTimestamp.Time) < r.CleanupTimeout && !errors.Is(res.Err, host.ErrForeignBootstrap) {
 			log.Info("Cleanup failed, retrying", "error", res.Err.Error())
 			return ctrl.Result{RequeueAfter: r.RetryInterval}, nil
 		}
@@ -768,11 +772,12 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 	}
 	log.Info("Running cleanup", "address", rm.Spec.Address)
 	timeout := r.CleanupTimeout
-	in := cleanupInput{Identity: hostIdentity(rm), Config: cfg, Commands: commands, WorkingDir: workingDir, RegenerateHostKeys: regenerate}
+	in := host.CleanupRequest{Identity: hostIdentity(rm), Config: cfg, Commands: commands, WorkingDir: workingDir, RegenerateHostKeys: regenerate}
+	hosts := r.Hosts
 	r.Tasks.Start(ctx, key, "cleanup", rm, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		keys, err := runCleanup(ctx, r.Dial, in)
+		keys, err := hosts.Cleanup(ctx, in)
 		countSSHError(err)
 		return keys, err
 	})

@@ -25,6 +25,7 @@ import (
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/internal/controllers"
+	"github.com/capr-project/cluster-api-provider-remote/internal/host/sshhost"
 	"github.com/capr-project/cluster-api-provider-remote/internal/manager"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
@@ -42,11 +43,11 @@ var (
 
 type dialRecorder struct {
 	mu    sync.Mutex
-	hosts []controllers.Host
+	hosts []sshhost.Conn
 }
 
-func (d *dialRecorder) dial(ctx context.Context, cfg sshrunner.Config) (controllers.Host, error) {
-	h, err := controllers.DialSSH(ctx, cfg)
+func (d *dialRecorder) dial(ctx context.Context, cfg sshrunner.Config) (sshhost.Conn, error) {
+	h, err := sshhost.DialSSH(ctx, cfg)
 	if err == nil {
 		d.mu.Lock()
 		d.hosts = append(d.hosts, h)
@@ -121,7 +122,7 @@ func managerOptions(skipNames bool) *manager.Options {
 	// Only entries of the probe test point at real sshd hosts; the others' addresses must never be dialled.
 	o.PoolProbeInterval = time.Second
 	o.PoolProbeSelector = labels.SelectorFromSet(labels.Set{"capr-test-probe": "true"})
-	o.Hosts = manager.HostAccess{Dial: dials.dial}
+	o.Hosts = &sshhost.Service{Dial: dials.dial}
 	o.SkipNameValidation = skipNames
 	return &o
 }

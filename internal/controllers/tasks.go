@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"reflect"
 	"sync"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -51,6 +52,7 @@ type TaskRunner struct {
 	Events chan event.GenericEvent
 
 	mu        sync.Mutex
+	events    map[reflect.Type]chan event.GenericEvent
 	bootstrap *slotPool
 	cleanup   *slotPool
 	running   map[string]*task
@@ -125,9 +127,35 @@ func (r *TaskRunner) Start(ctx context.Context, key, kind string, obj client.Obj
 		delete(r.running, key)
 		r.done[key] = res
 		r.mu.Unlock()
-		r.Events <- event.GenericEvent{Object: obj}
+		r.eventsOf(obj) <- event.GenericEvent{Object: obj}
 	}()
 	return true
+}
+
+// EventsFor returns the channel that receives the objects of finished tasks of obj's type, so each controller
+// sharing the runner gets back its own objects; objects of a type without one go to Events. Call it before the
+// first task of that type starts (in SetupWithManager).
+func (r *TaskRunner) EventsFor(obj client.Object) chan event.GenericEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := reflect.TypeOf(obj)
+	if r.events == nil {
+		r.events = map[reflect.Type]chan event.GenericEvent{}
+	}
+	if _, ok := r.events[t]; !ok {
+		r.events[t] = make(chan event.GenericEvent, cap(r.Events))
+	}
+	return r.events[t]
+}
+
+// eventsOf returns the channel of obj's type.
+func (r *TaskRunner) eventsOf(obj client.Object) chan event.GenericEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ch, ok := r.events[reflect.TypeOf(obj)]; ok {
+		return ch
+	}
+	return r.Events
 }
 
 // wait returns once w holds a slot of pool, or ctx's error (and no slot) if ctx ends first.

@@ -31,6 +31,7 @@ import (
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/internal/controllers"
+	"github.com/capr-project/cluster-api-provider-remote/internal/host/sshhost"
 	"github.com/capr-project/cluster-api-provider-remote/internal/metrics"
 	"github.com/capr-project/cluster-api-provider-remote/internal/pool"
 	"github.com/capr-project/cluster-api-provider-remote/internal/webhooks"
@@ -53,14 +54,6 @@ const (
 	remoteClusterConcurrency         = 4
 	clusterCacheConcurrency          = 10
 )
-
-// HostAccess is how the controllers reach hosts: SSH in the installed manager; a test may record or fake it.
-type HostAccess struct {
-	// Dial opens a session on a host; controllers.DialSSH when nil.
-	Dial controllers.Dialer
-	// Scan reads a host's key to pin it; sshrunner.ScanHostKey when nil.
-	Scan controllers.Scanner
-}
 
 // Options are the manager's settings: everything its flags set, and the few knobs a test injects.
 type Options struct {
@@ -112,7 +105,7 @@ type Options struct {
 	PoolProbeSelector labels.Selector
 
 	// Hosts is how the controllers reach hosts (tests record or fake it).
-	Hosts HostAccess
+	Hosts controllers.HostService
 	// Claimer is the pool claimer shared by the webhooks and controllers; one is made when nil (tests share theirs).
 	Claimer *pool.Claimer
 	// WebhooksOnly registers the indexes and webhooks but no controller: a test's admission server beside a manager
@@ -288,10 +281,12 @@ func setupReconcilers(ctx context.Context, mgr ctrl.Manager, o Options, claimer 
 		}
 		return opts
 	}
-	dial := o.Hosts.Dial
-	if dial == nil {
-		dial = controllers.DialSSH
+	// One host service and one task runner per manager: every SSH connection runs through them, off the workers.
+	hosts := o.Hosts
+	if hosts == nil {
+		hosts = &sshhost.Service{}
 	}
+	tasks := controllers.NewTaskRunnerWithLimits(o.Tasks)
 	clusterCache, err := clustercache.SetupWithManager(ctx, mgr, clustercache.Options{
 		// Kubeconfig Secrets are read directly: no Secret informer.
 		SecretClient:     mgr.GetAPIReader(),
@@ -305,9 +300,8 @@ func setupReconcilers(ctx context.Context, mgr ctrl.Manager, o Options, claimer 
 		Client:           mgr.GetClient(),
 		APIReader:        mgr.GetAPIReader(),
 		Recorder:         mgr.GetEventRecorder("remotemachine-controller"),
-		Tasks:            controllers.NewTaskRunnerWithLimits(o.Tasks),
-		Dial:             dial,
-		Scan:             o.Hosts.Scan,
+		Tasks:            tasks,
+		Hosts:            hosts,
 		Claimer:          claimer,
 		WatchFilterValue: o.WatchFilter,
 		BootstrapTimeout: o.BootstrapTimeout,
@@ -327,8 +321,8 @@ func setupReconcilers(ctx context.Context, mgr ctrl.Manager, o Options, claimer 
 		OrphanGracePeriod: o.OrphanClaimGrace,
 		ProbeInterval:     o.PoolProbeInterval,
 		ProbeSelector:     o.PoolProbeSelector,
-		Dial:              dial,
-		Scan:              o.Hosts.Scan,
+		Hosts:             hosts,
+		Tasks:             tasks,
 	}).SetupWithManager(ctx, mgr, workers(pooledRemoteMachineConcurrency)); err != nil {
 		return fmt.Errorf("setting up the PooledRemoteMachine controller: %w", err)
 	}

@@ -1,4 +1,4 @@
-package controllers
+package sshhost
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
 
+	"github.com/capr-project/cluster-api-provider-remote/internal/host"
 	"github.com/capr-project/cluster-api-provider-remote/internal/provisioning/cloudinit"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/test/bombs"
@@ -34,22 +35,22 @@ func (h *drainHost) Output(_ context.Context, _ string, stdin io.Reader) (string
 
 func (h *drainHost) Close() error { return nil }
 
-// measureBootstrap runs bootstrap data through runBootstrap, as the manager does, and returns what it cost in
+// measureBootstrap runs bootstrap data through Service.Bootstrap, as the manager does, and returns what it cost in
 // memory and what reached the host. The dialer builds the real redactor (sshrunner.Dial, to a closed port) and the
 // host reads the whole script, as a real run would.
 func measureBootstrap(data []byte) (memwatch.Usage, int64, error) {
-	host := &drainHost{}
-	dial := func(ctx context.Context, cfg sshrunner.Config) (Host, error) {
+	drain := &drainHost{}
+	dial := func(ctx context.Context, cfg sshrunner.Config) (Conn, error) {
 		cfg.Address, cfg.Port, cfg.DialTimeout = "127.0.0.1", 1, 1
 		if c, err := sshrunner.Dial(ctx, cfg); err == nil {
 			_ = c.Close()
 		}
-		return host, nil
+		return drain, nil
 	}
-	in := bootstrapInput{Identity: "bomb", Data: data, Config: sshrunner.Config{Log: logr.Discard(), Secrets: []string{string(data)}}}
+	in := host.BootstrapRequest{Identity: "bomb", Data: data, Config: sshrunner.Config{Log: logr.Discard(), Secrets: []string{string(data)}}}
 	var err error
-	use := memwatch.Measure(func() { _, err = runBootstrap(context.Background(), dial, in) })
-	return use, host.sent, err
+	use := memwatch.Measure(func() { _, err = (&Service{Dial: dial}).Bootstrap(context.Background(), in) })
+	return use, drain.sent, err
 }
 
 // TestBootstrapBombMemory measures what the manager holds for a bootstrap Secret of about 680 KiB whose 8

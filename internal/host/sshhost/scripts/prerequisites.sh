@@ -1,6 +1,7 @@
 # shellcheck shell=sh
+# The CAPR_* variables are the host contract (package host), set read-only by sshhost before this script.
 # Checks what CAPR's host scripts need, and prints every missing piece on one line starting with
-# "capr-missing:", exiting 92 when something is missing.
+# "capr-missing:", exiting CAPR_EXIT_PREREQUISITES when something is missing.
 missing=""
 for cmd in flock setsid tail mktemp base64 hostname nohup grep; do
   command -v "$cmd" > /dev/null 2>&1 || missing="$missing $cmd"
@@ -12,6 +13,6 @@ if [ "$(id -u)" != 0 ]; then
   missing="$missing root(log-in-as-root-or-set-useSudo)"
 fi
 if [ -n "$missing" ]; then
-  echo "capr-missing:$missing" >&2
-  exit 92
+  echo "$CAPR_MISSING_MARKER$missing" >&2
+  exit "$CAPR_EXIT_PREREQUISITES"
 fi

@@ -1,6 +1,6 @@
 //go:build integration
 
-package controllers
+package sshhost
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 
 	. "github.com/onsi/gomega"
 
-	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
+	"github.com/capr-project/cluster-api-provider-remote/internal/host"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
 )
@@ -21,12 +21,12 @@ import (
 func TestCleanupWaitingOnTheLockIsNotSilent(t *testing.T) {
 	g := NewWithT(t)
 	h := sshdtest.Start(t)
-	out, err := h.Exec("mkdir -p " + runDir + " && (setsid flock " + lockFile + " sleep 3 >/dev/null 2>&1 &) && sleep 0.2")
+	out, err := h.Exec("mkdir -p " + host.RunDir + " && (setsid flock " + host.LockFile + " sleep 3 >/dev/null 2>&1 &) && sleep 0.2")
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	cfg := testConfig(h)
 	cfg.FirstOutputTimeout = time.Second
 	start := time.Now()
-	_, err = runCleanup(context.Background(), DialSSH, cleanupInput{Identity: "m1", Config: cfg, Commands: []string{"true"}})
+	_, err = (&Service{}).Cleanup(context.Background(), host.CleanupRequest{Identity: "m1", Config: cfg, Commands: []string{"true"}})
 	g.Expect(err).To(Succeed())
 	g.Expect(time.Since(start)).To(BeNumerically(">", 2*time.Second), "the cleanup did not wait for the lock")
 	out, _ = h.Exec("cat /var/lib/capr/cleaned")
@@ -42,13 +42,10 @@ func TestSilentHostFailsBeforeTheRun(t *testing.T) {
 	cfg := testConfig(h)
 	cfg.FirstOutputTimeout = time.Second
 	start := time.Now()
-	_, err := runBootstrap(context.Background(), DialSSH, bootstrapInput{Identity: "m1", Config: cfg, Data: []byte("#!/bin/sh\ntouch /run/ran\n")})
+	_, err := (&Service{}).Bootstrap(context.Background(), host.BootstrapRequest{Identity: "m1", Config: cfg, Data: []byte("#!/bin/sh\ntouch /run/ran\n")})
 	g.Expect(time.Since(start)).To(BeNumerically("<", 5*time.Second))
 	g.Expect(errors.Is(err, sshrunner.ErrUnreachable)).To(BeTrue(), "got %v", err)
-	g.Expect(errors.Is(err, ErrBootstrapFailed)).To(BeFalse())
-	reason, permanent := bootstrapFailureReason(err)
-	g.Expect(reason).To(Equal(infrav1.HostUnreachableReason))
-	g.Expect(permanent).To(BeFalse())
-	out, _ := h.Exec("ls /run/ran " + markerFile + " 2>&1 | grep -c 'No such file'")
+	g.Expect(errors.Is(err, host.ErrBootstrapFailed)).To(BeFalse())
+	out, _ := h.Exec("ls /run/ran " + host.MarkerFile + " 2>&1 | grep -c 'No such file'")
 	g.Expect(out).To(Equal("2\n"), "nothing ran and no marker was written")
 }

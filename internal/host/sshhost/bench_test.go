@@ -1,6 +1,6 @@
 //go:build integration
 
-package controllers
+package sshhost
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/capr-project/cluster-api-provider-remote/internal/host"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/test/bench/rows"
 	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
@@ -44,7 +45,7 @@ func BenchmarkP2(b *testing.B) {
 	}
 	bootstrap := func(h *sshdtest.Host, uid string) error {
 		cfg := sshrunner.Config{Endpoint: sshrunner.Endpoint{Address: h.Address, Port: h.Port, User: "root", Signer: h.ClientSigner, HostKeys: []string{h.HostKey}}, Log: logr.Discard()}
-		_, err := runBootstrap(context.Background(), DialSSH, bootstrapInput{Identity: uid, Config: cfg, Data: []byte(p2Script)})
+		_, err := (&Service{}).Bootstrap(context.Background(), host.BootstrapRequest{Identity: uid, Config: cfg, Data: []byte(p2Script)})
 		return err
 	}
 	// A host forgets its bootstrap: the script's files, Cluster API's sentinel and lock, and CAPR's marker and done

@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# The CAPR_* variables are the host contract (package host), set read-only by sshhost before this script.
 # Gives the host new SSH host keys (a pool entry's regenerateHostKeys), run after a successful cleanup in the same
 # SSH session: removes sshd's keys in /etc/ssh, makes new ones (ssh-keygen -A), prints each new public key on a line
 #   capr-host-key=<type> <base64 in pieces of 32 characters, separated by spaces>
@@ -17,7 +18,7 @@ found=
 for pub in "$dir"/ssh_host_*_key.pub; do
   [ -f "$pub" ] || continue
   read -r type key _ < "$pub" || exit 1
-  printf 'capr-host-key=%s %s\n' "$type" "$(printf '%s\n' "$key" | sed 's/.\{32\}/& /g')"
+  printf '%s%s %s\n' "$CAPR_HOST_KEY_MARKER" "$type" "$(printf '%s\n' "$key" | sed 's/.\{32\}/& /g')"
   found=1
 done
 if [ -z "$found" ]; then

@@ -1,6 +1,6 @@
 //go:build integration
 
-package controllers
+package sshhost
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	. "github.com/onsi/gomega"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/capr-project/cluster-api-provider-remote/internal/host"
 	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
 )
 
@@ -31,14 +32,13 @@ func TestInvalidHostnameIsNotUsed(t *testing.T) {
 				logged = append(logged, args)
 			}, funcr.Options{}))
 
-			res, err := runBootstrap(ctx, DialSSH, bootstrapInput{Identity: "m1", Config: testConfig(h), Data: []byte("#!/bin/sh\ntrue\n")})
+			res, err := (&Service{}).Bootstrap(ctx, host.BootstrapRequest{Identity: "m1", Config: testConfig(h), Data: []byte("#!/bin/sh\ntrue\n")})
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(res.Hostname).To(BeEmpty())
-			res, err = runBootstrap(ctx, DialSSH, bootstrapInput{Identity: "m1", AdoptOnly: true, Config: testConfig(h)})
+			res, err = (&Service{}).Adopt(ctx, testConfig(h), "m1")
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(res.Adopted).To(BeTrue())
 			g.Expect(res.Hostname).To(BeEmpty())
-			g.Expect(machineAddresses("10.0.0.1", res.Hostname)).To(HaveLen(1))
 
 			mu.Lock()
 			defer mu.Unlock()
