@@ -58,7 +58,7 @@ func newRMRig(t *testing.T, h *fakehost.Host) *rmRig {
 	cluster.Status.Initialization.InfrastructureProvisioned = ptr.To(true)
 	machine := &clusterv1.Machine{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "m1", UID: "uid-m1", Labels: map[string]string{clusterv1.ClusterNameLabel: "c1"}},
-		Spec: clusterv1.MachineSpec{ClusterName: "c1", Bootstrap: clusterv1.Bootstrap{DataSecretName: ptr.To("m1-bootstrap")}},
+		Spec:       clusterv1.MachineSpec{ClusterName: "c1", Bootstrap: clusterv1.Bootstrap{DataSecretName: ptr.To("m1-bootstrap")}},
 	}
 	rm := &infrav1.RemoteMachine{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "rm1", UID: "uid-rm1", Labels: map[string]string{clusterv1.ClusterNameLabel: "c1"},
