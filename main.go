@@ -33,6 +33,7 @@ import (
 	"github.com/capr-project/cluster-api-provider-remote/internal/controllers"
 	"github.com/capr-project/cluster-api-provider-remote/internal/metrics"
 	"github.com/capr-project/cluster-api-provider-remote/internal/pool"
+	"github.com/capr-project/cluster-api-provider-remote/internal/tasks"
 	"github.com/capr-project/cluster-api-provider-remote/internal/webhooks"
 )
 
@@ -107,7 +108,7 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 		"Number of SSH host-key scans, bootstraps and host-key acceptances run at the same time, off the reconcile workers (cleanups have --cleanup-concurrency).")
 	fs.IntVar(&o.namespaceConcurrency, "bootstrap-concurrency-per-namespace", 0,
 		"Most of the --bootstrap-concurrency slots one namespace may hold at a time, so RemoteMachines of one namespace whose hosts never answer cannot delay every other namespace until --bootstrap-timeout; waiting namespaces take turns. Cleanups get the same share of --cleanup-concurrency. 0 means half of --bootstrap-concurrency, at least 1.")
-	fs.IntVar(&o.cleanupConcurrency, "cleanup-concurrency", controllers.DefaultCleanupConcurrency,
+	fs.IntVar(&o.cleanupConcurrency, "cleanup-concurrency", tasks.DefaultCleanupConcurrency,
 		"Number of SSH cleanups of deleted RemoteMachines run at the same time, on slots of their own so deletions progress while every bootstrap slot is held.")
 	fs.DurationVar(&o.bootstrapTimeout, "bootstrap-timeout", 30*time.Minute,
 		"Longest one bootstrap (or one cleanup) may run on a host. A bootstrap that runs longer is stopped and reported BootstrapFailed, and not run again.")
@@ -261,14 +262,14 @@ func run(o *options) error {
 	if err != nil {
 		return fmt.Errorf("setting up the workload cluster cache: %w", err)
 	}
-	tasks := controllers.NewTaskRunnerWithLimits(controllers.TaskLimits{
+	runner := tasks.NewWithLimits(tasks.Limits{
 		Total: o.bootstrapConcurrency, PerNamespace: o.namespaceConcurrency, Cleanup: o.cleanupConcurrency,
 	})
 	if err := (&controllers.RemoteMachineReconciler{
 		Client:           mgr.GetClient(),
 		APIReader:        mgr.GetAPIReader(),
 		Recorder:         mgr.GetEventRecorder("remotemachine-controller"),
-		Tasks:            tasks,
+		Tasks:            runner,
 		Dial:             controllers.DialSSH,
 		Claimer:          claimer,
 		WatchFilterValue: o.watchFilter,

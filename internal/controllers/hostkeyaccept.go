@@ -14,6 +14,7 @@ import (
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
+	"github.com/capr-project/cluster-api-provider-remote/internal/tasks"
 )
 
 // A rebuilt host presents a new key. CAPR never trusts it silently: the HostKeyMismatch message names the pinned
@@ -148,7 +149,7 @@ func (r *RemoteMachineReconciler) startAccept(ctx context.Context, rm *infrav1.R
 		return false, err
 	}
 	scan := r.Scan
-	r.Tasks.Start(ctx, key, "accept", rm, func(ctx context.Context) (any, error) {
+	r.Tasks.Start(ctx, key, tasks.Accept, rm, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 		res, err := presentedKey(ctx, scan, cfg)
@@ -160,7 +161,7 @@ func (r *RemoteMachineReconciler) startAccept(ctx context.Context, rm *infrav1.R
 
 // acceptFinished compares the key the host presents with the accept-host-key annotation: the same key replaces the
 // pinned one(s), on the pool entry first, and the annotation is consumed; another key changes nothing.
-func (r *RemoteMachineReconciler) acceptFinished(ctx context.Context, rm *infrav1.RemoteMachine, res TaskResult) (ctrl.Result, error) {
+func (r *RemoteMachineReconciler) acceptFinished(ctx context.Context, rm *infrav1.RemoteMachine, res tasks.Result) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	key := string(rm.UID)
 	want, ok := rm.Annotations[infrav1.AcceptHostKeyAnnotation]

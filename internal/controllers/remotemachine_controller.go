@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,8 +41,9 @@ import (
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/internal/metrics"
 	"github.com/capr-project/cluster-api-provider-remote/internal/pool"
-	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/internal/provisioning/cloudinit"
+	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
+	"github.com/capr-project/cluster-api-provider-remote/internal/tasks"
 )
 
 // +kubebuilder:rbac:groups=infrastructure.cluster.x-k8s.io,resources=remotemachines;remotemachines/status;remotemachines/finalizers,verbs=get;list;watch;update;patch
@@ -80,7 +82,7 @@ type RemoteMachineReconciler struct {
 	// APIReader reads Secrets directly: CAPR never lists or watches Secrets.
 	APIReader client.Reader
 	Recorder  events.EventRecorder
-	Tasks     *TaskRunner
+	Tasks     *tasks.Runner
 	Dial      Dialer
 	Claimer   *pool.Claimer
 	// WatchFilterValue limits reconciliation to objects with this cluster.x-k8s.io/watch-filter label value.
@@ -112,6 +114,8 @@ type RemoteMachineReconciler struct {
 	// (spec.machine.regenerateHostKeys of its pool entry), until the entry is released with them: a failed release
 	// is retried with them, not by cleaning (and re-keying) the host again.
 	newHostKeys sync.Map
+	// deletionSeen holds the UIDs of RemoteMachines being deleted whose tasks were cancelled (see stopTasks).
+	deletionSeen sync.Map
 }
 
 // retryGate holds back a failed attempt until notBefore; attempts counts the failures in a row.
@@ -216,7 +220,7 @@ func (r *RemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 		// Paused (clusterctl move pauses the Cluster, then waits for block-move to go): nothing starts, but a run
 		// that ends is recorded, and its block-move removed, so the move carries its result.
-		if isPaused && !r.Tasks.Done(string(rm.UID), "bootstrap") && !r.Tasks.Done(string(rm.UID), "scan") {
+		if isPaused && !r.Tasks.Done(string(rm.UID), tasks.Bootstrap) && !r.Tasks.Done(string(rm.UID), tasks.Scan) {
 			return ctrl.Result{}, nil
 		}
 		recordOnly = isPaused
@@ -236,10 +240,10 @@ func (r *RemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return r.reconcileDelete(ctx, rm, machine)
 	}
 	if recordOnly {
-		if res, ok := r.Tasks.Take(string(rm.UID), "bootstrap"); ok {
+		if res, ok := r.Tasks.Take(string(rm.UID), tasks.Bootstrap); ok {
 			return r.bootstrapFinished(ctx, rm, res)
 		}
-		if res, ok := r.Tasks.Take(string(rm.UID), "scan"); ok {
+		if res, ok := r.Tasks.Take(string(rm.UID), tasks.Scan); ok {
 			return r.scanFinished(ctx, rm, res)
 		}
 		return ctrl.Result{}, nil
@@ -285,7 +289,7 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 	r.moveLabels.ensure(ctx, r.Client, r.APIReader, rm.Namespace, &rm.Spec.RemoteHost)
 	r.reconcileFailureDomain(ctx, rm, machine)
 	if ptr.Deref(rm.Status.Initialization.Provisioned, false) {
-		r.Tasks.Take(key, "bootstrap") // a late result of a run that adopted this one's
+		r.Tasks.Take(key, tasks.Bootstrap) // a late result of a run that adopted this one's
 		if _, ok := rm.Annotations[infrav1.BootstrapUIDAnnotation]; !ok {
 			annotations.AddAnnotations(rm, map[string]string{infrav1.BootstrapUIDAnnotation: string(rm.UID)})
 		}
@@ -310,16 +314,16 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 		return ctrl.Result{}, nil
 	}
 
-	if res, ok := r.Tasks.Take(key, "scan"); ok {
+	if res, ok := r.Tasks.Take(key, tasks.Scan); ok {
 		return r.scanFinished(ctx, rm, res)
 	}
-	if res, ok := r.Tasks.Take(key, "bootstrap"); ok {
+	if res, ok := r.Tasks.Take(key, tasks.Bootstrap); ok {
 		return r.bootstrapFinished(ctx, rm, res)
 	}
-	if res, ok := r.Tasks.Take(key, "accept"); ok {
+	if res, ok := r.Tasks.Take(key, tasks.Accept); ok {
 		return r.acceptFinished(ctx, rm, res)
 	}
-	if r.Tasks.Running(key, "bootstrap") || r.Tasks.Running(key, "scan") || r.Tasks.Running(key, "accept") {
+	if r.Tasks.Running(key, tasks.Bootstrap) || r.Tasks.Running(key, tasks.Scan) || r.Tasks.Running(key, tasks.Accept) {
 		return ctrl.Result{}, nil
 	}
 	// A person accepted the new key of a rebuilt host: compare it with the key the host presents.
@@ -352,7 +356,7 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 	if needsPin(&rm.Spec.RemoteHost) {
 		// First contact: read the key, and store it in spec before any connection carries data or a command.
 		cfg, scan := in.Config, r.Scan
-		r.Tasks.Start(ctx, key, "scan", rm, func(ctx context.Context) (any, error) {
+		r.Tasks.Start(ctx, key, tasks.Scan, rm, func(ctx context.Context) (any, error) {
 			ctx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
 			k, bastion, err := scan(ctx, cfg)
@@ -378,7 +382,7 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 	}
 	log.Info("Running bootstrap", "address", rm.Spec.Address, "adoptOnly", adoptOnly)
 	timeout := r.BootstrapTimeout
-	r.Tasks.Start(ctx, key, "bootstrap", rm, func(ctx context.Context) (any, error) {
+	r.Tasks.Start(ctx, key, tasks.Bootstrap, rm, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		start := time.Now()
@@ -425,7 +429,7 @@ func hasAnnotation(obj client.Object, key string) bool {
 }
 
 // scanFinished pins the key a scan read (the host's, or its bastion's), on the RemoteMachine and on its pool entry.
-func (r *RemoteMachineReconciler) scanFinished(ctx context.Context, rm *infrav1.RemoteMachine, res TaskResult) (ctrl.Result, error) {
+func (r *RemoteMachineReconciler) scanFinished(ctx context.Context, rm *infrav1.RemoteMachine, res tasks.Result) (ctrl.Result, error) {
 	if res.Err != nil {
 		return r.attemptFailed(ctx, rm, res.Err, "Reading the host key")
 	}
@@ -496,7 +500,7 @@ func (r *RemoteMachineReconciler) bootstrapInput(ctx context.Context, rm *infrav
 }
 
 // bootstrapFinished records a bootstrap's outcome.
-func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *infrav1.RemoteMachine, res TaskResult) (ctrl.Result, error) {
+func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *infrav1.RemoteMachine, res tasks.Result) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	if res.Err != nil {
 		return r.attemptFailed(ctx, rm, res.Err, "Bootstrap")
@@ -675,14 +679,7 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 		controllerutil.RemoveFinalizer(rm, infrav1.RemoteMachineFinalizer)
 		return ctrl.Result{}, nil
 	}
-	wasRunning := r.Tasks.Running(key, "bootstrap")
-	if wasRunning {
-		log.Info("Cancelling bootstrap of a deleted RemoteMachine")
-		r.Tasks.Cancel(key, "bootstrap")
-	}
-	r.Tasks.Cancel(key, "scan")
-	r.Tasks.Take(key, "bootstrap")
-	r.Tasks.Take(key, "scan")
+	wasRunning := r.stopTasks(ctx, rm)
 	_, skip := rm.Annotations[SkipCleanupAnnotation]
 	if c := conditions.Get(rm, infrav1.BootstrapSucceededCondition); !skip && c != nil && c.Reason == infrav1.HostAlreadyBootstrappedReason {
 		// The host held another bootstrap when it was handed to this machine: never return it to the pool as is.
@@ -698,10 +695,10 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 		return r.finishDelete(ctx, rm, nil, nil)
 	}
 	// A rebuilt host's new key is accepted during the cleanup as before the bootstrap.
-	if res, ok := r.Tasks.Take(key, "accept"); ok {
+	if res, ok := r.Tasks.Take(key, tasks.Accept); ok {
 		return r.acceptFinished(ctx, rm, res)
 	}
-	if r.Tasks.Running(key, "accept") {
+	if r.Tasks.Running(key, tasks.Accept) {
 		return ctrl.Result{}, nil
 	}
 	if started, err := r.startAccept(ctx, rm); started || err != nil {
@@ -710,7 +707,7 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 	if keys, ok := r.newHostKeys.Load(key); ok {
 		return r.finishDelete(ctx, rm, nil, keys.([]string))
 	}
-	if res, ok := r.Tasks.Take(key, "cleanup"); ok {
+	if res, ok := r.Tasks.Take(key, tasks.Cleanup); ok {
 		if errors.Is(res.Err, sshrunner.ErrHostKeyMismatch) {
 			r.cleanupMismatch.Store(key, true)
 			res.Err = errors.New(mismatchMessage(res.Err, "remotemachine", rm.Name, rm.Namespace))
@@ -734,7 +731,7 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 		}
 		return r.finishDelete(ctx, rm, res.Err, nil)
 	}
-	if r.Tasks.Running(key, "cleanup") {
+	if r.Tasks.Running(key, tasks.Cleanup) {
 		return ctrl.Result{}, nil
 	}
 	if !hasAnnotation(rm, clusterctlv1.BlockMoveAnnotation) {
@@ -769,7 +766,7 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 	log.Info("Running cleanup", "address", rm.Spec.Address)
 	timeout := r.CleanupTimeout
 	in := cleanupInput{Identity: hostIdentity(rm), Config: cfg, Commands: commands, WorkingDir: workingDir, RegenerateHostKeys: regenerate}
-	r.Tasks.Start(ctx, key, "cleanup", rm, func(ctx context.Context) (any, error) {
+	r.Tasks.Start(ctx, key, tasks.Cleanup, rm, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		keys, err := runCleanup(ctx, r.Dial, in)
@@ -777,6 +774,20 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 		return keys, err
 	})
 	return ctrl.Result{}, nil
+}
+
+// stopTasks cancels everything rm had going when its deletion is first seen (the deletion's own tasks, a key
+// acceptance and the cleanup, start after that), and says whether a bootstrap was running.
+func (r *RemoteMachineReconciler) stopTasks(ctx context.Context, rm *infrav1.RemoteMachine) bool {
+	if _, seen := r.deletionSeen.LoadOrStore(rm.UID, true); seen {
+		return false
+	}
+	stopped := r.Tasks.CancelAll(string(rm.UID))
+	if slices.Contains(stopped, tasks.Bootstrap) {
+		ctrl.LoggerFrom(ctx).Info("Cancelled the bootstrap of a deleted RemoteMachine")
+		return true
+	}
+	return false
 }
 
 // poolEntry returns the pool entry rm holds, read from the apiserver; nil if none (or it cannot be read).
@@ -824,6 +835,7 @@ func (r *RemoteMachineReconciler) finishDelete(ctx context.Context, rm *infrav1.
 		r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, infrav1.CleanupFailedReason, "Cleanup", "The host %s was not cleaned: %s", hostPort(rm), sshrunner.Truncate(cleanupErr.Error(), 900))
 	}
 	r.newHostKeys.Delete(string(rm.UID))
+	r.deletionSeen.Delete(rm.UID)
 	controllerutil.RemoveFinalizer(rm, infrav1.RemoteMachineFinalizer)
 	return ctrl.Result{}, nil
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/capr-project/cluster-api-provider-remote/internal/controllers"
 	"github.com/capr-project/cluster-api-provider-remote/internal/pool"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
+	"github.com/capr-project/cluster-api-provider-remote/internal/tasks"
 	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
@@ -135,7 +136,7 @@ func setupReconcilers(e *testenv.Environment, skipNames bool) error {
 		Client:           mgr.GetClient(),
 		APIReader:        mgr.GetAPIReader(),
 		Recorder:         mgr.GetEventRecorder("remotemachine-controller"),
-		Tasks:            controllers.NewTaskRunnerWithLimits(controllers.TaskLimits{Total: 4, PerNamespace: 2, Cleanup: 4}),
+		Tasks:            tasks.NewWithLimits(tasks.Limits{Total: 4, PerNamespace: 2, Cleanup: 4}),
 		Dial:             dials.dial,
 		Claimer:          e.Claimer,
 		BootstrapTimeout: time.Minute,
