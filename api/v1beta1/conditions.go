@@ -25,6 +25,11 @@ const (
 	PausedCondition = "Paused"
 	// ReadyReason: the object is ready.
 	ReadyReason = "Ready"
+	// DeletingCondition is True while the object is being deleted (on a RemoteMachine, while its host is cleaned);
+	// Ready is False meanwhile, with its reason and message.
+	DeletingCondition = "Deleting"
+	// NotDeletingReason: the object is not being deleted.
+	NotDeletingReason = "NotDeleting"
 )
 
 // RemoteMachine conditions.
@@ -94,7 +99,7 @@ const (
 	FailureDomainMatchedReason = "FailureDomainMatched"
 	// FailureDomainMismatchReason: the host is in another failure domain than the Machine's.
 	FailureDomainMismatchReason = "FailureDomainMismatch"
-	// DeletingReason: the RemoteMachine is being deleted and its host cleaned.
+	// DeletingReason: the RemoteMachine (or RemoteCluster) is being deleted and its host cleaned.
 	DeletingReason = "Deleting"
 )
 

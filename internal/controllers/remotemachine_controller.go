@@ -231,9 +231,11 @@ func (r *RemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, err
 	}
 	defer func() {
-		setReadyCondition(rm)
+		if err := setRemoteMachineReady(rm); err != nil {
+			retErr = kerrors.NewAggregate([]error{retErr, err})
+		}
 		rm.Status.ObservedGeneration = rm.Generation
-		patchOnExit(ctx, helper, rm, &retErr, infrav1.ReadyCondition, infrav1.BootstrapSucceededCondition, infrav1.PausedCondition, infrav1.FailureDomainMatchedCondition)
+		patchOnExit(ctx, helper, rm, &retErr, infrav1.ReadyCondition, infrav1.DeletingCondition, infrav1.BootstrapSucceededCondition, infrav1.PausedCondition, infrav1.FailureDomainMatchedCondition)
 	}()
 
 	if !rm.DeletionTimestamp.IsZero() {
@@ -264,23 +266,6 @@ func patchOnExit(ctx context.Context, helper *patch.Helper, obj client.Object, r
 
 func setBootstrapCondition(rm *infrav1.RemoteMachine, status metav1.ConditionStatus, reason, message string) {
 	conditions.Set(rm, metav1.Condition{Type: infrav1.BootstrapSucceededCondition, Status: status, Reason: reason, Message: message})
-}
-
-// setReadyCondition summarises: Ready mirrors BootstrapSucceeded, and is False while deleting.
-func setReadyCondition(rm *infrav1.RemoteMachine) {
-	if !rm.DeletionTimestamp.IsZero() {
-		ready := conditions.Get(rm, infrav1.ReadyCondition)
-		if ready == nil || ready.Reason != infrav1.CleanupFailedReason {
-			conditions.Set(rm, metav1.Condition{Type: infrav1.ReadyCondition, Status: metav1.ConditionFalse, Reason: infrav1.DeletingReason, Message: "Cleaning the host"})
-		}
-		return
-	}
-	b := conditions.Get(rm, infrav1.BootstrapSucceededCondition)
-	if b == nil {
-		conditions.Set(rm, metav1.Condition{Type: infrav1.ReadyCondition, Status: metav1.ConditionUnknown, Reason: infrav1.WaitingForMachineReason})
-		return
-	}
-	conditions.Set(rm, metav1.Condition{Type: infrav1.ReadyCondition, Status: b.Status, Reason: b.Reason, Message: b.Message})
 }
 
 func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine, cluster *clusterv1.Cluster) (ctrl.Result, error) {
@@ -672,6 +657,7 @@ func needsCleanup(rm *infrav1.RemoteMachine) bool {
 func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	key := string(rm.UID)
+	setDeleting(rm, "Cleaning the host")
 	if deletedForMove(rm) {
 		// clusterctl move has copied the RemoteMachine to another management cluster: the copy holds the host. A
 		// run still going on the host is left to finish (the copy adopts its result).
@@ -724,7 +710,7 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 			}
 			return r.finishDelete(ctx, rm, nil, keys)
 		}
-		conditions.Set(rm, metav1.Condition{Type: infrav1.ReadyCondition, Status: metav1.ConditionFalse, Reason: infrav1.CleanupFailedReason, Message: sshrunner.Truncate(res.Err.Error(), 4096)})
+		conditions.Set(rm, metav1.Condition{Type: infrav1.DeletingCondition, Status: metav1.ConditionTrue, Reason: infrav1.CleanupFailedReason, Message: sshrunner.Truncate(res.Err.Error(), 4096)})
 		if time.Since(rm.DeletionTimestamp.Time) < r.CleanupTimeout && !errors.Is(res.Err, ErrForeignBootstrap) {
 			log.Info("Cleanup failed, retrying", "error", res.Err.Error())
 			return ctrl.Result{RequeueAfter: r.RetryInterval}, nil
