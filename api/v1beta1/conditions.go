@@ -139,6 +139,27 @@ const (
 	HostKeysRegeneratedReason = "HostKeysRegenerated"
 )
 
+// Event reasons (events only: no condition carries them).
+const (
+	// HostKeyPinnedReason (event): hostKeyPolicy AcceptNew pinned the key the host (or its bastion) presented on
+	// first contact.
+	HostKeyPinnedReason = "HostKeyPinned"
+	// CleanupSucceededReason (event): the cleanup commands ran on the host of a deleted RemoteMachine.
+	CleanupSucceededReason = "CleanupSucceeded"
+	// ReleasedReason (event): a deleted RemoteMachine's pool entry was returned to its pool.
+	ReleasedReason = "Released"
+	// OrphanClaimReleasedReason (event): a claim whose RemoteMachine was never stored was released.
+	OrphanClaimReleasedReason = "OrphanClaimReleased"
+	// NodeProviderIDSetReason (event): CAPR set the providerID on the workload cluster's Node of the host.
+	NodeProviderIDSetReason = "NodeProviderIDSet"
+	// NodeAmbiguousReason (event): more than one Node of the workload cluster may be the host's, so no providerID
+	// was set.
+	NodeAmbiguousReason = "NodeAmbiguous"
+	// PoolExhaustedReason (event): a RemoteMachine create was refused because its pool had no free entry; the event
+	// goes to the MachineSet or control plane that creates the RemoteMachines.
+	PoolExhaustedReason = "PoolExhausted"
+)
+
 // BootstrapUIDAnnotation records, on a RemoteMachine whose bootstrap was sent to its host, the UID the host's marker
 // names: its own UID, set and stored by CAPR before the first run sends anything, so the host counts as touched
 // (cleaned, or its entry quarantined, on deletion) whatever fails afterwards. clusterctl move recreates the

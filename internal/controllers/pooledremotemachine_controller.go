@@ -387,7 +387,7 @@ func (r *PooledRemoteMachineReconciler) releaseOrphan(ctx context.Context, entry
 		return ctrl.Result{}, err
 	}
 	ctrl.LoggerFrom(ctx).Info("Released an orphan claim", "reason", why)
-	r.Recorder.Eventf(entry, nil, corev1.EventTypeNormal, "OrphanClaimReleased", "Release", "Released the claim of %s: %s", name, why)
+	r.Recorder.Eventf(entry, nil, corev1.EventTypeNormal, infrav1.OrphanClaimReleasedReason, "Release", "Released the claim of %s: %s", name, why)
 	return ctrl.Result{RequeueAfter: time.Second}, nil
 }
 
@@ -481,13 +481,7 @@ func (r *PooledRemoteMachineReconciler) probe(ctx context.Context, entry *infrav
 	}
 	countSSHError(err)
 	if err != nil {
-		reason := sshrunner.Reason(err)
-		switch {
-		case errors.Is(err, ErrMissingSecret):
-			reason = infrav1.WaitingForSecretReason
-		case errors.Is(err, ErrHostPrerequisites):
-			reason = infrav1.HostPrerequisitesMissingReason
-		}
+		reason, _ := failureReason(err)
 		msg := sshrunner.Truncate(mismatchMessage(err, "pooledremotemachine", entry.Name, entry.Namespace), 4096)
 		if !conditions.IsFalse(entry, infrav1.ReachableCondition) || conditions.GetReason(entry, infrav1.ReachableCondition) != reason {
 			eventType := corev1.EventTypeNormal

@@ -41,7 +41,6 @@ import (
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/internal/metrics"
 	"github.com/capr-project/cluster-api-provider-remote/internal/pool"
-	"github.com/capr-project/cluster-api-provider-remote/internal/provisioning/cloudinit"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/internal/tasks"
 )
@@ -141,23 +140,13 @@ func (r *RemoteMachineReconciler) backoff(key string) time.Duration {
 	return d
 }
 
-// terminalReasons are the BootstrapSucceeded reasons no retry of the same spec can change.
-var terminalReasons = map[string]bool{
-	infrav1.BootstrapFailedReason:            true,
-	infrav1.HostKeyMismatchReason:            true,
-	infrav1.HostKeyUnknownReason:             true,
-	infrav1.UnsupportedBootstrapFormatReason: true,
-	infrav1.BootstrapDataTooLargeReason:      true,
-	infrav1.BootstrapNotFoundReason:          true,
-}
-
 // terminalFailure says whether rm's bootstrap failed in a way that waits for a person: the condition records a
 // terminal reason for the current generation. A changed spec (say, replaced hostKeys) tries again; for
 // BootstrapFailed the host itself then refuses to run the data twice, so the Machine is replaced (by a
 // MachineHealthCheck, or by hand), never re-run.
 func terminalFailure(rm *infrav1.RemoteMachine) bool {
 	c := conditions.Get(rm, infrav1.BootstrapSucceededCondition)
-	return c != nil && c.Status == metav1.ConditionFalse && terminalReasons[c.Reason] && c.ObservedGeneration == rm.Generation
+	return c != nil && c.Status == metav1.ConditionFalse && isTerminalReason(c.Reason) && c.ObservedGeneration == rm.Generation
 }
 
 // SetupWithManager registers the controller.
@@ -432,14 +421,14 @@ func (r *RemoteMachineReconciler) scanFinished(ctx context.Context, rm *infrav1.
 		what = "bastion"
 	}
 	ctrl.LoggerFrom(ctx).Info("Pinned the "+what+" key seen first (hostKeyPolicy AcceptNew)", "key", fingerprint(out.Key))
-	r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, "HostKeyPinned", "Pin", "Pinned the %s key %s of %s (hostKeyPolicy AcceptNew)", what, fingerprint(out.Key), hostPort(rm))
+	r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, infrav1.HostKeyPinnedReason, "Pin", "Pinned the %s key %s of %s (hostKeyPolicy AcceptNew)", what, fingerprint(out.Key), hostPort(rm))
 	return ctrl.Result{RequeueAfter: time.Second}, nil
 }
 
 // attemptFailed records a failed scan or bootstrap: terminal failures wait in the condition; the others are tried
 // again after a backoff.
 func (r *RemoteMachineReconciler) attemptFailed(ctx context.Context, rm *infrav1.RemoteMachine, err error, what string) (ctrl.Result, error) {
-	reason, terminal := bootstrapFailureReason(err)
+	reason, terminal := failureReason(err)
 	msg := sshrunner.Truncate(mismatchMessage(err, "remotemachine", rm.Name, rm.Namespace), 4096)
 	delete(rm.Annotations, clusterctlv1.BlockMoveAnnotation)
 	setBootstrapCondition(rm, metav1.ConditionFalse, reason, msg)
@@ -582,48 +571,6 @@ func (r *RemoteMachineReconciler) patchHeldEntry(ctx context.Context, rm *infrav
 	return changed, client.IgnoreNotFound(err)
 }
 
-// bootstrapFailureReason maps an error to a condition reason, and says whether retrying unchanged is pointless.
-func bootstrapFailureReason(err error) (string, bool) {
-	switch {
-	case errors.Is(err, sshrunner.ErrHostKeyMismatch):
-		return infrav1.HostKeyMismatchReason, true
-	case errors.Is(err, cloudinit.ErrTooLarge):
-		return infrav1.BootstrapDataTooLargeReason, true
-	case errors.Is(err, cloudinit.ErrUnsupported):
-		return infrav1.UnsupportedBootstrapFormatReason, true
-	case errors.Is(err, ErrHostAlreadyBootstrapped):
-		return infrav1.HostAlreadyBootstrappedReason, false
-	case errors.Is(err, ErrBootstrapNotFound):
-		return infrav1.BootstrapNotFoundReason, true
-	case errors.Is(err, ErrBootstrapFailed):
-		return infrav1.BootstrapFailedReason, true
-	case errors.Is(err, ErrHostPrerequisites):
-		return infrav1.HostPrerequisitesMissingReason, false
-	case errors.Is(err, ErrHostDiskFull):
-		return infrav1.HostDiskFullReason, false
-	case errors.Is(err, sshrunner.ErrHostKeyUnknown):
-		return infrav1.HostKeyUnknownReason, true
-	case errors.Is(err, sshrunner.ErrAuthFailed):
-		return infrav1.AuthFailedReason, false
-	case errors.Is(err, sshrunner.ErrSudo):
-		return infrav1.SudoUnavailableReason, false
-	case errors.Is(err, sshrunner.ErrUnreachable), errors.Is(err, sshrunner.ErrTimeout):
-		return infrav1.HostUnreachableReason, false
-	}
-	// Anything else (an apiserver error, a command that failed before the run started) is tried again.
-	return infrav1.HostUnreachableReason, false
-}
-
-// countSSHError counts an SSH failure by reason in capr_ssh_errors_total.
-func countSSHError(err error) {
-	if err == nil {
-		return
-	}
-	if reason := sshrunner.Reason(err); reason != "Error" {
-		metrics.SSHErrorsTotal.WithLabelValues(reason).Inc()
-	}
-}
-
 // hostPort returns "address:port", IPv6 in brackets.
 func hostPort(rm *infrav1.RemoteMachine) string {
 	return hostPortOf(&rm.Spec.RemoteHost)
@@ -703,7 +650,7 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 			r.retries.Delete(key)
 			r.acceptTried.Delete(key)
 			log.Info("Cleanup succeeded")
-			r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, "CleanupSucceeded", "Cleanup", "Cleaned %s", hostPort(rm))
+			r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, infrav1.CleanupSucceededReason, "Cleanup", "Cleaned %s", hostPort(rm))
 			keys, _ := res.Value.([]string)
 			if len(keys) > 0 {
 				r.newHostKeys.Store(key, keys)
@@ -815,7 +762,7 @@ func (r *RemoteMachineReconciler) finishDelete(ctx context.Context, rm *infrav1.
 		} else if err := r.Claimer.Release(ctx, rm.Namespace, ref.Name, rm.Name); err != nil {
 			return ctrl.Result{}, err
 		} else {
-			r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, "Released", "Release", "Returned PooledRemoteMachine %s to pool %q", ref.Name, rm.Spec.Pool)
+			r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, infrav1.ReleasedReason, "Release", "Returned PooledRemoteMachine %s to pool %q", ref.Name, rm.Spec.Pool)
 		}
 	} else if cleanupErr != nil {
 		r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, infrav1.CleanupFailedReason, "Cleanup", "The host %s was not cleaned: %s", hostPort(rm), sshrunner.Truncate(cleanupErr.Error(), 900))

@@ -44,7 +44,7 @@ func TestSilentHostFailsBeforeTheRun(t *testing.T) {
 	g.Expect(time.Since(start)).To(BeNumerically("<", 5*time.Second))
 	g.Expect(errors.Is(err, sshrunner.ErrUnreachable)).To(BeTrue(), "got %v", err)
 	g.Expect(errors.Is(err, ErrBootstrapFailed)).To(BeFalse())
-	reason, permanent := bootstrapFailureReason(err)
+	reason, permanent := failureReason(err)
 	g.Expect(reason).To(Equal(infrav1.HostUnreachableReason))
 	g.Expect(permanent).To(BeFalse())
 	out, _ := h.Exec("ls /run/ran " + markerFile + " 2>&1 | grep -c 'No such file'")
