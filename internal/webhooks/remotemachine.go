@@ -212,11 +212,7 @@ var uidPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 // ValidateCreate checks a new RemoteMachine after defaulting.
 func (w *RemoteMachine) ValidateCreate(ctx context.Context, m *infrav1.RemoteMachine) (admission.Warnings, error) {
 	errs := validateRemoteMachineSpec(field.NewPath("spec"), &m.Spec)
-	// A RemoteMachine recreated by clusterctl move carries the annotation (a new pooled claim may not: see claim).
-	if uid, ok := m.Annotations[infrav1.BootstrapUIDAnnotation]; ok && !uidPattern.MatchString(uid) {
-		errs = append(errs, field.Invalid(bootstrapUIDPath, uid, "must be the UID of the RemoteMachine whose bootstrap the host holds"))
-	}
-	moveErrs, err := w.checkMoveAnnotations(ctx, m.Namespace, nil, m.Annotations)
+	moveErrs, err := w.checkMoveAnnotations(ctx, m.Namespace, nil, m.Annotations, true)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +231,7 @@ func (w *RemoteMachine) ValidateCreate(ctx context.Context, m *infrav1.RemoteMac
 // being deleted, only they and the spec (which must not change) are, so its finalizer can always be removed.
 func (w *RemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav1.RemoteMachine) (admission.Warnings, error) {
 	spec := field.NewPath("spec")
-	errs, err := w.checkMoveAnnotations(ctx, m.Namespace, old.Annotations, m.Annotations)
+	errs, err := w.checkMoveAnnotations(ctx, m.Namespace, old.Annotations, m.Annotations, false)
 	if err != nil {
 		return nil, err
 	}
@@ -244,19 +240,6 @@ func (w *RemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav1.Remo
 	if wasDeletingForMove && !deletingForMove {
 		errs = append(errs, field.Forbidden(annotationPath(clusterctlv1.DeleteForMoveAnnotation),
 			"marks a RemoteMachine clusterctl move is deleting; it cannot be removed"))
-	}
-	// clusterctl marks an object it deletes after a move by replacing all its annotations.
-	if was, is := old.Annotations[infrav1.BootstrapUIDAnnotation], m.Annotations[infrav1.BootstrapUIDAnnotation]; was != is && (is != "" || !deletingForMove) {
-		byCAPR := false
-		if was == "" {
-			if byCAPR, err = w.Identity.Requested(ctx); err != nil {
-				return nil, err
-			}
-		}
-		if !byCAPR {
-			errs = append(errs, field.Forbidden(bootstrapUIDPath,
-				"is set by CAPR when it first runs the bootstrap on the host and names the machine the host's marker belongs to; it cannot be added, changed or removed"))
-		}
 	}
 	errs = append(errs, validateAcceptHostKey("remotemachine", old.Annotations, m)...)
 	if !m.DeletionTimestamp.IsZero() {
