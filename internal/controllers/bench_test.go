@@ -16,8 +16,8 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
-	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
 	"github.com/capr-project/cluster-api-provider-remote/test/bench/rows"
+	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
 )
 
 // p2Script is the bootstrap every host runs: a few files and commands, like a small worker join.

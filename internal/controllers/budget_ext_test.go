@@ -12,8 +12,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
-	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
 	"github.com/capr-project/cluster-api-provider-remote/test/bombs"
+	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
 )
 
 // TestBootstrapDataTooLarge: the attack was a bootstrap Secret of a few hundred KiB whose gzip+base64 files

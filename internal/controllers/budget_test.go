@@ -9,8 +9,8 @@ import (
 	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
 
-	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/internal/provisioning/cloudinit"
+	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/test/bombs"
 	"github.com/capr-project/cluster-api-provider-remote/test/memwatch"
 )

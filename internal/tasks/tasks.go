@@ -76,11 +76,8 @@ type Runner struct {
 	done    map[taskKey]Result
 }
 
-// Result is what a finished task returned.
+// Result is what a finished task returned: the task's own result, and its error.
 type Result struct {
-	// Kind says what ran.
-	Kind Kind
-	// Value is the task's own result; Err its error.
 	Value any
 	Err   error
 }
@@ -95,12 +92,6 @@ type task struct {
 	cancel context.CancelFunc
 	// forgotten: CancelAll dropped the task, so its result is not kept.
 	forgotten bool
-}
-
-// New returns a runner for at most concurrency tasks other than cleanups at a time (half of them at most for one
-// namespace) and DefaultCleanupConcurrency cleanups.
-func New(concurrency int) *Runner {
-	return NewWithLimits(Limits{Total: concurrency})
 }
 
 // NewWithLimits returns a runner bounded by limits.
@@ -141,13 +132,13 @@ func (r *Runner) Start(ctx context.Context, key string, kind Kind, obj client.Ob
 		defer cancel()
 		var res Result
 		if err := r.wait(ctx, pool, w); err != nil {
-			res = Result{Kind: kind, Err: err}
+			res = Result{Err: err}
 		} else {
 			v, err := fn(ctx)
 			r.mu.Lock()
 			pool.release(w.namespace)
 			r.mu.Unlock()
-			res = Result{Kind: kind, Value: v, Err: err}
+			res = Result{Value: v, Err: err}
 		}
 		r.mu.Lock()
 		delete(r.running, k)
@@ -204,15 +195,6 @@ func (r *Runner) Take(key string, kind Kind) (Result, bool) {
 	res, ok := r.done[k]
 	delete(r.done, k)
 	return res, ok
-}
-
-// Cancel stops key's running task of that kind, if any; its result is still delivered, and can be taken.
-func (r *Runner) Cancel(key string, kind Kind) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if t, ok := r.running[taskKey{key, kind}]; ok {
-		t.cancel()
-	}
 }
 
 // CancelAll cancels everything of key (the object is going away): every running task of every kind is stopped and
