@@ -25,6 +25,11 @@ const (
 	PausedCondition = "Paused"
 	// ReadyReason: the object is ready.
 	ReadyReason = "Ready"
+	// DeletingCondition is True while the object is being deleted (on a RemoteMachine, while its host is cleaned);
+	// Ready is False meanwhile, with its reason and message.
+	DeletingCondition = "Deleting"
+	// NotDeletingReason: the object is not being deleted.
+	NotDeletingReason = "NotDeleting"
 )
 
 // RemoteMachine conditions.
@@ -94,7 +99,7 @@ const (
 	FailureDomainMatchedReason = "FailureDomainMatched"
 	// FailureDomainMismatchReason: the host is in another failure domain than the Machine's.
 	FailureDomainMismatchReason = "FailureDomainMismatch"
-	// DeletingReason: the RemoteMachine is being deleted and its host cleaned.
+	// DeletingReason: the RemoteMachine (or RemoteCluster) is being deleted and its host cleaned.
 	DeletingReason = "Deleting"
 )
 
@@ -132,6 +137,27 @@ const (
 	// HostKeysRegeneratedReason: the cleanup gave the host new SSH host keys (spec.machine.regenerateHostKeys); the
 	// entry is offered again once a probe logged in with them.
 	HostKeysRegeneratedReason = "HostKeysRegenerated"
+)
+
+// Event reasons (events only: no condition carries them).
+const (
+	// HostKeyPinnedReason (event): hostKeyPolicy AcceptNew pinned the key the host (or its bastion) presented on
+	// first contact.
+	HostKeyPinnedReason = "HostKeyPinned"
+	// CleanupSucceededReason (event): the cleanup commands ran on the host of a deleted RemoteMachine.
+	CleanupSucceededReason = "CleanupSucceeded"
+	// ReleasedReason (event): a deleted RemoteMachine's pool entry was returned to its pool.
+	ReleasedReason = "Released"
+	// OrphanClaimReleasedReason (event): a claim whose RemoteMachine was never stored was released.
+	OrphanClaimReleasedReason = "OrphanClaimReleased"
+	// NodeProviderIDSetReason (event): CAPR set the providerID on the workload cluster's Node of the host.
+	NodeProviderIDSetReason = "NodeProviderIDSet"
+	// NodeAmbiguousReason (event): more than one Node of the workload cluster may be the host's, so no providerID
+	// was set.
+	NodeAmbiguousReason = "NodeAmbiguous"
+	// PoolExhaustedReason (event): a RemoteMachine create was refused because its pool had no free entry; the event
+	// goes to the MachineSet or control plane that creates the RemoteMachines.
+	PoolExhaustedReason = "PoolExhausted"
 )
 
 // BootstrapUIDAnnotation records, on a RemoteMachine whose bootstrap was sent to its host, the UID the host's marker

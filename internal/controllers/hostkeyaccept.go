@@ -15,6 +15,7 @@ import (
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/internal/host"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
+	"github.com/capr-project/cluster-api-provider-remote/internal/tasks"
 )
 
 // A rebuilt host presents a new key. CAPR never trusts it silently: the HostKeyMismatch message names the pinned
@@ -149,7 +150,7 @@ func (r *RemoteMachineReconciler) startAccept(ctx context.Context, rm *infrav1.R
 		return false, err
 	}
 	hosts := r.Hosts
-	r.Tasks.Start(ctx, key, "accept", rm, func(ctx context.Context) (any, error) {
+	r.Tasks.Start(ctx, key, tasks.Accept, rm, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 		res, err := presentedKey(ctx, hosts, cfg)
@@ -161,7 +162,7 @@ func (r *RemoteMachineReconciler) startAccept(ctx context.Context, rm *infrav1.R
 
 // acceptFinished compares the key the host presents with the accept-host-key annotation: the same key replaces the
 // pinned one(s), on the pool entry first, and the annotation is consumed; another key changes nothing.
-func (r *RemoteMachineReconciler) acceptFinished(ctx context.Context, rm *infrav1.RemoteMachine, res TaskResult) (ctrl.Result, error) {
+func (r *RemoteMachineReconciler) acceptFinished(ctx context.Context, rm *infrav1.RemoteMachine, res tasks.Result) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	key := string(rm.UID)
 	want, ok := rm.Annotations[infrav1.AcceptHostKeyAnnotation]
@@ -266,7 +267,7 @@ func (r *PooledRemoteMachineReconciler) startAcceptKey(ctx context.Context, entr
 		return false
 	}
 	hosts := r.Hosts
-	return r.Tasks.Start(ctx, string(entry.UID), acceptEntryTask, entry, func(ctx context.Context) (any, error) {
+	return r.Tasks.Start(ctx, string(entry.UID), tasks.AcceptEntry, entry, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		res, err := presentedKey(ctx, hosts, cfg)
@@ -286,7 +287,7 @@ func (r *PooledRemoteMachineReconciler) acceptKeyFailed(entry *infrav1.PooledRem
 // accept-host-key annotation: the same key replaces the entry's pinned key(s) (stored before the next login) and
 // the annotation is consumed; another key changes nothing. A value is compared once. It says whether it replaced
 // the key (and stored the entry, spec then status).
-func (r *PooledRemoteMachineReconciler) acceptKeyFinished(ctx context.Context, entry *infrav1.PooledRemoteMachine, task TaskResult) bool {
+func (r *PooledRemoteMachineReconciler) acceptKeyFinished(ctx context.Context, entry *infrav1.PooledRemoteMachine, task tasks.Result) bool {
 	want, ok := entry.Annotations[infrav1.AcceptHostKeyAnnotation]
 	if !ok || entry.Spec.ClaimRef != nil {
 		return false // removed, or claimed, meanwhile

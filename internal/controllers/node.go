@@ -74,7 +74,7 @@ func (r *RemoteMachineReconciler) reconcileNodeProviderID(ctx context.Context, r
 		msg := fmt.Sprintf("Nodes %s all match the host %s (its name or machine-id); none is given providerID %s until only one does: delete the Nodes that are not this host's",
 			strings.Join(names, ", "), hostPort(rm), rm.Spec.ProviderID)
 		log.Info("Several Nodes match the host; setting no providerID", "nodes", names)
-		r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, "NodeAmbiguous", "SetProviderID", msg)
+		r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, infrav1.NodeAmbiguousReason, "SetProviderID", msg)
 		return ctrl.Result{RequeueAfter: nodePollInterval}, nil
 	}
 	node := candidates[0]
@@ -90,7 +90,7 @@ func (r *RemoteMachineReconciler) reconcileNodeProviderID(ctx context.Context, r
 	if err := c.Patch(ctx, node, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return ctrl.Result{}, err
 	}
-	r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, "NodeProviderIDSet", "SetProviderID", "Set providerID %s on Node %s", rm.Spec.ProviderID, node.Name)
+	r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, infrav1.NodeProviderIDSetReason, "SetProviderID", "Set providerID %s on Node %s", rm.Spec.ProviderID, node.Name)
 	return ctrl.Result{}, nil
 }
 

@@ -216,7 +216,7 @@ func TestPoolProbe(t *testing.T) {
 
 	// A stopped sshd: Unreachable, and skipped by the next claim.
 	a.Stop()
-	g.Eventually(reachable(ea), 30*time.Second, 200*time.Millisecond).Should(HaveField("Reason", "Unreachable"))
+	g.Eventually(reachable(ea), 30*time.Second, 200*time.Millisecond).Should(HaveField("Reason", infrav1.HostUnreachableReason))
 	g.Eventually(func(g Gomega) {
 		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(ea), ea)).To(Succeed())
 		g.Expect(ea.Status.Phase).To(Equal(infrav1.PooledRemoteMachinePhaseUnreachable))

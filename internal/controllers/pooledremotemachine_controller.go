@@ -37,6 +37,7 @@ import (
 	"github.com/capr-project/cluster-api-provider-remote/internal/host"
 	"github.com/capr-project/cluster-api-provider-remote/internal/pool"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
+	"github.com/capr-project/cluster-api-provider-remote/internal/tasks"
 )
 
 // +kubebuilder:rbac:groups=infrastructure.cluster.x-k8s.io,resources=pooledremotemachines/status,verbs=get;update;patch
@@ -60,7 +61,7 @@ type PooledRemoteMachineReconciler struct {
 	Hosts HostService
 	// Tasks runs the probes and key acceptances off the reconcile workers: the manager's one runner, shared with
 	// the RemoteMachine controller.
-	Tasks *TaskRunner
+	Tasks *tasks.Runner
 	// Locks holds the hosts' Leases (one entry per host): the controller re-asserts the Lease of every live entry
 	// and deletes the Leases of entries that are gone. The manager's cache must watch the Leases of Locks.Namespace.
 	Locks *pool.EndpointLocks
@@ -238,11 +239,11 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 
 	// A person accepted the new key of a rebuilt host: read in a task, stored at once, and probed again with it.
 	key := string(entry.UID)
-	if res, ok := r.tasks().Take(key, acceptEntryTask); ok {
+	if res, ok := r.tasks().Take(key, tasks.AcceptEntry); ok {
 		if r.acceptKeyFinished(ctx, entry, res) {
 			return ctrl.Result{RequeueAfter: time.Second}, nil
 		}
-	} else if !r.tasks().Running(key, acceptEntryTask) {
+	} else if !r.tasks().Running(key, tasks.AcceptEntry) {
 		r.startAcceptKey(ctx, entry)
 	}
 	helper, err := patch.NewHelper(entry, r.Client)
@@ -261,10 +262,10 @@ func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.
 		conditions.Set(entry, metav1.Condition{Type: infrav1.ReachableCondition, Status: metav1.ConditionUnknown, Reason: infrav1.HostKeysRegeneratedReason,
 			Message: "The cleanup gave the host new SSH host keys; the entry is offered again once a probe logs in with them"})
 	}
-	if res, ok := r.tasks().Take(key, probeTask); ok {
+	if res, ok := r.tasks().Take(key, tasks.Probe); ok {
 		r.probeFinished(ctx, entry, res)
 	}
-	if r.probeDue(entry) && !r.tasks().Running(key, probeTask) && !r.tasks().Running(key, acceptEntryTask) {
+	if r.probeDue(entry) && !r.tasks().Running(key, tasks.Probe) && !r.tasks().Running(key, tasks.AcceptEntry) {
 		r.startProbe(ctx, entry)
 	}
 	if r.ProbeInterval > 0 && (requeue == 0 || requeue > r.ProbeInterval) {
@@ -402,7 +403,7 @@ func (r *PooledRemoteMachineReconciler) releaseOrphan(ctx context.Context, entry
 		return ctrl.Result{}, err
 	}
 	ctrl.LoggerFrom(ctx).Info("Released an orphan claim", "reason", why)
-	r.Recorder.Eventf(entry, nil, corev1.EventTypeNormal, "OrphanClaimReleased", "Release", "Released the claim of %s: %s", name, why)
+	r.Recorder.Eventf(entry, nil, corev1.EventTypeNormal, infrav1.OrphanClaimReleasedReason, "Release", "Released the claim of %s: %s", name, why)
 	return ctrl.Result{RequeueAfter: time.Second}, nil
 }
 
@@ -448,14 +449,8 @@ func (r *PooledRemoteMachineReconciler) probeDue(entry *infrav1.PooledRemoteMach
 	return !ok || time.Since(last.(time.Time)) >= interval
 }
 
-// Task kinds of the pool controller, keyed by the entry's UID.
-const (
-	probeTask       = "probe"
-	acceptEntryTask = "accept-entry"
-)
-
 // tasks returns the runner, or an idle one when the controller has none (the probe is off then).
-func (r *PooledRemoteMachineReconciler) tasks() *TaskRunner {
+func (r *PooledRemoteMachineReconciler) tasks() *tasks.Runner {
 	if r.Tasks == nil {
 		return idleTasks
 	}
@@ -463,7 +458,7 @@ func (r *PooledRemoteMachineReconciler) tasks() *TaskRunner {
 }
 
 // idleTasks is a runner no task is ever started on.
-var idleTasks = NewTaskRunner(1)
+var idleTasks = tasks.NewWithLimits(tasks.Limits{Total: 1})
 
 // probeResult is what a probe task found: the keys it pinned (first contact under AcceptNew: nothing was sent to
 // the host), or what it measured after logging in with the pinned keys.
@@ -486,7 +481,7 @@ func (r *PooledRemoteMachineReconciler) startProbe(ctx context.Context, entry *i
 		return
 	}
 	hosts := r.Hosts
-	r.Tasks.Start(ctx, string(entry.UID), probeTask, entry, func(ctx context.Context) (any, error) {
+	r.Tasks.Start(ctx, string(entry.UID), tasks.Probe, entry, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		res, err := probeHost(ctx, hosts, cfg, h)
@@ -522,7 +517,7 @@ func probeHost(ctx context.Context, hosts HostService, cfg sshrunner.Config, h *
 
 // probeFinished records a probe task's result on the entry: keys it pinned are stored (and the host probed again
 // at once, logging in with them); a failure, or the host's facts, go to the Reachable condition and status.
-func (r *PooledRemoteMachineReconciler) probeFinished(ctx context.Context, entry *infrav1.PooledRemoteMachine, task TaskResult) {
+func (r *PooledRemoteMachineReconciler) probeFinished(ctx context.Context, entry *infrav1.PooledRemoteMachine, task tasks.Result) {
 	log := ctrl.LoggerFrom(ctx)
 	if task.Err != nil {
 		r.probeFailed(entry, task.Err)
@@ -588,13 +583,7 @@ func sameEndpoints(a, b *infrav1.RemoteHost) bool {
 
 // probeFailed reports a failed probe in the Reachable condition, with an event when the reason changes.
 func (r *PooledRemoteMachineReconciler) probeFailed(entry *infrav1.PooledRemoteMachine, err error) {
-	reason := sshrunner.Reason(err)
-	switch {
-	case errors.Is(err, ErrMissingSecret):
-		reason = infrav1.WaitingForSecretReason
-	case errors.Is(err, host.ErrHostPrerequisites):
-		reason = infrav1.HostPrerequisitesMissingReason
-	}
+	reason, _ := failureReason(err)
 	msg := sshrunner.Truncate(mismatchMessage(err, "pooledremotemachine", entry.Name, entry.Namespace), 4096)
 	if !conditions.IsFalse(entry, infrav1.ReachableCondition) || conditions.GetReason(entry, infrav1.ReachableCondition) != reason {
 		eventType := corev1.EventTypeNormal

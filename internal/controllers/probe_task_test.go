@@ -24,6 +24,7 @@ import (
 	"github.com/capr-project/cluster-api-provider-remote/internal/host"
 	"github.com/capr-project/cluster-api-provider-remote/internal/host/fakehost"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
+	"github.com/capr-project/cluster-api-provider-remote/internal/tasks"
 )
 
 // blockingHosts is the fake host service whose Facts waits until release is closed, like a host that answers slowly.
@@ -65,9 +66,9 @@ func TestProbeRunsOffTheWorkers(t *testing.T) {
 
 	hosts := &blockingHosts{Service: fakehost.New(), release: make(chan struct{})}
 	h := hosts.Add("10.0.0.1", 22, &fakehost.Host{Facts: host.Facts{Capacity: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("8")}}})
-	tasks := NewTaskRunner(2)
-	r := &PooledRemoteMachineReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(100), ProbeInterval: time.Hour, Hosts: hosts, Tasks: tasks}
-	finished := tasks.EventsFor(&infrav1.PooledRemoteMachine{})
+	runner := tasks.NewWithLimits(tasks.Limits{Total: 2})
+	r := &PooledRemoteMachineReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(100), ProbeInterval: time.Hour, Hosts: hosts, Tasks: runner}
+	finished := runner.EventsFor(&infrav1.PooledRemoteMachine{})
 	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(entry)}
 	reconcile := func() *infrav1.PooledRemoteMachine {
 		t.Helper()
@@ -99,7 +100,7 @@ func TestProbeRunsOffTheWorkers(t *testing.T) {
 	g.Expect(hosts.Calls()[0].Op).To(Equal("scan"), "nothing but a scan before the key is stored")
 
 	// The login waits on the host: Reconcile does not.
-	g.Expect(tasks.Running("uid-e1", "probe")).To(BeTrue())
+	g.Expect(runner.Running("uid-e1", tasks.Probe)).To(BeTrue())
 	got = reconcile()
 	g.Expect(conditions.Get(got, infrav1.ReachableCondition)).To(BeNil(), "no result yet")
 	close(hosts.release)

@@ -3,12 +3,11 @@ package controllers
 import (
 	"context"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/cluster-api/util"
-	"sigs.k8s.io/cluster-api/util/conditions"
 	"sigs.k8s.io/cluster-api/util/patch"
 	"sigs.k8s.io/cluster-api/util/paused"
 	"sigs.k8s.io/cluster-api/util/predicates"
@@ -60,9 +59,14 @@ func (r *RemoteClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	defer patchOnExit(ctx, helper, rc, &retErr, infrav1.ReadyCondition, infrav1.PausedCondition)
+	defer func() {
+		if err := setRemoteClusterReady(rc); err != nil {
+			retErr = kerrors.NewAggregate([]error{retErr, err})
+		}
+		patchOnExit(ctx, helper, rc, &retErr, infrav1.ReadyCondition, infrav1.DeletingCondition, infrav1.PausedCondition)
+	}()
 	if !rc.DeletionTimestamp.IsZero() {
-		conditions.Set(rc, metav1.Condition{Type: infrav1.ReadyCondition, Status: metav1.ConditionFalse, Reason: infrav1.DeletingReason})
+		setDeleting(rc, "")
 		return ctrl.Result{}, nil
 	}
 	// Existing hosts need no infrastructure: the endpoint, when set, was validated at admission; when the
@@ -72,7 +76,6 @@ func (r *RemoteClusterReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	rc.Status.Initialization.Provisioned = ptr.To(true)
 	rc.Status.Ready = true
 	rc.Status.ObservedGeneration = rc.Generation
-	conditions.Set(rc, metav1.Condition{Type: infrav1.ReadyCondition, Status: metav1.ConditionTrue, Reason: infrav1.ReadyReason})
 	return ctrl.Result{}, nil
 }
 

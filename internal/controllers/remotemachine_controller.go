@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,8 +42,8 @@ import (
 	"github.com/capr-project/cluster-api-provider-remote/internal/host"
 	"github.com/capr-project/cluster-api-provider-remote/internal/metrics"
 	"github.com/capr-project/cluster-api-provider-remote/internal/pool"
-	"github.com/capr-project/cluster-api-provider-remote/internal/provisioning/cloudinit"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
+	"github.com/capr-project/cluster-api-provider-remote/internal/tasks"
 )
 
 // +kubebuilder:rbac:groups=infrastructure.cluster.x-k8s.io,resources=remotemachines;remotemachines/status;remotemachines/finalizers,verbs=get;list;watch;update;patch
@@ -81,7 +82,7 @@ type RemoteMachineReconciler struct {
 	// APIReader reads Secrets directly: CAPR never lists or watches Secrets.
 	APIReader client.Reader
 	Recorder  events.EventRecorder
-	Tasks     *TaskRunner
+	Tasks     *tasks.Runner
 	// Hosts reaches the hosts (scan, bootstrap, adoption, cleanup): *sshhost.Service, or a fake in tests.
 	Hosts   HostService
 	Claimer *pool.Claimer
@@ -112,6 +113,8 @@ type RemoteMachineReconciler struct {
 	// (spec.machine.regenerateHostKeys of its pool entry), until the entry is released with them: a failed release
 	// is retried with them, not by cleaning (and re-keying) the host again.
 	newHostKeys sync.Map
+	// deletionSeen holds the UIDs of RemoteMachines being deleted whose tasks were cancelled (see stopTasks).
+	deletionSeen sync.Map
 }
 
 // retryGate holds back a failed attempt until notBefore; attempts counts the failures in a row.
@@ -137,23 +140,13 @@ func (r *RemoteMachineReconciler) backoff(key string) time.Duration {
 	return d
 }
 
-// terminalReasons are the BootstrapSucceeded reasons no retry of the same spec can change.
-var terminalReasons = map[string]bool{
-	infrav1.BootstrapFailedReason:            true,
-	infrav1.HostKeyMismatchReason:            true,
-	infrav1.HostKeyUnknownReason:             true,
-	infrav1.UnsupportedBootstrapFormatReason: true,
-	infrav1.BootstrapDataTooLargeReason:      true,
-	infrav1.BootstrapNotFoundReason:          true,
-}
-
 // terminalFailure says whether rm's bootstrap failed in a way that waits for a person: the condition records a
 // terminal reason for the current generation. A changed spec (say, replaced hostKeys) tries again; for
 // BootstrapFailed the host itself then refuses to run the data twice, so the Machine is replaced (by a
 // MachineHealthCheck, or by hand), never re-run.
 func terminalFailure(rm *infrav1.RemoteMachine) bool {
 	c := conditions.Get(rm, infrav1.BootstrapSucceededCondition)
-	return c != nil && c.Status == metav1.ConditionFalse && terminalReasons[c.Reason] && c.ObservedGeneration == rm.Generation
+	return c != nil && c.Status == metav1.ConditionFalse && isTerminalReason(c.Reason) && c.ObservedGeneration == rm.Generation
 }
 
 // SetupWithManager registers the controller.
@@ -213,7 +206,7 @@ func (r *RemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 		// Paused (clusterctl move pauses the Cluster, then waits for block-move to go): nothing starts, but a run
 		// that ends is recorded, and its block-move removed, so the move carries its result.
-		if isPaused && !r.Tasks.Done(string(rm.UID), "bootstrap") && !r.Tasks.Done(string(rm.UID), "scan") {
+		if isPaused && !r.Tasks.Done(string(rm.UID), tasks.Bootstrap) && !r.Tasks.Done(string(rm.UID), tasks.Scan) {
 			return ctrl.Result{}, nil
 		}
 		recordOnly = isPaused
@@ -224,19 +217,21 @@ func (r *RemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, err
 	}
 	defer func() {
-		setReadyCondition(rm)
+		if err := setRemoteMachineReady(rm); err != nil {
+			retErr = kerrors.NewAggregate([]error{retErr, err})
+		}
 		rm.Status.ObservedGeneration = rm.Generation
-		patchOnExit(ctx, helper, rm, &retErr, infrav1.ReadyCondition, infrav1.BootstrapSucceededCondition, infrav1.PausedCondition, infrav1.FailureDomainMatchedCondition)
+		patchOnExit(ctx, helper, rm, &retErr, infrav1.ReadyCondition, infrav1.DeletingCondition, infrav1.BootstrapSucceededCondition, infrav1.PausedCondition, infrav1.FailureDomainMatchedCondition)
 	}()
 
 	if !rm.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, rm, machine)
 	}
 	if recordOnly {
-		if res, ok := r.Tasks.Take(string(rm.UID), "bootstrap"); ok {
+		if res, ok := r.Tasks.Take(string(rm.UID), tasks.Bootstrap); ok {
 			return r.bootstrapFinished(ctx, rm, res)
 		}
-		if res, ok := r.Tasks.Take(string(rm.UID), "scan"); ok {
+		if res, ok := r.Tasks.Take(string(rm.UID), tasks.Scan); ok {
 			return r.scanFinished(ctx, rm, res)
 		}
 		return ctrl.Result{}, nil
@@ -259,85 +254,103 @@ func setBootstrapCondition(rm *infrav1.RemoteMachine, status metav1.ConditionSta
 	conditions.Set(rm, metav1.Condition{Type: infrav1.BootstrapSucceededCondition, Status: status, Reason: reason, Message: message})
 }
 
-// setReadyCondition summarises: Ready mirrors BootstrapSucceeded, and is False while deleting.
-func setReadyCondition(rm *infrav1.RemoteMachine) {
-	if !rm.DeletionTimestamp.IsZero() {
-		ready := conditions.Get(rm, infrav1.ReadyCondition)
-		if ready == nil || ready.Reason != infrav1.CleanupFailedReason {
-			conditions.Set(rm, metav1.Condition{Type: infrav1.ReadyCondition, Status: metav1.ConditionFalse, Reason: infrav1.DeletingReason, Message: "Cleaning the host"})
-		}
-		return
-	}
-	b := conditions.Get(rm, infrav1.BootstrapSucceededCondition)
-	if b == nil {
-		conditions.Set(rm, metav1.Condition{Type: infrav1.ReadyCondition, Status: metav1.ConditionUnknown, Reason: infrav1.WaitingForMachineReason})
-		return
-	}
-	conditions.Set(rm, metav1.Condition{Type: infrav1.ReadyCondition, Status: b.Status, Reason: b.Reason, Message: b.Message})
-}
-
 func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine, cluster *clusterv1.Cluster) (ctrl.Result, error) {
-	log := ctrl.LoggerFrom(ctx)
-	key := string(rm.UID)
 	r.moveLabels.ensure(ctx, r.Client, r.APIReader, rm.Namespace, &rm.Spec.RemoteHost)
 	r.reconcileFailureDomain(ctx, rm, machine)
 	if ptr.Deref(rm.Status.Initialization.Provisioned, false) {
-		r.Tasks.Take(key, "bootstrap") // a late result of a run that adopted this one's
-		if _, ok := rm.Annotations[infrav1.BootstrapUIDAnnotation]; !ok {
-			annotations.AddAnnotations(rm, map[string]string{infrav1.BootstrapUIDAnnotation: string(rm.UID)})
-		}
-		delete(rm.Annotations, clusterctlv1.BlockMoveAnnotation)
-		if !conditions.IsTrue(rm, infrav1.BootstrapSucceededCondition) {
-			setBootstrapCondition(rm, metav1.ConditionTrue, infrav1.BootstrapSucceededReason, "Bootstrap succeeded on "+hostPort(rm))
-		}
-		return r.reconcileNodeProviderID(ctx, rm, machine, cluster)
+		return r.reconcileProvisioned(ctx, rm, machine, cluster)
 	}
+	// A copy made by clusterctl move only adopts its host's finished bootstrap, and needs no bootstrap data.
 	adoptOnly := hostMarker(rm) != rm.UID
+	if !adoptOnly && !bootstrapCanStart(rm, machine, cluster) {
+		return ctrl.Result{}, nil
+	}
+	if res, handled, err := r.reconcileTasks(ctx, rm); handled {
+		return res, err
+	}
+	if res, held, err := r.holdBack(ctx, rm); held {
+		return res, err
+	}
+	return r.startProvisioning(ctx, rm, machine, adoptOnly)
+}
+
+// reconcileProvisioned keeps a provisioned RemoteMachine's record (bootstrap-uid, no block-move, BootstrapSucceeded)
+// and sets the providerID on its Node.
+func (r *RemoteMachineReconciler) reconcileProvisioned(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine, cluster *clusterv1.Cluster) (ctrl.Result, error) {
+	r.Tasks.Take(string(rm.UID), tasks.Bootstrap) // a late result of a run that adopted this one's
+	if _, ok := rm.Annotations[infrav1.BootstrapUIDAnnotation]; !ok {
+		annotations.AddAnnotations(rm, map[string]string{infrav1.BootstrapUIDAnnotation: string(rm.UID)})
+	}
+	delete(rm.Annotations, clusterctlv1.BlockMoveAnnotation)
+	if !conditions.IsTrue(rm, infrav1.BootstrapSucceededCondition) {
+		setBootstrapCondition(rm, metav1.ConditionTrue, infrav1.BootstrapSucceededReason, "Bootstrap succeeded on "+hostPort(rm))
+	}
+	return r.reconcileNodeProviderID(ctx, rm, machine, cluster)
+}
+
+// bootstrapCanStart says whether the Machine, the Cluster's infrastructure and the bootstrap data are there; if not,
+// BootstrapSucceeded says which one is waited for.
+func bootstrapCanStart(rm *infrav1.RemoteMachine, machine *clusterv1.Machine, cluster *clusterv1.Cluster) bool {
 	switch {
-	case adoptOnly:
-		// A copy made by clusterctl move: it only adopts its host's finished bootstrap, and needs no bootstrap data.
 	case machine == nil:
 		setBootstrapCondition(rm, metav1.ConditionFalse, infrav1.WaitingForMachineReason, "Waiting for a Machine to own this RemoteMachine")
-		return ctrl.Result{}, nil
 	case cluster == nil || !ptr.Deref(cluster.Status.Initialization.InfrastructureProvisioned, false):
 		setBootstrapCondition(rm, metav1.ConditionFalse, infrav1.WaitingForClusterInfrastructureReason, "Waiting for the Cluster's infrastructure to be provisioned")
-		return ctrl.Result{}, nil
 	case machine.Spec.Bootstrap.DataSecretName == nil:
 		setBootstrapCondition(rm, metav1.ConditionFalse, infrav1.WaitingForBootstrapDataReason, "Waiting for the bootstrap provider to write the bootstrap data")
-		return ctrl.Result{}, nil
+	default:
+		return true
 	}
+	return false
+}
 
-	if res, ok := r.Tasks.Take(key, "scan"); ok {
-		return r.scanFinished(ctx, rm, res)
+// reconcileTasks records a finished scan, bootstrap or key acceptance, waits for a running one, and starts a key
+// acceptance a person asked for; handled says that it did one of these, and reconcileNormal stops there.
+func (r *RemoteMachineReconciler) reconcileTasks(ctx context.Context, rm *infrav1.RemoteMachine) (_ ctrl.Result, handled bool, _ error) {
+	key := string(rm.UID)
+	if res, ok := r.Tasks.Take(key, tasks.Scan); ok {
+		out, err := r.scanFinished(ctx, rm, res)
+		return out, true, err
 	}
-	if res, ok := r.Tasks.Take(key, "bootstrap"); ok {
-		return r.bootstrapFinished(ctx, rm, res)
+	if res, ok := r.Tasks.Take(key, tasks.Bootstrap); ok {
+		out, err := r.bootstrapFinished(ctx, rm, res)
+		return out, true, err
 	}
-	if res, ok := r.Tasks.Take(key, "accept"); ok {
-		return r.acceptFinished(ctx, rm, res)
+	if res, ok := r.Tasks.Take(key, tasks.Accept); ok {
+		out, err := r.acceptFinished(ctx, rm, res)
+		return out, true, err
 	}
-	if r.Tasks.Running(key, "bootstrap") || r.Tasks.Running(key, "scan") || r.Tasks.Running(key, "accept") {
-		return ctrl.Result{}, nil
+	if r.Tasks.Running(key, tasks.Bootstrap) || r.Tasks.Running(key, tasks.Scan) || r.Tasks.Running(key, tasks.Accept) {
+		return ctrl.Result{}, true, nil
 	}
 	// A person accepted the new key of a rebuilt host: compare it with the key the host presents.
-	if started, err := r.startAccept(ctx, rm); started || err != nil {
-		return ctrl.Result{}, err
-	}
+	started, err := r.startAccept(ctx, rm)
+	return ctrl.Result{}, started || err != nil, err
+}
+
+// holdBack says whether nothing may start now: a terminal failure waits for a person, a failed attempt for its
+// backoff, and a cache behind this controller's own writes (a pinned key, a success) for the apiserver's copy.
+func (r *RemoteMachineReconciler) holdBack(ctx context.Context, rm *infrav1.RemoteMachine) (_ ctrl.Result, held bool, _ error) {
 	if terminalFailure(rm) {
-		return ctrl.Result{}, nil // waits for a person: a changed spec, or the Machine replaced
+		return ctrl.Result{}, true, nil // waits for a person: a changed spec, or the Machine replaced
 	}
-	if v, ok := r.retries.Load(key); ok && time.Now().Before(v.(retryGate).notBefore) {
-		return ctrl.Result{RequeueAfter: time.Until(v.(retryGate).notBefore)}, nil
+	if v, ok := r.retries.Load(string(rm.UID)); ok && time.Now().Before(v.(retryGate).notBefore) {
+		return ctrl.Result{RequeueAfter: time.Until(v.(retryGate).notBefore)}, true, nil
 	}
-	// The cache may not show what this controller has just written (a pinned key, a success): check before
-	// starting anything.
 	fresh := &infrav1.RemoteMachine{}
 	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(rm), fresh); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		return ctrl.Result{}, true, client.IgnoreNotFound(err)
 	}
 	if fresh.ResourceVersion != rm.ResourceVersion {
-		return ctrl.Result{RequeueAfter: time.Second}, nil
+		return ctrl.Result{RequeueAfter: time.Second}, true, nil
 	}
+	return ctrl.Result{}, false, nil
+}
+
+// startProvisioning starts the next task on rm's host: a scan that pins its key on first contact, else the
+// bootstrap (or, for a moved copy, the adoption of its result), once the host counts as touched.
+func (r *RemoteMachineReconciler) startProvisioning(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine, adoptOnly bool) (ctrl.Result, error) {
+	key := string(rm.UID)
 	in, err := r.bootstrapInput(ctx, rm, machine, adoptOnly)
 	if err != nil {
 		if errors.Is(err, ErrMissingSecret) {
@@ -349,7 +362,7 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 	if needsPin(&rm.Spec.RemoteHost) {
 		// First contact: read the key, and store it in spec before any connection carries data or a command.
 		cfg, hosts := in.Config, r.Hosts
-		r.Tasks.Start(ctx, key, "scan", rm, func(ctx context.Context) (any, error) {
+		r.Tasks.Start(ctx, key, tasks.Scan, rm, func(ctx context.Context) (any, error) {
 			ctx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
 			res, err := hosts.Scan(ctx, cfg)
@@ -359,23 +372,16 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 		setBootstrapCondition(rm, metav1.ConditionFalse, infrav1.BootstrappingReason, "Reading the host key of "+hostPort(rm)+" to pin it")
 		return ctrl.Result{}, nil
 	}
-	if !adoptOnly {
-		// The entry records whose bootstrap its host will hold before anything is sent, so a RemoteMachine recreated
-		// under the claim without it never takes the host over, nor releases it uncleaned.
-		if err := r.recordBootstrapOnEntry(ctx, rm); err != nil {
-			return ctrl.Result{}, err
-		}
+	touched, err := r.recordTouched(ctx, rm, adoptOnly)
+	if err != nil {
+		return ctrl.Result{}, err
 	}
-	if !adoptOnly && (rm.Annotations[infrav1.BootstrapUIDAnnotation] != string(rm.UID) || !hasAnnotation(rm, clusterctlv1.BlockMoveAnnotation)) {
-		// Recorded, and stored, before the run starts: the host counts as touched from now on (a deletion cleans or
-		// quarantines it whatever happens next, and clusterctl move carries the record), and clusterctl move waits
-		// for the run to end.
-		annotations.AddAnnotations(rm, map[string]string{infrav1.BootstrapUIDAnnotation: string(rm.UID), clusterctlv1.BlockMoveAnnotation: ""})
+	if !touched {
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
-	log.Info("Running bootstrap", "address", rm.Spec.Address, "adoptOnly", adoptOnly)
+	ctrl.LoggerFrom(ctx).Info("Running bootstrap", "address", rm.Spec.Address, "adoptOnly", adoptOnly)
 	timeout, hosts := r.BootstrapTimeout, r.Hosts
-	r.Tasks.Start(ctx, key, "bootstrap", rm, func(ctx context.Context) (any, error) {
+	r.Tasks.Start(ctx, key, tasks.Bootstrap, rm, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		start := time.Now()
@@ -392,6 +398,25 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 	})
 	setBootstrapCondition(rm, metav1.ConditionFalse, infrav1.BootstrappingReason, "Running the bootstrap data on "+hostPort(rm))
 	return ctrl.Result{}, nil
+}
+
+// recordTouched records, before a bootstrap sends anything, that rm's host holds rm's bootstrap: on the pool entry's
+// claim, so a RemoteMachine recreated under the claim without it never takes the host over, nor releases it
+// uncleaned; and in rm's bootstrap-uid and block-move annotations, stored first (touched is false until they are):
+// a deletion then cleans or quarantines the host whatever happens next, clusterctl move carries the record, and it
+// waits for the run to end. A moved copy records nothing: it only adopts.
+func (r *RemoteMachineReconciler) recordTouched(ctx context.Context, rm *infrav1.RemoteMachine, adoptOnly bool) (touched bool, _ error) {
+	if adoptOnly {
+		return true, nil
+	}
+	if err := r.recordBootstrapOnEntry(ctx, rm); err != nil {
+		return false, err
+	}
+	if rm.Annotations[infrav1.BootstrapUIDAnnotation] != string(rm.UID) || !hasAnnotation(rm, clusterctlv1.BlockMoveAnnotation) {
+		annotations.AddAnnotations(rm, map[string]string{infrav1.BootstrapUIDAnnotation: string(rm.UID), clusterctlv1.BlockMoveAnnotation: ""})
+		return false, nil
+	}
+	return true, nil
 }
 
 // reconcileFailureDomain says whether the pooled host is in the failure domain Cluster API gave the Machine. The
@@ -428,7 +453,7 @@ func hasAnnotation(obj client.Object, key string) bool {
 }
 
 // scanFinished pins the key a scan read (the host's, or its bastion's), on the RemoteMachine and on its pool entry.
-func (r *RemoteMachineReconciler) scanFinished(ctx context.Context, rm *infrav1.RemoteMachine, res TaskResult) (ctrl.Result, error) {
+func (r *RemoteMachineReconciler) scanFinished(ctx context.Context, rm *infrav1.RemoteMachine, res tasks.Result) (ctrl.Result, error) {
 	if res.Err != nil {
 		return r.attemptFailed(ctx, rm, res.Err, "Reading the host key")
 	}
@@ -446,14 +471,14 @@ func (r *RemoteMachineReconciler) scanFinished(ctx context.Context, rm *infrav1.
 		what = "bastion"
 	}
 	ctrl.LoggerFrom(ctx).Info("Pinned the "+what+" key seen first (hostKeyPolicy AcceptNew)", "key", fingerprint(out.Key))
-	r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, "HostKeyPinned", "Pin", "Pinned the %s key %s of %s (hostKeyPolicy AcceptNew)", what, fingerprint(out.Key), hostPort(rm))
+	r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, infrav1.HostKeyPinnedReason, "Pin", "Pinned the %s key %s of %s (hostKeyPolicy AcceptNew)", what, fingerprint(out.Key), hostPort(rm))
 	return ctrl.Result{RequeueAfter: time.Second}, nil
 }
 
 // attemptFailed records a failed scan or bootstrap: terminal failures wait in the condition; the others are tried
 // again after a backoff.
 func (r *RemoteMachineReconciler) attemptFailed(ctx context.Context, rm *infrav1.RemoteMachine, err error, what string) (ctrl.Result, error) {
-	reason, terminal := bootstrapFailureReason(err)
+	reason, terminal := failureReason(err)
 	msg := sshrunner.Truncate(mismatchMessage(err, "remotemachine", rm.Name, rm.Namespace), 4096)
 	delete(rm.Annotations, clusterctlv1.BlockMoveAnnotation)
 	setBootstrapCondition(rm, metav1.ConditionFalse, reason, msg)
@@ -500,7 +525,7 @@ func (r *RemoteMachineReconciler) bootstrapInput(ctx context.Context, rm *infrav
 }
 
 // bootstrapFinished records a bootstrap's outcome.
-func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *infrav1.RemoteMachine, res TaskResult) (ctrl.Result, error) {
+func (r *RemoteMachineReconciler) bootstrapFinished(ctx context.Context, rm *infrav1.RemoteMachine, res tasks.Result) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	if res.Err != nil {
 		return r.attemptFailed(ctx, rm, res.Err, "Bootstrap")
@@ -597,48 +622,6 @@ func (r *RemoteMachineReconciler) patchHeldEntry(ctx context.Context, rm *infrav
 	return changed, client.IgnoreNotFound(err)
 }
 
-// bootstrapFailureReason maps an error to a condition reason, and says whether retrying unchanged is pointless.
-func bootstrapFailureReason(err error) (string, bool) {
-	switch {
-	case errors.Is(err, sshrunner.ErrHostKeyMismatch):
-		return infrav1.HostKeyMismatchReason, true
-	case errors.Is(err, cloudinit.ErrTooLarge):
-		return infrav1.BootstrapDataTooLargeReason, true
-	case errors.Is(err, cloudinit.ErrUnsupported):
-		return infrav1.UnsupportedBootstrapFormatReason, true
-	case errors.Is(err, host.ErrHostAlreadyBootstrapped):
-		return infrav1.HostAlreadyBootstrappedReason, false
-	case errors.Is(err, host.ErrBootstrapNotFound):
-		return infrav1.BootstrapNotFoundReason, true
-	case errors.Is(err, host.ErrBootstrapFailed):
-		return infrav1.BootstrapFailedReason, true
-	case errors.Is(err, host.ErrHostPrerequisites):
-		return infrav1.HostPrerequisitesMissingReason, false
-	case errors.Is(err, host.ErrHostDiskFull):
-		return infrav1.HostDiskFullReason, false
-	case errors.Is(err, sshrunner.ErrHostKeyUnknown):
-		return infrav1.HostKeyUnknownReason, true
-	case errors.Is(err, sshrunner.ErrAuthFailed):
-		return infrav1.AuthFailedReason, false
-	case errors.Is(err, sshrunner.ErrSudo):
-		return infrav1.SudoUnavailableReason, false
-	case errors.Is(err, sshrunner.ErrUnreachable), errors.Is(err, sshrunner.ErrTimeout):
-		return infrav1.HostUnreachableReason, false
-	}
-	// Anything else (an apiserver error, a command that failed before the run started) is tried again.
-	return infrav1.HostUnreachableReason, false
-}
-
-// countSSHError counts an SSH failure by reason in capr_ssh_errors_total.
-func countSSHError(err error) {
-	if err == nil {
-		return
-	}
-	if reason := sshrunner.Reason(err); reason != "Error" {
-		metrics.SSHErrorsTotal.WithLabelValues(reason).Inc()
-	}
-}
-
 // hostPort returns "address:port", IPv6 in brackets.
 func hostPort(rm *infrav1.RemoteMachine) string {
 	return hostPortOf(&rm.Spec.RemoteHost)
@@ -670,42 +653,23 @@ func needsCleanup(rm *infrav1.RemoteMachine) bool {
 }
 
 func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine) (ctrl.Result, error) {
-	log := ctrl.LoggerFrom(ctx)
 	key := string(rm.UID)
+	setDeleting(rm, "Cleaning the host")
 	if deletedForMove(rm) {
 		// clusterctl move has copied the RemoteMachine to another management cluster: the copy holds the host. A
 		// run still going on the host is left to finish (the copy adopts its result).
-		log.Info("Deleted by clusterctl move; the host is left to the moved copy")
+		ctrl.LoggerFrom(ctx).Info("Deleted by clusterctl move; the host is left to the moved copy")
 		controllerutil.RemoveFinalizer(rm, infrav1.RemoteMachineFinalizer)
 		return ctrl.Result{}, nil
 	}
-	wasRunning := r.Tasks.Running(key, "bootstrap")
-	if wasRunning {
-		log.Info("Cancelling bootstrap of a deleted RemoteMachine")
-		r.Tasks.Cancel(key, "bootstrap")
-	}
-	r.Tasks.Cancel(key, "scan")
-	r.Tasks.Take(key, "bootstrap")
-	r.Tasks.Take(key, "scan")
-	_, skip := rm.Annotations[SkipCleanupAnnotation]
-	if c := conditions.Get(rm, infrav1.BootstrapSucceededCondition); !skip && c != nil && c.Reason == infrav1.HostAlreadyBootstrappedReason {
-		// The host held another bootstrap when it was handed to this machine: never return it to the pool as is.
-		return r.finishDelete(ctx, rm, errors.New(c.Message), nil)
-	}
-	if !wasRunning && !needsCleanup(rm) {
-		return r.finishDelete(ctx, rm, nil, nil)
-	}
-	if skip {
-		if rm.Spec.PooledRemoteMachineRef != nil {
-			return r.finishDelete(ctx, rm, errCleanupSkipped, nil)
-		}
-		return r.finishDelete(ctx, rm, nil, nil)
+	if res, done, err := r.deleteWithoutCleanup(ctx, rm); done {
+		return res, err
 	}
 	// A rebuilt host's new key is accepted during the cleanup as before the bootstrap.
-	if res, ok := r.Tasks.Take(key, "accept"); ok {
+	if res, ok := r.Tasks.Take(key, tasks.Accept); ok {
 		return r.acceptFinished(ctx, rm, res)
 	}
-	if r.Tasks.Running(key, "accept") {
+	if r.Tasks.Running(key, tasks.Accept) {
 		return ctrl.Result{}, nil
 	}
 	if started, err := r.startAccept(ctx, rm); started || err != nil {
@@ -714,33 +678,72 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 	if keys, ok := r.newHostKeys.Load(key); ok {
 		return r.finishDelete(ctx, rm, nil, keys.([]string))
 	}
-	if res, ok := r.Tasks.Take(key, "cleanup"); ok {
-		if errors.Is(res.Err, sshrunner.ErrHostKeyMismatch) {
-			r.cleanupMismatch.Store(key, true)
-			res.Err = errors.New(mismatchMessage(res.Err, "remotemachine", rm.Name, rm.Namespace))
-		}
-		if res.Err == nil {
-			r.cleanupMismatch.Delete(key)
-			r.retries.Delete(key)
-			r.acceptTried.Delete(key)
-			log.Info("Cleanup succeeded")
-			r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, "CleanupSucceeded", "Cleanup", "Cleaned %s", hostPort(rm))
-			keys, _ := res.Value.([]string)
-			if len(keys) > 0 {
-				r.newHostKeys.Store(key, keys)
-			}
-			return r.finishDelete(ctx, rm, nil, keys)
-		}
-		conditions.Set(rm, metav1.Condition{Type: infrav1.ReadyCondition, Status: metav1.ConditionFalse, Reason: infrav1.CleanupFailedReason, Message: sshrunner.Truncate(res.Err.Error(), 4096)})
-		if time.Since(rm.DeletionTimestamp.Time) < r.CleanupTimeout && !errors.Is(res.Err, host.ErrForeignBootstrap) {
-			log.Info("Cleanup failed, retrying", "error", res.Err.Error())
-			return ctrl.Result{RequeueAfter: r.RetryInterval}, nil
-		}
-		return r.finishDelete(ctx, rm, res.Err, nil)
+	if res, ok := r.Tasks.Take(key, tasks.Cleanup); ok {
+		return r.cleanupFinished(ctx, rm, res)
 	}
-	if r.Tasks.Running(key, "cleanup") {
+	if r.Tasks.Running(key, tasks.Cleanup) {
 		return ctrl.Result{}, nil
 	}
+	return r.startCleanup(ctx, rm, machine)
+}
+
+// deleteWithoutCleanup stops rm's tasks and finishes the deletion at once when the host needs no cleanup (nothing
+// was sent to it) or must not get one (the skip-cleanup annotation; a host that held another bootstrap, which is
+// quarantined); done says that it did.
+func (r *RemoteMachineReconciler) deleteWithoutCleanup(ctx context.Context, rm *infrav1.RemoteMachine) (_ ctrl.Result, done bool, _ error) {
+	wasRunning := r.stopTasks(ctx, rm)
+	_, skip := rm.Annotations[SkipCleanupAnnotation]
+	var cleanupErr error
+	switch c := conditions.Get(rm, infrav1.BootstrapSucceededCondition); {
+	case !skip && c != nil && c.Reason == infrav1.HostAlreadyBootstrappedReason:
+		// The host held another bootstrap when it was handed to this machine: never return it to the pool as is.
+		cleanupErr = errors.New(c.Message)
+	case !wasRunning && !needsCleanup(rm):
+		// Nothing was sent to the host: released as it is.
+	case skip && rm.Spec.PooledRemoteMachineRef != nil:
+		cleanupErr = errCleanupSkipped // the pool's owner decides how its hosts are cleaned: quarantined
+	case skip:
+		// A host of the user's own, left as it is.
+	default:
+		return ctrl.Result{}, false, nil
+	}
+	res, err := r.finishDelete(ctx, rm, cleanupErr, nil)
+	return res, true, err
+}
+
+// cleanupFinished records a cleanup's outcome: the pool entry is released (with the host's new keys, if it got
+// some); a failure is retried until CleanupTimeout, then the entry is quarantined.
+func (r *RemoteMachineReconciler) cleanupFinished(ctx context.Context, rm *infrav1.RemoteMachine, res tasks.Result) (ctrl.Result, error) {
+	log := ctrl.LoggerFrom(ctx)
+	key := string(rm.UID)
+	if errors.Is(res.Err, sshrunner.ErrHostKeyMismatch) {
+		r.cleanupMismatch.Store(key, true)
+		res.Err = errors.New(mismatchMessage(res.Err, "remotemachine", rm.Name, rm.Namespace))
+	}
+	if res.Err == nil {
+		r.cleanupMismatch.Delete(key)
+		r.retries.Delete(key)
+		r.acceptTried.Delete(key)
+		log.Info("Cleanup succeeded")
+		r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, infrav1.CleanupSucceededReason, "Cleanup", "Cleaned %s", hostPort(rm))
+		keys, _ := res.Value.([]string)
+		if len(keys) > 0 {
+			r.newHostKeys.Store(key, keys)
+		}
+		return r.finishDelete(ctx, rm, nil, keys)
+	}
+	conditions.Set(rm, metav1.Condition{Type: infrav1.DeletingCondition, Status: metav1.ConditionTrue, Reason: infrav1.CleanupFailedReason, Message: sshrunner.Truncate(res.Err.Error(), 4096)})
+	if time.Since(rm.DeletionTimestamp.Time) < r.CleanupTimeout && !errors.Is(res.Err, host.ErrForeignBootstrap) {
+		log.Info("Cleanup failed, retrying", "error", res.Err.Error())
+		return ctrl.Result{RequeueAfter: r.RetryInterval}, nil
+	}
+	return r.finishDelete(ctx, rm, res.Err, nil)
+}
+
+// startCleanup starts the cleanup of rm's host, once block-move is stored; a host whose key cannot be read is not
+// cleaned (its entry is quarantined), never waited for.
+func (r *RemoteMachineReconciler) startCleanup(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine) (ctrl.Result, error) {
+	log := ctrl.LoggerFrom(ctx)
 	if !hasAnnotation(rm, clusterctlv1.BlockMoveAnnotation) {
 		// clusterctl move waits while the host is cleaned; stored before the cleanup starts.
 		annotations.AddAnnotations(rm, map[string]string{clusterctlv1.BlockMoveAnnotation: ""})
@@ -755,26 +758,12 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 		}
 		return ctrl.Result{}, err
 	}
-	commands := rm.Spec.CustomCleanUpCommands
-	workingDir := rm.Spec.WorkingDir
-	regenerate := false
-	if entry := r.poolEntry(ctx, rm); entry != nil {
-		// The pool's owner decides how its hosts are cleaned.
-		commands, workingDir = entry.Spec.Machine.CustomCleanUpCommands, entry.Spec.Machine.WorkingDir
-		regenerate = entry.Spec.Machine.RegenerateHostKeys
-	}
-	if len(commands) == 0 {
-		kind := ""
-		if machine != nil && machine.Spec.Bootstrap.ConfigRef.IsDefined() {
-			kind = machine.Spec.Bootstrap.ConfigRef.Kind
-		}
-		commands = defaultCleanup(kind)
-	}
+	in := r.cleanupPlan(ctx, rm, machine)
+	in.Identity, in.Config = hostIdentity(rm), cfg
 	log.Info("Running cleanup", "address", rm.Spec.Address)
 	timeout := r.CleanupTimeout
-	in := host.CleanupRequest{Identity: hostIdentity(rm), Config: cfg, Commands: commands, WorkingDir: workingDir, RegenerateHostKeys: regenerate}
 	hosts := r.Hosts
-	r.Tasks.Start(ctx, key, "cleanup", rm, func(ctx context.Context) (any, error) {
+	r.Tasks.Start(ctx, string(rm.UID), tasks.Cleanup, rm, func(ctx context.Context) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		keys, err := hosts.Cleanup(ctx, in)
@@ -782,6 +771,39 @@ func (r *RemoteMachineReconciler) reconcileDelete(ctx context.Context, rm *infra
 		return keys, err
 	})
 	return ctrl.Result{}, nil
+}
+
+// cleanupPlan returns how rm's host is cleaned: the pool entry's commands, working directory and host key
+// regeneration for a pooled host (the pool's owner decides), else rm's own, else the default for the Machine's
+// bootstrap provider.
+func (r *RemoteMachineReconciler) cleanupPlan(ctx context.Context, rm *infrav1.RemoteMachine, machine *clusterv1.Machine) host.CleanupRequest {
+	in := host.CleanupRequest{Commands: rm.Spec.CustomCleanUpCommands, WorkingDir: rm.Spec.WorkingDir}
+	if entry := r.poolEntry(ctx, rm); entry != nil {
+		in.Commands, in.WorkingDir = entry.Spec.Machine.CustomCleanUpCommands, entry.Spec.Machine.WorkingDir
+		in.RegenerateHostKeys = entry.Spec.Machine.RegenerateHostKeys
+	}
+	if len(in.Commands) == 0 {
+		kind := ""
+		if machine != nil && machine.Spec.Bootstrap.ConfigRef.IsDefined() {
+			kind = machine.Spec.Bootstrap.ConfigRef.Kind
+		}
+		in.Commands = defaultCleanup(kind)
+	}
+	return in
+}
+
+// stopTasks cancels everything rm had going when its deletion is first seen (the deletion's own tasks, a key
+// acceptance and the cleanup, start after that), and says whether a bootstrap was running.
+func (r *RemoteMachineReconciler) stopTasks(ctx context.Context, rm *infrav1.RemoteMachine) bool {
+	if _, seen := r.deletionSeen.LoadOrStore(rm.UID, true); seen {
+		return false
+	}
+	stopped := r.Tasks.CancelAll(string(rm.UID))
+	if slices.Contains(stopped, tasks.Bootstrap) {
+		ctrl.LoggerFrom(ctx).Info("Cancelled the bootstrap of a deleted RemoteMachine")
+		return true
+	}
+	return false
 }
 
 // poolEntry returns the pool entry rm holds, read from the apiserver; nil if none (or it cannot be read).
@@ -823,12 +845,13 @@ func (r *RemoteMachineReconciler) finishDelete(ctx context.Context, rm *infrav1.
 		} else if err := r.Claimer.Release(ctx, rm.Namespace, ref.Name, rm.Name); err != nil {
 			return ctrl.Result{}, err
 		} else {
-			r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, "Released", "Release", "Returned PooledRemoteMachine %s to pool %q", ref.Name, rm.Spec.Pool)
+			r.Recorder.Eventf(rm, nil, corev1.EventTypeNormal, infrav1.ReleasedReason, "Release", "Returned PooledRemoteMachine %s to pool %q", ref.Name, rm.Spec.Pool)
 		}
 	} else if cleanupErr != nil {
 		r.Recorder.Eventf(rm, nil, corev1.EventTypeWarning, infrav1.CleanupFailedReason, "Cleanup", "The host %s was not cleaned: %s", hostPort(rm), sshrunner.Truncate(cleanupErr.Error(), 900))
 	}
 	r.newHostKeys.Delete(string(rm.UID))
+	r.deletionSeen.Delete(rm.UID)
 	controllerutil.RemoveFinalizer(rm, infrav1.RemoteMachineFinalizer)
 	return ctrl.Result{}, nil
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/capr-project/cluster-api-provider-remote/internal/host/sshhost"
 	"github.com/capr-project/cluster-api-provider-remote/internal/manager"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
+	"github.com/capr-project/cluster-api-provider-remote/internal/tasks"
 	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
@@ -113,7 +114,7 @@ func TestMain(m *testing.M) {
 func managerOptions(skipNames bool) *manager.Options {
 	o := manager.DefaultOptions()
 	o.RemoteMachineConcurrency = 4
-	o.Tasks = controllers.TaskLimits{Total: 4, PerNamespace: 2, Cleanup: 4}
+	o.Tasks = tasks.Limits{Total: 4, PerNamespace: 2, Cleanup: 4}
 	o.BootstrapTimeout = time.Minute
 	// Long enough for one cleanup on a loaded machine (make test runs two packages at once on two cores).
 	o.CleanupTimeout = 10 * time.Second

@@ -23,6 +23,7 @@ import (
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/internal/host/fakehost"
+	"github.com/capr-project/cluster-api-provider-remote/internal/tasks"
 )
 
 // The RemoteMachine reconciler's decisions against the fake host service and a fake client: no apiserver, no sshd,
@@ -70,7 +71,7 @@ func newRMRig(t *testing.T, h *fakehost.Host) *rmRig {
 	hosts := fakehost.New()
 	hosts.Add(hostAddress, 22, h)
 	r := &RemoteMachineReconciler{
-		Client: c, APIReader: c, Recorder: events.NewFakeRecorder(1000), Hosts: hosts, Tasks: NewTaskRunner(2),
+		Client: c, APIReader: c, Recorder: events.NewFakeRecorder(1000), Hosts: hosts, Tasks: tasks.NewWithLimits(tasks.Limits{Total: 2}),
 		BootstrapTimeout: time.Minute, CleanupTimeout: time.Minute, RetryInterval: time.Hour, MaxRetryInterval: time.Hour,
 	}
 	return &rmRig{t: t, c: c, hosts: hosts, r: r, key: client.ObjectKeyFromObject(rm)}

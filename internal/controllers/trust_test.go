@@ -91,7 +91,15 @@ func TestForgedBootstrapUIDNeverReachesAnotherHost(t *testing.T) {
 	own.Spec.HostKeys = nil
 	g.Expect(mallory.Create(ctx, own)).To(Succeed())
 	g.Expect(mallory.Delete(ctx, own)).To(Succeed())
-	g.Expect(annotate(mallory, own, infrav1.BootstrapUIDAnnotation, string(victim.UID))).To(MatchError(ContainSubstring("bootstrap-uid]: Forbidden")))
+	err = annotate(mallory, own, infrav1.BootstrapUIDAnnotation, string(victim.UID))
+	g.Expect(err).To(MatchError(ContainSubstring("bootstrap-uid]: Forbidden")))
+	// One check, one error: the annotation was refused twice in one answer (by the move-path check and by its own).
+	g.Expect(strings.Count(err.Error(), "bootstrap-uid]")).To(Equal(1), err.Error())
+	badUID := forgedCopy(victim, "bad-uid")
+	badUID.Annotations[infrav1.BootstrapUIDAnnotation] = "not-a-uid"
+	err = mallory.Create(ctx, badUID)
+	g.Expect(err).To(MatchError(ContainSubstring("bootstrap-uid]: Forbidden")))
+	g.Expect(strings.Count(err.Error(), "bootstrap-uid]")).To(Equal(1), err.Error())
 	g.Expect(annotate(mallory, own, clusterctlv1.DeleteForMoveAnnotation, "")).To(MatchError(ContainSubstring("delete-for-move]: Forbidden")))
 	moved := get(g, own)
 	moved.Spec.CustomCleanUpCommands = []string{"touch /run/capr-pwned-later"}

@@ -34,6 +34,7 @@ import (
 	"github.com/capr-project/cluster-api-provider-remote/internal/host/sshhost"
 	"github.com/capr-project/cluster-api-provider-remote/internal/metrics"
 	"github.com/capr-project/cluster-api-provider-remote/internal/pool"
+	"github.com/capr-project/cluster-api-provider-remote/internal/tasks"
 	"github.com/capr-project/cluster-api-provider-remote/internal/webhooks"
 )
 
@@ -89,7 +90,7 @@ type Options struct {
 	// RemoteMachineConcurrency is the number of RemoteMachines reconciled at the same time.
 	RemoteMachineConcurrency int
 	// Tasks bounds the SSH scans, bootstraps and cleanups run at the same time.
-	Tasks controllers.TaskLimits
+	Tasks tasks.Limits
 	// BootstrapTimeout is the longest one bootstrap or cleanup may run on a host.
 	BootstrapTimeout time.Duration
 	// RetryInterval and RetryMaxInterval bound the backoff of bootstraps that failed before anything ran.
@@ -128,7 +129,7 @@ func DefaultOptions() Options {
 		WebhookPort:              9443,
 		WebhookCertDir:           "/tmp/k8s-webhook-server/serving-certs/",
 		RemoteMachineConcurrency: 10,
-		Tasks:                    controllers.TaskLimits{Total: 10, Cleanup: controllers.DefaultCleanupConcurrency},
+		Tasks:                    tasks.Limits{Total: 10, Cleanup: tasks.DefaultCleanupConcurrency},
 		BootstrapTimeout:         30 * time.Minute,
 		RetryInterval:            20 * time.Second,
 		RetryMaxInterval:         10 * time.Minute,
@@ -286,7 +287,7 @@ func setupReconcilers(ctx context.Context, mgr ctrl.Manager, o Options, claimer 
 	if hosts == nil {
 		hosts = &sshhost.Service{}
 	}
-	tasks := controllers.NewTaskRunnerWithLimits(o.Tasks)
+	runner := tasks.NewWithLimits(o.Tasks)
 	clusterCache, err := clustercache.SetupWithManager(ctx, mgr, clustercache.Options{
 		// Kubeconfig Secrets are read directly: no Secret informer.
 		SecretClient:     mgr.GetAPIReader(),
@@ -300,7 +301,7 @@ func setupReconcilers(ctx context.Context, mgr ctrl.Manager, o Options, claimer 
 		Client:           mgr.GetClient(),
 		APIReader:        mgr.GetAPIReader(),
 		Recorder:         mgr.GetEventRecorder("remotemachine-controller"),
-		Tasks:            tasks,
+		Tasks:            runner,
 		Hosts:            hosts,
 		Claimer:          claimer,
 		WatchFilterValue: o.WatchFilter,
@@ -322,7 +323,7 @@ func setupReconcilers(ctx context.Context, mgr ctrl.Manager, o Options, claimer 
 		ProbeInterval:     o.PoolProbeInterval,
 		ProbeSelector:     o.PoolProbeSelector,
 		Hosts:             hosts,
-		Tasks:             tasks,
+		Tasks:             runner,
 	}).SetupWithManager(ctx, mgr, workers(pooledRemoteMachineConcurrency)); err != nil {
 		return fmt.Errorf("setting up the PooledRemoteMachine controller: %w", err)
 	}

@@ -25,7 +25,7 @@ var (
 		Buckets: prometheus.ExponentialBuckets(0.25, 2, 14),
 	})
 
-	// SSHErrorsTotal counts failed SSH operations by reason (HostKeyMismatch, AuthFailed, Unreachable, ...).
+	// SSHErrorsTotal counts failed SSH operations by reason (the API reasons HostKeyMismatch, AuthFailed, HostUnreachable, ...).
 	SSHErrorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "capr_ssh_errors_total",
 		Help: "Failed SSH operations (bootstrap, cleanup, probe), by reason.",

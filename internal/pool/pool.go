@@ -36,8 +36,6 @@ const (
 	// IndexFree maps a claimable entry to "pool/<pool>", to its bucket "pool/<pool>#<n>" and to AnyPool; entries
 	// that cannot be claimed have no key.
 	IndexFree = "capr.free"
-	// IndexEndpoint maps an entry to its "address:port", to refuse a host offered twice.
-	IndexEndpoint = "capr.endpoint"
 	// IndexKeySecret maps an entry to the name of the Secret holding its host's SSH key.
 	IndexKeySecret = "capr.keysecret"
 	// IndexClaim maps a claimed entry to the name of the RemoteMachine holding it.
@@ -57,9 +55,6 @@ func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 				return nil
 			}
 			return []string{freeKey(m.Spec.Pool), bucketKey(m.Spec.Pool, bucketOf(m.Name)), AnyPool}
-		},
-		IndexEndpoint: func(m *infrav1.PooledRemoteMachine) []string {
-			return []string{Endpoint(m.Spec.Machine.Address, m.Spec.Machine.Port)}
 		},
 		IndexKeySecret: func(m *infrav1.PooledRemoteMachine) []string {
 			if ref := m.Spec.Machine.SSHKeyRef; ref != nil {

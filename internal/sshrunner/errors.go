@@ -113,22 +113,6 @@ func Truncate(s string, n int) string {
 // Is makes errors.Is(err, ErrCommandFailed) true.
 func (e *CommandError) Is(target error) bool { return target == ErrCommandFailed }
 
-// Reason is a short CamelCase name for an error, for conditions and metrics.
-func Reason(err error) string {
-	for _, r := range []struct {
-		err  error
-		name string
-	}{
-		{ErrHostKeyMismatch, "HostKeyMismatch"}, {ErrHostKeyUnknown, "HostKeyUnknown"}, {ErrAuthFailed, "AuthFailed"},
-		{ErrSudo, "SudoUnavailable"}, {ErrTimeout, "Timeout"}, {ErrUnreachable, "Unreachable"}, {ErrCommandFailed, "CommandFailed"},
-	} {
-		if errors.Is(err, r.err) {
-			return r.name
-		}
-	}
-	return "Error"
-}
-
 // classifyDial maps a dial or handshake error onto the sentinels.
 func classifyDial(addr string, err error) error {
 	switch {

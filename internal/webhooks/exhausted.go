@@ -12,9 +12,6 @@ import (
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 )
 
-// PoolExhaustedReason is the reason of the Warning event a refused RemoteMachine's owner gets.
-const PoolExhaustedReason = "PoolExhausted"
-
 // ExhaustedNotifier emits a Warning event on the owner of a RemoteMachine refused for an exhausted pool: the
 // MachineSet or control plane that keeps trying to create it, where a user looks (kubectl describe machineset), since
 // the refusal itself only reaches the owner's controller. One event per owner per Interval at most.
@@ -60,6 +57,6 @@ func (n *ExhaustedNotifier) Notify(m *infrav1.RemoteMachine, message string) {
 		TypeMeta:   metav1.TypeMeta{APIVersion: owner.APIVersion, Kind: owner.Kind},
 		ObjectMeta: metav1.ObjectMeta{Namespace: m.Namespace, Name: owner.Name, UID: owner.UID},
 	}
-	n.Recorder.Eventf(regarding, nil, corev1.EventTypeWarning, PoolExhaustedReason, "ClaimHost",
+	n.Recorder.Eventf(regarding, nil, corev1.EventTypeWarning, infrav1.PoolExhaustedReason, "ClaimHost",
 		"Cannot create RemoteMachine %s: %s", m.Name, message)
 }

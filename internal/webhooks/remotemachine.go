@@ -102,48 +102,64 @@ func entryOwnsMessage(entry string) string {
 	return "a pooled host is cleaned the way its pool entry says: set it on " + where + " (spec.machine), not on the RemoteMachine"
 }
 
-// claim takes a pool entry for a RemoteMachine that names a pool or selector and no address.
+// claim takes a pool entry for a RemoteMachine that names a pool or selector and no address, or takes over the
+// entry a RemoteMachine recreated by clusterctl move names.
 func (w *RemoteMachine) claim(ctx context.Context, req admission.Request, m *infrav1.RemoteMachine) error {
 	if ref := m.Spec.PooledRemoteMachineRef; ref != nil {
-		// Only an entry claimed for this very name may be named (clusterctl move recreates claimed machines).
-		entry := &infrav1.PooledRemoteMachine{}
-		err := w.Claimer.APIReader.Get(ctx, client.ObjectKey{Namespace: req.Namespace, Name: ref.Name}, entry)
-		if err != nil && !apierrors.IsNotFound(err) {
-			return apierrors.NewInternalError(err)
-		}
-		if err != nil || m.Name == "" || entry.Spec.ClaimRef == nil || entry.Spec.ClaimRef.Name != m.Name {
-			return apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Forbidden(field.NewPath("spec", "pooledRemoteMachineRef"),
-				"is set by CAPR when it claims a pool entry for this RemoteMachine; remove it and set spec.pool (or spec.selector) instead")})
-		}
-		// A recreation carries what CAPR recorded about the host: the bootstrap the host holds, and the entry's host
-		// fields (taken from the entry, whatever the request says).
-		if uid := entry.Spec.ClaimRef.BootstrapUID; uid != "" && types.UID(m.Annotations[infrav1.BootstrapUIDAnnotation]) != uid {
-			return apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Forbidden(bootstrapUIDPath, fmt.Sprintf(
-				"PooledRemoteMachine %s holds the bootstrap of RemoteMachine UID %s: only a copy of that RemoteMachine carrying it (as clusterctl move makes) may take the entry over", ref.Name, uid))})
-		}
-		pool.Fill(m, entry)
-		return nil
+		return w.reclaim(ctx, req, m, ref)
 	}
 	if m.Spec.Address != "" || (m.Spec.Pool == "" && m.Spec.Selector == nil) {
 		return nil
 	}
-	if _, ok := m.Annotations[infrav1.BootstrapUIDAnnotation]; ok {
-		// Only a RemoteMachine recreated with its claimed entry (clusterctl move) may carry it: on a new claim it
-		// would make CAPR adopt whatever bootstrap the host holds.
-		return apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Forbidden(bootstrapUIDPath,
-			"is set by CAPR when it first runs the bootstrap on the host; remove it from a RemoteMachine that takes a new host from a pool")})
-	}
 	if m.Namespace == "" {
 		m.Namespace = req.Namespace
 	}
+	selector, err := w.checkNewClaim(ctx, m)
+	if err != nil {
+		return err
+	}
+	return w.claimEntry(ctx, req, m, selector)
+}
+
+// reclaim fills a RemoteMachine recreated (by clusterctl move) under the claim of the pool entry ref names: only an
+// entry claimed for this very name may be named, and the recreation must carry the bootstrap the entry recorded.
+func (w *RemoteMachine) reclaim(ctx context.Context, req admission.Request, m *infrav1.RemoteMachine, ref *infrav1.PooledRemoteMachineReference) error {
+	entry := &infrav1.PooledRemoteMachine{}
+	err := w.Claimer.APIReader.Get(ctx, client.ObjectKey{Namespace: req.Namespace, Name: ref.Name}, entry)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return apierrors.NewInternalError(err)
+	}
+	if err != nil || m.Name == "" || entry.Spec.ClaimRef == nil || entry.Spec.ClaimRef.Name != m.Name {
+		return apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Forbidden(field.NewPath("spec", "pooledRemoteMachineRef"),
+			"is set by CAPR when it claims a pool entry for this RemoteMachine; remove it and set spec.pool (or spec.selector) instead")})
+	}
+	// A recreation carries what CAPR recorded about the host: the bootstrap the host holds, and the entry's host
+	// fields (taken from the entry, whatever the request says).
+	if uid := entry.Spec.ClaimRef.BootstrapUID; uid != "" && types.UID(m.Annotations[infrav1.BootstrapUIDAnnotation]) != uid {
+		return apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Forbidden(bootstrapUIDPath, fmt.Sprintf(
+			"PooledRemoteMachine %s holds the bootstrap of RemoteMachine UID %s: only a copy of that RemoteMachine carrying it (as clusterctl move makes) may take the entry over", ref.Name, uid))})
+	}
+	pool.Fill(m, entry)
+	return nil
+}
+
+// checkNewClaim refuses, before anything is claimed, what validation would refuse anyway (so no claim is left
+// behind) and what a new claim may not bring; it returns the parsed selector.
+func (w *RemoteMachine) checkNewClaim(ctx context.Context, m *infrav1.RemoteMachine) (labels.Selector, error) {
+	if _, ok := m.Annotations[infrav1.BootstrapUIDAnnotation]; ok {
+		// Only a RemoteMachine recreated with its claimed entry (clusterctl move) may carry it: on a new claim it
+		// would make CAPR adopt whatever bootstrap the host holds.
+		return nil, apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Forbidden(bootstrapUIDPath,
+			"is set by CAPR when it first runs the bootstrap on the host; remove it from a RemoteMachine that takes a new host from a pool")})
+	}
 	if errs := validateSelectorSize(field.NewPath("spec", "selector"), m.Spec.Selector); len(errs) > 0 {
-		return apierrors.NewInvalid(remoteMachineGK, m.Name, errs)
+		return nil, apierrors.NewInvalid(remoteMachineGK, m.Name, errs)
 	}
 	var selector labels.Selector
 	if m.Spec.Selector != nil {
 		var err error
 		if selector, err = metav1.LabelSelectorAsSelector(m.Spec.Selector); err != nil {
-			return apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Invalid(field.NewPath("spec", "selector"), m.Spec.Selector, err.Error())})
+			return nil, apierrors.NewInvalid(remoteMachineGK, m.Name, field.ErrorList{field.Invalid(field.NewPath("spec", "selector"), m.Spec.Selector, err.Error())})
 		}
 	}
 	var own field.ErrorList
@@ -151,12 +167,16 @@ func (w *RemoteMachine) claim(ctx context.Context, req admission.Request, m *inf
 		own = append(own, field.Forbidden(field.NewPath("spec", f), entryOwnsMessage("")))
 	}
 	if len(own) > 0 {
-		return apierrors.NewInvalid(remoteMachineGK, m.Name, own)
+		return nil, apierrors.NewInvalid(remoteMachineGK, m.Name, own)
 	}
-	// Refuse before claiming what validation would refuse anyway, so no claim is left behind.
 	if errs := w.Guard.CheckRemoteMachine(ctx, m); len(errs) > 0 {
-		return apierrors.NewInvalid(remoteMachineGK, m.Name, errs)
+		return nil, apierrors.NewInvalid(remoteMachineGK, m.Name, errs)
 	}
+	return selector, nil
+}
+
+// claimEntry claims (or, on a dry run, picks) a free entry of m's pool and fills m from it.
+func (w *RemoteMachine) claimEntry(ctx context.Context, req admission.Request, m *infrav1.RemoteMachine, selector labels.Selector) error {
 	// The apiserver names generateName objects after admission; the claim needs the name now.
 	if m.Name == "" && m.GenerateName != "" {
 		m.Name = names.SimpleNameGenerator.GenerateName(m.GenerateName)
@@ -212,11 +232,7 @@ var uidPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 // ValidateCreate checks a new RemoteMachine after defaulting.
 func (w *RemoteMachine) ValidateCreate(ctx context.Context, m *infrav1.RemoteMachine) (admission.Warnings, error) {
 	errs := validateRemoteMachineSpec(field.NewPath("spec"), &m.Spec)
-	// A RemoteMachine recreated by clusterctl move carries the annotation (a new pooled claim may not: see claim).
-	if uid, ok := m.Annotations[infrav1.BootstrapUIDAnnotation]; ok && !uidPattern.MatchString(uid) {
-		errs = append(errs, field.Invalid(bootstrapUIDPath, uid, "must be the UID of the RemoteMachine whose bootstrap the host holds"))
-	}
-	moveErrs, err := w.checkMoveAnnotations(ctx, m.Namespace, nil, m.Annotations)
+	moveErrs, err := w.checkMoveAnnotations(ctx, m.Namespace, nil, m.Annotations, true)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +251,7 @@ func (w *RemoteMachine) ValidateCreate(ctx context.Context, m *infrav1.RemoteMac
 // being deleted, only they and the spec (which must not change) are, so its finalizer can always be removed.
 func (w *RemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav1.RemoteMachine) (admission.Warnings, error) {
 	spec := field.NewPath("spec")
-	errs, err := w.checkMoveAnnotations(ctx, m.Namespace, old.Annotations, m.Annotations)
+	errs, err := w.checkMoveAnnotations(ctx, m.Namespace, old.Annotations, m.Annotations, false)
 	if err != nil {
 		return nil, err
 	}
@@ -244,19 +260,6 @@ func (w *RemoteMachine) ValidateUpdate(ctx context.Context, old, m *infrav1.Remo
 	if wasDeletingForMove && !deletingForMove {
 		errs = append(errs, field.Forbidden(annotationPath(clusterctlv1.DeleteForMoveAnnotation),
 			"marks a RemoteMachine clusterctl move is deleting; it cannot be removed"))
-	}
-	// clusterctl marks an object it deletes after a move by replacing all its annotations.
-	if was, is := old.Annotations[infrav1.BootstrapUIDAnnotation], m.Annotations[infrav1.BootstrapUIDAnnotation]; was != is && (is != "" || !deletingForMove) {
-		byCAPR := false
-		if was == "" {
-			if byCAPR, err = w.Identity.Requested(ctx); err != nil {
-				return nil, err
-			}
-		}
-		if !byCAPR {
-			errs = append(errs, field.Forbidden(bootstrapUIDPath,
-				"is set by CAPR when it first runs the bootstrap on the host and names the machine the host's marker belongs to; it cannot be added, changed or removed"))
-		}
 	}
 	errs = append(errs, validateAcceptHostKey("remotemachine", old.Annotations, m)...)
 	if !m.DeletionTimestamp.IsZero() {

@@ -72,23 +72,55 @@ func changedMoveAnnotations(old, m map[string]string) []string {
 	return out
 }
 
-// checkMoveAnnotations refuses a change of CAPR's move annotations by anyone but CAPR and the move path. clusterctl
-// move, deleting a moved RemoteMachine, replaces its annotations with delete-for-move: removing bootstrap-uid and
-// block-move then is part of the move path too, and as such needs the same right.
-func (w *RemoteMachine) checkMoveAnnotations(ctx context.Context, namespace string, old, m map[string]string) (field.ErrorList, error) {
+// checkMoveAnnotations refuses a change of CAPR's move annotations by anyone but CAPR and the move path, one error per
+// annotation. clusterctl move, deleting a moved RemoteMachine, replaces its annotations with delete-for-move:
+// removing bootstrap-uid and block-move then is part of the move path too, and as such needs the same right.
+func (w *RemoteMachine) checkMoveAnnotations(ctx context.Context, namespace string, old, m map[string]string, creating bool) (field.ErrorList, error) {
 	changed := changedMoveAnnotations(old, m)
 	if len(changed) == 0 {
 		return nil, nil
 	}
 	may, err := w.Identity.MayMove(ctx, namespace)
-	if err != nil || may {
+	if err != nil {
 		return nil, err
 	}
 	var errs field.ErrorList
 	for _, key := range changed {
-		errs = append(errs, field.Forbidden(annotationPath(key), moveAnnotationMessage(key)))
+		switch {
+		case !may:
+			errs = append(errs, field.Forbidden(annotationPath(key), moveAnnotationMessage(key)))
+		case key == infrav1.BootstrapUIDAnnotation:
+			e, err := w.checkBootstrapUID(ctx, old, m, creating)
+			if err != nil {
+				return nil, err
+			}
+			errs = append(errs, e...)
+		}
 	}
 	return errs, nil
+}
+
+// checkBootstrapUID checks a change of the bootstrap-uid annotation by CAPR or the move path: a RemoteMachine
+// recreated by clusterctl move carries a UID (a new pooled claim may not: see claim), clusterctl's delete-for-move
+// drops it, CAPR records it once; nothing else adds, changes or removes it.
+func (w *RemoteMachine) checkBootstrapUID(ctx context.Context, old, m map[string]string, creating bool) (field.ErrorList, error) {
+	was, is := old[infrav1.BootstrapUIDAnnotation], m[infrav1.BootstrapUIDAnnotation]
+	_, deletingForMove := m[clusterctlv1.DeleteForMoveAnnotation]
+	switch {
+	case creating:
+		if !uidPattern.MatchString(is) {
+			return field.ErrorList{field.Invalid(bootstrapUIDPath, is, "must be the UID of the RemoteMachine whose bootstrap the host holds")}, nil
+		}
+		return nil, nil
+	case is == "" && deletingForMove:
+		return nil, nil
+	case was == "":
+		if byCAPR, err := w.Identity.Requested(ctx); err != nil || byCAPR {
+			return nil, err
+		}
+	}
+	return field.ErrorList{field.Forbidden(bootstrapUIDPath,
+		"is set by CAPR when it first runs the bootstrap on the host and names the machine the host's marker belongs to; it cannot be added, changed or removed")}, nil
 }
 
 // checkDeletingUpdate refuses, on a RemoteMachine being deleted, any change of spec but CAPR's own (it replaces a

@@ -1,4 +1,4 @@
-package controllers_test
+package tasks_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
-	"github.com/capr-project/cluster-api-provider-remote/internal/controllers"
+	"github.com/capr-project/cluster-api-provider-remote/internal/tasks"
 )
 
 // TestTaskRunnerEventsGoToTheirController: the RemoteMachine and pool controllers share one runner. A pool entry's
@@ -17,12 +17,12 @@ import (
 // entry's name) and never brought the entry back; each type now has its own channel.
 func TestTaskRunnerEventsGoToTheirController(t *testing.T) {
 	g := NewWithT(t)
-	r := controllers.NewTaskRunner(2)
+	r := tasks.NewWithLimits(tasks.Limits{Total: 2})
 	entries := r.EventsFor(&infrav1.PooledRemoteMachine{})
 	g.Expect(r.EventsFor(&infrav1.PooledRemoteMachine{})).To(Equal(entries), "one channel per type")
 	noop := func(context.Context) (any, error) { return nil, nil }
-	r.Start(context.Background(), "e", "probe", &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Name: "entry"}}, noop)
-	r.Start(context.Background(), "m", "bootstrap", &infrav1.RemoteMachine{ObjectMeta: metav1.ObjectMeta{Name: "machine"}}, noop)
+	r.Start(context.Background(), "e", tasks.Probe, &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Name: "entry"}}, noop)
+	r.Start(context.Background(), "m", tasks.Bootstrap, &infrav1.RemoteMachine{ObjectMeta: metav1.ObjectMeta{Name: "machine"}}, noop)
 	for range 2 {
 		select {
 		case ev := <-entries:
