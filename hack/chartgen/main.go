@@ -15,6 +15,7 @@ import (
 	"reflect"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -525,8 +526,10 @@ func (g *generator) render(o object) (string, error) {
 	var out []string
 	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
 		if m := blockLine.FindStringSubmatch(line); m != nil {
-			var n int
-			fmt.Sscan(m[3], &n)
+			n, err := strconv.Atoi(m[3])
+			if err != nil || n < 0 || n >= len(g.blocks) {
+				return "", fmt.Errorf("an unknown template block in %q", line)
+			}
 			lines := g.blocks[n](len(m[1]) + len(m[2]))
 			if m[2] != "" { // the first field of a list item: the item's dash goes on the block's first line
 				first := strings.TrimLeft(lines[0], " ")
@@ -544,11 +547,18 @@ func (g *generator) render(o object) (string, error) {
 		out = append(out, line)
 	}
 	text = strings.Join(out, "\n") + "\n"
+	var unknown string
 	text = exprToken.ReplaceAllStringFunc(text, func(t string) string {
-		var n int
-		fmt.Sscan(exprToken.FindStringSubmatch(t)[1], &n)
+		n, err := strconv.Atoi(exprToken.FindStringSubmatch(t)[1])
+		if err != nil || n < 0 || n >= len(g.exprs) {
+			unknown = t
+			return t
+		}
 		return g.exprs[n]
 	})
+	if unknown != "" {
+		return "", fmt.Errorf("an unknown template expression %q", unknown)
+	}
 	text = nameToken.ReplaceAllString(text, `{{ include "capr.name" (list . "$1") }}`)
 	text = strings.ReplaceAll(text, "__capr_ns__", "{{ .Release.Namespace }}")
 	text = strings.ReplaceAll(text, "__capr_certsecret__", `{{ include "capr.webhookCertSecretName" . }}`)
