@@ -36,7 +36,7 @@ func (r *PooledRemoteMachineReconciler) syncHardwareLabels(ctx context.Context, 
 		return err
 	}
 	desired := pool.HardwareLabels(entry)
-	if err := applyHardwareLabels(ctx, r.Client, rm, infrav1.GroupVersion.WithKind("RemoteMachine"), desired); err != nil {
+	if err := applyHardwareLabels(ctx, r.Client, r.APIReader, rm, infrav1.GroupVersion.WithKind("RemoteMachine"), desired); err != nil {
 		return err
 	}
 	machine, err := util.GetOwnerMachine(ctx, r.Client, rm.ObjectMeta)
@@ -44,7 +44,7 @@ func (r *PooledRemoteMachineReconciler) syncHardwareLabels(ctx context.Context, 
 		// Not owned yet, or not in the cache yet: the Machine's own event brings the entry back (machineToEntry).
 		return client.IgnoreNotFound(err)
 	}
-	return applyHardwareLabels(ctx, r.Client, machine, clusterv1.GroupVersion.WithKind("Machine"), desired)
+	return applyHardwareLabels(ctx, r.Client, r.APIReader, machine, clusterv1.GroupVersion.WithKind("Machine"), desired)
 }
 
 // applyHardwareLabels makes the hardware labels obj carries under CAPR's field manager (infrav1.
@@ -54,7 +54,21 @@ func (r *PooledRemoteMachineReconciler) syncHardwareLabels(ctx context.Context, 
 // its own field managers) are left alone. A key obj already carries with another value that CAPR did not write
 // (a MachineDeployment template's label, say) is not overwritten: the template wins, and CAPR never fights over
 // it. Nothing is written when obj already matches.
-func applyHardwareLabels(ctx context.Context, c client.Client, obj client.Object, gvk schema.GroupVersionKind, desired map[string]string) error {
+//
+// The manager's cache strips managed fields, so which labels CAPR applied is read from the apiserver (reader), and
+// only when obj's cached labels are not already exactly desired.
+func applyHardwareLabels(ctx context.Context, c client.Client, reader client.Reader, obj client.Object, gvk schema.GroupVersionKind, desired map[string]string) error {
+	if len(obj.GetManagedFields()) == 0 {
+		if hasExactly(obj.GetLabels(), desired) {
+			return nil
+		}
+		fresh := &unstructured.Unstructured{}
+		fresh.SetGroupVersionKind(gvk)
+		if err := reader.Get(ctx, client.ObjectKeyFromObject(obj), fresh); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		obj = fresh
+	}
 	mine := labelsManagedBy(obj, infrav1.HardwareLabelsFieldManager)
 	current := obj.GetLabels()
 	want := map[string]string{}
@@ -95,6 +109,21 @@ func applyHardwareLabels(ctx context.Context, c client.Client, obj client.Object
 	}
 	ctrl.LoggerFrom(ctx).V(2).Info("Applied hardware labels", gvk.Kind, klog.KObj(obj), "labels", strings.Join(slices.Sorted(maps.Keys(want)), ","))
 	return nil
+}
+
+// hasExactly says whether labels hold every desired label with its value and no other hardware label.
+func hasExactly(labels, desired map[string]string) bool {
+	for k, v := range desired {
+		if labels[k] != v {
+			return false
+		}
+	}
+	for k := range labels {
+		if _, ok := desired[k]; !ok && pool.IsHardwareLabel(k) {
+			return false
+		}
+	}
+	return true
 }
 
 // labelsManagedBy returns the label keys a field manager owns on obj through server-side apply.
