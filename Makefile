@@ -29,6 +29,18 @@ HELM := $(BIN)/helm
 HELM3 := $(BIN)/helm3
 CERT_MANAGER := $(BIN)/cert-manager
 CAPI_OPERATOR := $(BIN)/cluster-api-operator
+# The parts of a real Kubernetes node (issue 21); their versions are pinned by the go.mod files under hack/tools.
+KUBEADM := $(BIN)/kubeadm
+KUBELET := $(BIN)/kubelet
+KUBE_SCHEDULER := $(BIN)/kube-scheduler
+KUBE_PROXY := $(BIN)/kube-proxy
+CONTAINERD := $(BIN)/containerd
+CONTAINERD_SHIM := $(BIN)/containerd-shim-runc-v2
+CTR := $(BIN)/ctr
+RUNC := $(BIN)/runc
+CNI_PLUGINS := $(addprefix $(BIN)/cni/,bridge host-local loopback portmap)
+CRICTL := $(BIN)/crictl
+NODE_TOOLS := $(KUBEADM) $(KUBELET) $(CONTAINERD) $(CONTAINERD_SHIM) $(CTR) $(RUNC) $(CNI_PLUGINS) $(CRICTL) $(KUBE_SCHEDULER) $(KUBE_PROXY)
 
 CHART := charts/cluster-api-provider-remote
 
@@ -124,6 +136,10 @@ stress: prereqs test-tools ## Run CAPR under faults and load (3 replicas, SIGKIL
 
 .PHONY: test-tools
 test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(KUBE_CONTROLLER_MANAGER) $(CAPI_MANAGER) $(CAPI_BOOTSTRAP_MANAGER) $(CAPI_CONTROLPLANE_MANAGER) $(CLUSTERCTL) $(KUSTOMIZE) $(HELM) $(HELM3) $(CERT_MANAGER) $(CAPI_OPERATOR) ## Build the binaries the tests run (reused from bin/).
+
+# The parts of a real Kubernetes node, in the order the real-node work needs them. Not part of test-tools yet.
+.PHONY: node-tools
+node-tools: prereqs $(NODE_TOOLS) ## Build the node parts (kubeadm, kubelet, containerd, runc, CNI plugins, crictl, ...) into bin/ (reused from bin/).
 
 # make bench measures every figure of the project's speed and size goals (P1-P6) in one run, each against a baseline
 # measured in the same run, prints one table, flags a ratio more than 20% worse than the committed bench/results.md,
@@ -231,6 +247,49 @@ $(CERT_MANAGER): $(ROOT)/hack/tools/cert-manager/go.mod $(wildcard $(ROOT)/hack/
 # Cluster API and controller-runtime.
 $(CAPI_OPERATOR): $(ROOT)/hack/tools/operator/go.mod
 	go -C hack/tools/operator build -o $@ sigs.k8s.io/cluster-api-operator/cmd
+
+# The node parts (issue 21). Static (CGO_ENABLED=0) where they build that way, so the images made from them need no
+# libc.
+$(KUBEADM): $(TOOLS_MOD)
+	CGO_ENABLED=0 $(GO_TOOLS) build -ldflags "$(K8S_LDFLAGS)" -o $@ k8s.io/kubernetes/cmd/kubeadm
+
+$(KUBELET): $(TOOLS_MOD)
+	CGO_ENABLED=0 $(GO_TOOLS) build -ldflags "$(K8S_LDFLAGS)" -o $@ k8s.io/kubernetes/cmd/kubelet
+
+$(KUBE_SCHEDULER): $(TOOLS_MOD)
+	CGO_ENABLED=0 $(GO_TOOLS) build -ldflags "$(K8S_LDFLAGS)" -o $@ k8s.io/kubernetes/cmd/kube-scheduler
+
+$(KUBE_PROXY): $(TOOLS_MOD)
+	CGO_ENABLED=0 $(GO_TOOLS) build -ldflags "$(K8S_LDFLAGS)" -o $@ k8s.io/kubernetes/cmd/kube-proxy
+
+# containerd, its shim and ctr: a module of their own (they need k8s.io/* v0.37), pure Go and static like upstream's
+# static release (no btrfs snapshotter, which needs cgo; the shim without gRPC as upstream builds it).
+CONTAINERD_PKG := github.com/containerd/containerd/v2
+CONTAINERD_LDFLAGS = -X $(CONTAINERD_PKG)/version.Version=$(shell go -C hack/tools/containerd list -m -f '{{.Version}}' $(CONTAINERD_PKG))
+CONTAINERD_TAGS := urfave_cli_no_docs no_btrfs osusergo netgo
+$(CONTAINERD) $(CTR): $(BIN)/%: $(ROOT)/hack/tools/containerd/go.mod
+	CGO_ENABLED=0 go -C hack/tools/containerd build -tags "$(CONTAINERD_TAGS)" -ldflags "$(CONTAINERD_LDFLAGS)" -o $@ $(CONTAINERD_PKG)/cmd/$*
+
+$(CONTAINERD_SHIM): $(ROOT)/hack/tools/containerd/go.mod
+	CGO_ENABLED=0 go -C hack/tools/containerd build -tags "$(CONTAINERD_TAGS) no_grpc" -ldflags "$(CONTAINERD_LDFLAGS)" -o $@ $(CONTAINERD_PKG)/cmd/containerd-shim-runc-v2
+
+# runc needs cgo for seccomp (libseccomp-dev, from make prereqs); linked statically as upstream's release is. Without
+# the libpathrs tag (a Rust library Debian does not ship) it resolves paths with filepath-securejoin, in Go.
+$(RUNC): $(ROOT)/hack/tools/runc/go.mod
+	CGO_ENABLED=1 go -C hack/tools/runc build -buildmode=pie -tags "seccomp urfave_cli_no_docs netgo osusergo" -ldflags "-linkmode external -extldflags -static-pie" -o $@ github.com/opencontainers/runc
+
+# The CNI plugins kubelet and containerd look for in one directory, bin/cni.
+CNI_LDFLAGS = -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$(shell go -C hack/tools/cni list -m -f '{{.Version}}' github.com/containernetworking/plugins)
+$(BIN)/cni/bridge $(BIN)/cni/loopback: $(BIN)/cni/%: $(ROOT)/hack/tools/cni/go.mod
+	CGO_ENABLED=0 go -C hack/tools/cni build -ldflags "$(CNI_LDFLAGS)" -o $@ github.com/containernetworking/plugins/plugins/main/$*
+$(BIN)/cni/host-local: $(ROOT)/hack/tools/cni/go.mod
+	CGO_ENABLED=0 go -C hack/tools/cni build -ldflags "$(CNI_LDFLAGS)" -o $@ github.com/containernetworking/plugins/plugins/ipam/host-local
+$(BIN)/cni/portmap: $(ROOT)/hack/tools/cni/go.mod
+	CGO_ENABLED=0 go -C hack/tools/cni build -ldflags "$(CNI_LDFLAGS)" -o $@ github.com/containernetworking/plugins/plugins/meta/portmap
+
+CRICTL_LDFLAGS = -X sigs.k8s.io/cri-tools/pkg/version.Version=$(shell go -C hack/tools/crictl list -m -f '{{.Version}}' sigs.k8s.io/cri-tools)
+$(CRICTL): $(ROOT)/hack/tools/crictl/go.mod
+	CGO_ENABLED=0 go -C hack/tools/crictl build -ldflags "$(CRICTL_LDFLAGS)" -o $@ sigs.k8s.io/cri-tools/cmd/crictl
 
 $(GOLANGCI_LINT):
 	GOBIN=$(BIN) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)

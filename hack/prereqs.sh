@@ -14,6 +14,7 @@ check_only=false
 # /etc/sudoers.d); ssh is the OpenSSH client the P2 benchmark compares against; unshare, nsenter and mount put each
 # test host in its own mount namespace; flock, setsid and tail are what CAPR's bootstrap runs on a host; git and
 # ca-certificates let the Go toolchain fetch modules; openssl checks a CA hash in the end-to-end kubeadm stand-in.
+# runc, the one node part built with cgo (`make node-tools`), needs a C compiler, pkg-config and libseccomp's header.
 declare -A package_of=(
 	[/usr/sbin/sshd]=openssh-server
 	[ssh]=openssh-client
@@ -30,6 +31,9 @@ declare -A package_of=(
 	[shellcheck]=shellcheck
 	[/etc/ssl/certs/ca-certificates.crt]=ca-certificates
 	[openssl]=openssl
+	[gcc]=gcc
+	[pkg-config]=pkg-config
+	[/usr/include/seccomp.h]=libseccomp-dev
 )
 
 missing_packages() {
@@ -63,7 +67,7 @@ fi
 
 {
 	echo "Missing OS packages: $missing"
-	echo "The SSH tests and the quickstart run real OpenSSH hosts and need them. Install them with:"
+	echo "The SSH tests and the quickstart run real OpenSSH hosts, and make node-tools builds runc; they need them. Install them with:"
 	echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends $missing"
 	echo "(as root on Debian or Ubuntu, 'make test' and 'make quickstart' install them themselves)."
 } >&2
