@@ -35,7 +35,8 @@ type nodeRecipe struct {
 // (command: [kube-apiserver, ...], [etcd, ...]), found through the image's PATH; the kube-proxy DaemonSet runs
 // /usr/local/bin/kube-proxy; the CoreDNS Deployment passes args only, so its entrypoint is /coredns as upstream's.
 // kube-proxy's image holds the binary alone, without the iptables/nft tools upstream's carries: enough for kubeadm's
-// preflight, not for running the kube-proxy addon in iptables or nftables mode.
+// preflight, not for running the kube-proxy addon in iptables or nftables mode. etcd's image carries the etcd this
+// repository builds (hack/tools) under the tag kubeadm names.
 var nodeRecipes = []nodeRecipe{
 	{Repo: "kube-apiserver", Binary: "kube-apiserver", Path: "/usr/local/bin/kube-apiserver", User: "0:0"},
 	{Repo: "kube-controller-manager", Binary: "kube-controller-manager", Path: "/usr/local/bin/kube-controller-manager", User: "0:0"},

@@ -54,16 +54,7 @@ func TestNodeImagesImport(t *testing.T) {
 		t.Skip("containerd needs root")
 	}
 	g := NewWithT(t)
-	bin := t.TempDir()
-	buildStatic(t, "pause", filepath.Join(bin, "pause"))
-	buildStatic(t, "smoke", filepath.Join(bin, "smoke"))
-	pause, err := os.ReadFile(filepath.Join(bin, "pause"))
-	g.Expect(err).NotTo(HaveOccurred())
-	for _, r := range nodeRecipes {
-		if r.Binary != "pause" {
-			g.Expect(os.WriteFile(filepath.Join(bin, r.Binary), pause, 0o755)).To(Succeed())
-		}
-	}
+	bin := standInBinaries(t)
 	plan, err := planNodeImages(kubeadmList(t), nil)
 	g.Expect(err).NotTo(HaveOccurred())
 	out := t.TempDir()
