@@ -171,6 +171,29 @@ image: ## Build the manager image for IMAGE_PLATFORMS as an OCI layout and archi
 		-platforms "$$(echo $(IMAGE_PLATFORMS) | tr ' ' ',')" > $(RELEASE_DIR)/image.digest
 	@echo "$(IMAGE_REF)@$$(cat $(RELEASE_DIR)/image.digest)"
 
+# make node-images builds the images kubeadm names for K8S_VERSION, and the smoke Pod's application image, from static
+# binaries built here, with no registry and no container engine (hack/image node-images, go-containerregistry): one
+# layer per image with the binary, every timestamp the epoch, so the same sources give the same digests. It writes
+# out/node-images/images.tar (an OCI archive: `ctr -n k8s.io images import` names each image as kubeadm expects) and
+# images.txt (name, digest, bytes). NODE_IMAGES_SKIP names repositories kubeadm lists that are not built (e.g. coredns).
+NODE_BIN := $(BIN)/node
+NODE_IMAGES_DIR := $(RELEASE_DIR)/node-images
+NODE_IMAGES_SKIP ?=
+NODE_K8S_CMDS := kube-apiserver kube-controller-manager kube-scheduler kube-proxy
+SMOKE_IMAGE ?= capr.local/smoke:v1
+
+.PHONY: node-images
+node-images: $(BIN)/kubeadm ## Build the images kubeadm needs and the smoke image as an OCI archive in out/node-images/ (no registry, no Docker daemon).
+	@mkdir -p $(NODE_BIN) $(NODE_IMAGES_DIR)
+	CGO_ENABLED=0 $(GO_TOOLS) build -ldflags "$(K8S_LDFLAGS)" -o $(NODE_BIN)/ $(addprefix k8s.io/kubernetes/cmd/,$(NODE_K8S_CMDS))
+	CGO_ENABLED=0 $(GO_TOOLS) build -o $(NODE_BIN)/etcd go.etcd.io/etcd/server/v3
+	CGO_ENABLED=0 go -C hack/tools/coredns build -o $(NODE_BIN)/coredns github.com/coredns/coredns
+	CGO_ENABLED=0 go -C hack/image build -trimpath -buildvcs=false -ldflags "-s -w -buildid=" -o $(NODE_BIN)/ ./pause ./smoke
+	$(BIN)/kubeadm config images list --kubernetes-version $(K8S_VERSION) > $(NODE_IMAGES_DIR)/kubeadm-images.txt
+	go -C hack/image run . node-images -kubeadm-images $(NODE_IMAGES_DIR)/kubeadm-images.txt -bin-dir $(NODE_BIN) \
+		-out $(NODE_IMAGES_DIR) -skip "$(NODE_IMAGES_SKIP)" -smoke-ref $(SMOKE_IMAGE) > $(NODE_IMAGES_DIR)/images.txt
+	@cat $(NODE_IMAGES_DIR)/images.txt
+
 .PHONY: release
 release: image release-manifests ## Write out/: the image (OCI layout and archive) and the clusterctl release files naming it by digest.
 	sed -i 's|image: $(IMAGE_REPO):$(VERSION)$$|image: $(IMAGE_REF)@'"$$(cat $(RELEASE_DIR)/image.digest)"'|' $(RELEASE_DIR)/infrastructure-components.yaml

@@ -73,13 +73,38 @@ func image(binary string, p Platform) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the manager binary for %s/%s: %w (build it first: make image builds every platform)", p.OS, p.Arch, err)
 	}
+	return singleLayerImage([]layerFile{{Name: Entrypoint[1:], Mode: 0o555, Data: data}}, p, "make image: the manager binary",
+		v1.Config{User: User, Entrypoint: []string{Entrypoint}, WorkingDir: "/",
+			Labels: map[string]string{"org.opencontainers.image.source": source, "org.opencontainers.image.title": "CAPR manager"}})
+}
+
+// source is the repository every image built here names as its source.
+const source = "https://github.com/capr-project/cluster-api-provider-remote"
+
+// layerFile is one entry of a layer: a directory when Data is nil and Dir is set, else a regular file.
+type layerFile struct {
+	Name string
+	Mode int64
+	Dir  bool
+	Data []byte
+}
+
+// singleLayerImage is an OCI image for p of one layer holding files, with config, every timestamp the epoch and every
+// entry owned by root.
+func singleLayerImage(files []layerFile, p Platform, createdBy string, config v1.Config) (v1.Image, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&tar.Header{Name: Entrypoint[1:], Mode: 0o555, Size: int64(len(data)), ModTime: epoch, Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
-		return nil, err
-	}
-	if _, err := tw.Write(data); err != nil {
-		return nil, err
+	for _, f := range files {
+		h := &tar.Header{Name: f.Name, Mode: f.Mode, Size: int64(len(f.Data)), ModTime: epoch, Typeflag: tar.TypeReg, Format: tar.FormatPAX}
+		if f.Dir {
+			h.Typeflag, h.Size = tar.TypeDir, 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(f.Data); err != nil {
+			return nil, err
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return nil, err
@@ -92,7 +117,7 @@ func image(binary string, p Platform) (v1.Image, error) {
 	}
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	img, err = mutate.Append(img, mutate.Addendum{Layer: layer, History: v1.History{Created: v1.Time{Time: epoch}, CreatedBy: "make image: the manager binary"}})
+	img, err = mutate.Append(img, mutate.Addendum{Layer: layer, History: v1.History{Created: v1.Time{Time: epoch}, CreatedBy: createdBy}})
 	if err != nil {
 		return nil, err
 	}
@@ -103,9 +128,7 @@ func image(binary string, p Platform) (v1.Image, error) {
 	cfg = cfg.DeepCopy()
 	cfg.OS, cfg.Architecture = p.OS, p.Arch
 	cfg.Created = v1.Time{Time: epoch}
-	cfg.Config = v1.Config{User: User, Entrypoint: []string{Entrypoint}, WorkingDir: "/",
-		Labels: map[string]string{"org.opencontainers.image.source": "https://github.com/capr-project/cluster-api-provider-remote",
-			"org.opencontainers.image.title": "CAPR manager"}}
+	cfg.Config = config
 	return mutate.ConfigFile(img, cfg)
 }
 

@@ -6,6 +6,11 @@
 //	go run . -bin-dir ../../bin -out ../../out/image -platforms linux/amd64,linux/arm64 -ref capr-manager:dev
 //
 // expects <bin-dir>/manager-<os>-<arch> for each platform and prints the index digest.
+//
+//	go run . node-images -kubeadm-images list.txt -bin-dir ../../bin/node -out ../../out/node-images -skip coredns
+//
+// builds the images kubeadm names (list.txt: `kubeadm config images list` output) and the smoke application image
+// from static binaries, into one OCI archive for `ctr -n k8s.io images import` (see nodeimages.go).
 package main
 
 import (
@@ -16,6 +21,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "node-images" {
+		if err := nodeImagesMain(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "image node-images: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	binDir := flag.String("bin-dir", "bin", "directory holding manager-<os>-<arch> for each platform")
 	out := flag.String("out", "out/image", "directory of the OCI image layout to write; <out>.tar is its archive")
 	platforms := flag.String("platforms", "linux/amd64,linux/arm64", "comma-separated os/arch list")
