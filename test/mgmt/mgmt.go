@@ -590,9 +590,12 @@ func RunCAPR(t T, a *testenv.APIServer, system, manager string) *InstalledManage
 func ExpectLeaderAndNoForbidden(t T, a *testenv.APIServer, system string, capr *InstalledManager) {
 	t.Helper()
 	g := NewWithT(t)
-	lease := &coordinationv1.Lease{}
-	g.Expect(a.Client.Get(context.Background(), client.ObjectKey{Namespace: system, Name: "controller-leader-election-capr"}, lease)).To(Succeed())
-	g.Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).NotTo(BeEmpty())
+	// The webhooks answer before leader election ends (they serve on every replica): the Lease may come a moment later.
+	g.Eventually(func(g Gomega) {
+		lease := &coordinationv1.Lease{}
+		g.Expect(a.Client.Get(context.Background(), client.ObjectKey{Namespace: system, Name: "controller-leader-election-capr"}, lease)).To(Succeed())
+		g.Expect(ptr.Deref(lease.Spec.HolderIdentity, "")).NotTo(BeEmpty())
+	}, 60*time.Second, 200*time.Millisecond).Should(Succeed())
 	NoForbidden(g, capr.Logs.String())
 }
 
