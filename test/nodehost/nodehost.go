@@ -82,7 +82,7 @@ type Host struct {
 	// PodCIDR is the range the host's CNI configuration gives its Pods; every host routes each 10.244.y.0/24 to
 	// 172.30.0.y.
 	PodCIDR string
-	// CgroupRoot is the host's cgroup (the same path below every hierarchy), the kubelet's cgroupRoot.
+	// CgroupRoot is the host's cgroup (the same path below every hierarchy, /capr-nx), the kubelet's cgroup root.
 	CgroupRoot string
 
 	opts  Options
@@ -163,8 +163,9 @@ func Start(t sshdtest.T, opts Options) *Host {
 		}
 		t.Fatal(why)
 	}
-	h := &Host{Name: opts.Name, opts: opts, files: t.TempDir(), CgroupRoot: "/capr-" + opts.Name}
+	h := &Host{Name: opts.Name, opts: opts, files: t.TempDir()}
 	h.Index = h.reserveIndex(t)
+	h.CgroupRoot = "/" + h.veth() // unique on the machine, as the veth's name
 	h.PodCIDR = fmt.Sprintf("10.244.%d.0/24", h.Index)
 	h.writeMachineFiles(t)
 	// Registered before the host starts, so that a failed setup leaves nothing either; Stop runs once.

@@ -103,30 +103,119 @@ func kubectl(h *nodehost.Host, args ...string) (string, error) {
 	return string(out), err
 }
 
-// TestKubeadmInitMakesReadyNode: the real kubeadm init, over SSH, on a node host makes a control plane whose Node
-// becomes Ready (the kubelet started by the host's init once kubeadm configured it, Pods in containerd, the CNI
-// bridge ready).
-func TestKubeadmInitMakesReadyNode(t *testing.T) {
-	g := NewWithT(t)
-	h := nodehost.Start(t, nodehost.Options{Name: "capr-cp-a"})
+// initControlPlane runs the real kubeadm init over SSH on h and waits until its Node is Ready.
+func initControlPlane(t *testing.T, h *nodehost.Host) {
+	t.Helper()
 	version, err := nodehost.KubernetesVersion("")
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(os.WriteFile(filepath.Join(h.Dir, "etc", "capr-kubeadm.yaml"), []byte(h.KubeadmInitConfig(version)), 0o600)).To(Succeed())
-
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(h.Dir, "etc", "capr-kubeadm.yaml"), []byte(h.KubeadmInitConfig(version)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	out, err := sshRun(t, h, "kubeadm init --config /etc/capr-kubeadm.yaml 2>&1")
 	if err != nil {
 		logs, _ := h.Run("tail -n 60 /var/log/capr-node/kubelet.log; crictl ps -a")
-		t.Fatalf("kubeadm init: %v\n%s\nkubelet and containers:\n%s", err, out, logs)
+		t.Fatalf("kubeadm init on %s: %v\n%s\nkubelet and containers:\n%s", h.Name, err, out, logs)
 	}
-	t.Logf("kubeadm init took %s", time.Since(start).Round(time.Second))
+	t.Logf("kubeadm init on %s took %s", h.Name, time.Since(start).Round(time.Second))
+	waitReady(t, h, h)
+	t.Logf("Node %s Ready %s after kubeadm init started", h.Name, time.Since(start).Round(time.Second))
+}
 
-	g.Eventually(func() (string, error) {
-		return kubectl(h, "get", "node", "capr-cp-a", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
-	}, 3*time.Minute, time.Second).Should(Equal("True"))
-	t.Logf("Node Ready %s after kubeadm init started", time.Since(start).Round(time.Second))
+// waitReady waits until node's Node is Ready in the cluster of the control plane cp.
+func waitReady(t *testing.T, cp, node *nodehost.Host) {
+	t.Helper()
+	NewWithT(t).Eventually(func() (string, error) {
+		return kubectl(cp, "get", "node", node.Name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+	}, 4*time.Minute, time.Second).Should(Equal("True"), "Node %s Ready", node.Name)
+}
+
+// TestKubeadmInitMakesReadyNode: the real kubeadm init, over SSH, on a node host makes a control plane whose Node
+// becomes Ready (the kubelet started by the host's init once kubeadm configured it, Pods in containerd, the CNI
+// bridge ready).
+func TestKubeadmInitMakesReadyNode(t *testing.T) {
+	h := nodehost.Start(t, nodehost.Options{Name: "capr-cp-a"})
+	initControlPlane(t, h)
 	nodes, _ := kubectl(h, "get", "nodes", "-o", "wide")
 	pods, _ := kubectl(h, "get", "pods", "-A", "-o", "wide")
 	t.Logf("kubectl get nodes -o wide:\n%s\nkubectl get pods -A -o wide:\n%s", nodes, pods)
-	g.Expect(strings.Contains(nodes, h.Address)).To(BeTrue())
+	NewWithT(t).Expect(nodes).To(ContainSubstring(h.Address))
+}
+
+// smokePod is a Pod of the smoke image (an HTTP server on :8080 answering its host name, the Pod's name) bound to
+// node.
+func smokePod(name, node string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+spec:
+  nodeName: %s
+  tolerations:
+  - operator: Exists
+  containers:
+  - name: smoke
+    image: capr.local/smoke:v1
+    imagePullPolicy: Never
+`, name, node)
+}
+
+// fromPod runs a command on h inside the network namespace of the Pod name (its sandbox), with the machine's tools.
+func fromPod(h *nodehost.Host, name, command string) (string, error) {
+	return h.Run(fmt.Sprintf(`pid=$(crictl inspectp -o go-template --template '{{.info.pid}}' "$(crictl pods -q --name '^%s$')") && nsenter --net=/proc/$pid/ns/net %s`, name, command))
+}
+
+// TestJoinedNodesReachEachOthersPods: a second node host joins with the real kubeadm join; both Nodes are Ready,
+// and a Pod on each node reaches the Pod on the other through its Pod IP (10.244.x.0/24 routed via 172.30.0.x).
+func TestJoinedNodesReachEachOthersPods(t *testing.T) {
+	g := NewWithT(t)
+	cp := nodehost.Start(t, nodehost.Options{Name: "capr-cp-b"})
+	worker := nodehost.Start(t, nodehost.Options{Name: "capr-worker-b"})
+	initControlPlane(t, cp)
+
+	join, err := sshRun(t, cp, "kubeadm token create --print-join-command")
+	g.Expect(err).NotTo(HaveOccurred(), join)
+	fields := strings.Fields(join) // kubeadm join ADDRESS --token TOKEN --discovery-token-ca-cert-hash HASH
+	g.Expect(fields).To(HaveLen(7), join)
+	config := worker.KubeadmJoinConfig(fields[2], fields[4], fields[6])
+	g.Expect(os.WriteFile(filepath.Join(worker.Dir, "etc", "capr-kubeadm.yaml"), []byte(config), 0o600)).To(Succeed())
+	start := time.Now()
+	out, err := sshRun(t, worker, "kubeadm join --config /etc/capr-kubeadm.yaml 2>&1")
+	if err != nil {
+		logs, _ := worker.Run("tail -n 60 /var/log/capr-node/kubelet.log")
+		t.Fatalf("kubeadm join: %v\n%s\nkubelet:\n%s", err, out, logs)
+	}
+	t.Logf("kubeadm join took %s", time.Since(start).Round(time.Second))
+	waitReady(t, cp, worker)
+	t.Logf("Node %s Ready %s after kubeadm join started", worker.Name, time.Since(start).Round(time.Second))
+
+	for name, node := range map[string]string{"smoke-cp": cp.Name, "smoke-worker": worker.Name} {
+		cmd := exec.Command(filepath.Join(os.Getenv("CAPR_BIN_DIR"), "kubectl"), "--kubeconfig", filepath.Join(cp.Dir, "etc", "kubernetes", "admin.conf"), "apply", "-f", "-")
+		cmd.Stdin = strings.NewReader(smokePod(name, node))
+		out, err := cmd.CombinedOutput()
+		g.Expect(err).NotTo(HaveOccurred(), string(out))
+	}
+	podIP := func(name string) func() (string, error) {
+		return func() (string, error) {
+			return kubectl(cp, "get", "pod", name, "-o", `jsonpath={.status.phase} {.status.podIP}`)
+		}
+	}
+	g.Eventually(podIP("smoke-cp"), 2*time.Minute, time.Second).Should(HavePrefix("Running 10.244."))
+	g.Eventually(podIP("smoke-worker"), 2*time.Minute, time.Second).Should(HavePrefix("Running 10.244."))
+	cpPod, _ := podIP("smoke-cp")()
+	workerPod, _ := podIP("smoke-worker")()
+	cpIP, workerIP := strings.Fields(cpPod)[1], strings.Fields(workerPod)[1]
+
+	out2, err := fromPod(cp, "smoke-cp", "curl -sS --max-time 5 http://"+workerIP+":8080/")
+	g.Expect(err).NotTo(HaveOccurred(), out2)
+	g.Expect(out2).To(Equal("smoke-worker\n"))
+	out2, err = fromPod(worker, "smoke-worker", "curl -sS --max-time 5 http://"+cpIP+":8080/")
+	g.Expect(err).NotTo(HaveOccurred(), out2)
+	g.Expect(out2).To(Equal("smoke-cp\n"))
+
+	nodes, _ := kubectl(cp, "get", "nodes", "-o", "wide")
+	pods, _ := kubectl(cp, "get", "pods", "-A", "-o", "wide")
+	t.Logf("kubectl get nodes -o wide:\n%s\nkubectl get pods -A -o wide:\n%s", nodes, pods)
 }
