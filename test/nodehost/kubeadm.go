@@ -47,9 +47,6 @@ apiVersion: kubeadm.k8s.io/v1beta4
 kind: ClusterConfiguration
 kubernetesVersion: %[3]s
 controlPlaneEndpoint: %[1]s:6443
-dns:
-  # No CoreDNS image is built here (nothing is pulled), and a Node is Ready without it.
-  disabled: true
 ---
 %[4]s`, h.address(), h.NodeRegistration(), version, KubeletConfiguration())
 }
