@@ -322,8 +322,8 @@ func (h *Host) writeHostFiles(t sshdtest.T) {
 }
 
 // containerdConfig is the hosts' containerd configuration: cgroupfs (the kubelet's driver here), overlayfs, the CNI
-// plugins in /opt/cni/bin and kubeadm's pause image as the sandbox image (%s). The opt plugin (/opt/containerd) is
-// not needed.
+// plugins in /opt/cni/bin, kubeadm's pause image as the sandbox image (%s), and oom_score_adj kept at 0 or above
+// (this machine's root cannot lower it). The opt plugin (/opt/containerd) is not needed.
 const containerdConfig = `version = 3
 root = "/var/lib/containerd"
 state = "/run/containerd"
@@ -338,6 +338,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt"]
     sandbox = "%s"
 
 [plugins.'io.containerd.cri.v1.runtime']
+  # This machine gives root no CAP_SYS_RESOURCE, so no process may lower its oom_score_adj below 0: the kubelet's
+  # -998 for sandboxes (and negative scores for other Pods) would fail every container (runc: "failed to update
+  # /proc/self/oom_score_adj: Permission denied"). Clamped to containerd's own score instead; a real host needs no such thing.
+  restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = "runc"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
