@@ -48,6 +48,13 @@ kind: ClusterConfiguration
 kubernetesVersion: %[3]s
 controlPlaneEndpoint: %[1]s:6443
 ---
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+conntrack:
+  # nf_conntrack_max is the machine's, read-only in a network namespace other than the machine's: kube-proxy
+  # leaves it as it is (it fails to start otherwise). A real host needs nothing here.
+  maxPerCore: 0
+---
 %[4]s`, h.address(), h.NodeRegistration(), version, KubeletConfiguration())
 }
 
