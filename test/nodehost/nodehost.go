@@ -189,11 +189,9 @@ func Start(t sshdtest.T, opts Options) *Host {
 		ClientKeyPEM: opts.ClientKeyPEM,
 		Sbin:         filepath.Join(h.files, "sbin"),
 		OwnNetwork:   true,
-		// What a node writes. /opt is private so that /opt/cni/bin stays inside; the kubelet and the controller
-		// manager make /usr/libexec/kubernetes/kubelet-plugins/volume/exec (the empty mount point stays on the machine).
-		Private: []string{"/var/lib/kubelet", "/var/lib/containerd", "/var/lib/etcd", "/var/lib/cni", "/var/log", "/opt",
-			"/usr/libexec/kubernetes"},
-		Binds: binds,
+		// What a node writes. /opt is private so that /opt/cni/bin stays inside.
+		Private: []string{"/var/lib/kubelet", "/var/lib/containerd", "/var/lib/etcd", "/var/lib/cni", "/var/log", "/opt"},
+		Binds:   binds,
 		Setup: func(sh *sshdtest.Host, pid int) string {
 			h.Host = sh
 			return h.setup(t, pid)
@@ -264,10 +262,25 @@ func (h *Host) writeMachineFiles(t sshdtest.T) {
 func (h *Host) setup(t sshdtest.T, pid int) string {
 	h.makeCgroups(t)
 	h.writeHostFiles(t)
+	h.overlayLibexec(t)
 	h.connect(t, pid)
 	h.startInit(t)
 	h.importImages(t)
 	return h.address()
+}
+
+// overlayLibexec gives the host a /usr/libexec of its own, the machine's with the host's changes on top: the kubelet
+// and the controller manager make /usr/libexec/kubernetes/kubelet-plugins/volume/exec there, which a tmpfs of its own
+// could not hold without a mount point made on the machine.
+func (h *Host) overlayLibexec(t sshdtest.T) {
+	dir := filepath.Join(h.files, "libexec")
+	_ = os.RemoveAll(dir) // a start after a stop begins afresh, as after a reboot
+	upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
+	must(t, os.MkdirAll(upper, 0o755))
+	must(t, os.MkdirAll(work, 0o755))
+	if out, err := h.Exec(fmt.Sprintf("mount -t overlay overlay -o lowerdir=/usr/libexec,upperdir=%s,workdir=%s /usr/libexec", upper, work)); err != nil {
+		t.Fatalf("mounting the host's /usr/libexec: %v: %s", err, out)
+	}
 }
 
 // cgroupHierarchies are the cgroup mounts below /sys/fs/cgroup (v1 controllers, name=systemd, the v2 unified one).

@@ -3,7 +3,6 @@
 package nodehost_test
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,10 +15,11 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/capr-project/cluster-api-provider-remote/test/nodehost"
+	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
 )
 
 // sshRun runs a command on the host as root over SSH (its pinned host key) and returns its output.
-func sshRun(t *testing.T, h *nodehost.Host, command string) (string, error) {
+func sshRun(t *testing.T, h *sshdtest.Host, command string) (string, error) {
 	t.Helper()
 	key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(h.HostKey))
 	if err != nil {
@@ -40,10 +40,8 @@ func sshRun(t *testing.T, h *nodehost.Host, command string) (string, error) {
 		return "", err
 	}
 	defer session.Close()
-	var out bytes.Buffer
-	session.Stdout, session.Stderr = &out, &out
-	err = session.Run(command)
-	return out.String(), err
+	out, err := session.CombinedOutput(command) // one writer for both streams, under a lock
+	return string(out), err
 }
 
 // nsOf is the namespace link (e.g. net:[4026532]) of a process.
@@ -71,7 +69,7 @@ func TestNodeHostRunsContainerdAndStopsClean(t *testing.T) {
 	g := NewWithT(t)
 	h := nodehost.Start(t, nodehost.Options{Name: "capr-node-a"})
 
-	out, err := sshRun(t, h, "hostname; ip -4 -o addr show eth0; crictl --runtime-endpoint "+nodehost.CRISocket+" images")
+	out, err := sshRun(t, h.Host, "hostname; ip -4 -o addr show eth0; crictl --runtime-endpoint "+nodehost.CRISocket+" images")
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Expect(out).To(HavePrefix("capr-node-a\n"))
 	g.Expect(out).To(ContainSubstring("inet " + h.Address + "/24"))
@@ -114,7 +112,7 @@ func initControlPlane(t *testing.T, h *nodehost.Host) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	out, err := sshRun(t, h, "kubeadm init --config /etc/capr-kubeadm.yaml 2>&1")
+	out, err := sshRun(t, h.Host, "kubeadm init --config /etc/capr-kubeadm.yaml 2>&1")
 	if err != nil {
 		logs, _ := h.Run("tail -n 60 /var/log/capr-node/kubelet.log; crictl ps -a")
 		t.Fatalf("kubeadm init on %s: %v\n%s\nkubelet and containers:\n%s", h.Name, err, out, logs)
@@ -135,9 +133,22 @@ func waitReady(t *testing.T, cp, node *nodehost.Host) {
 // TestKubeadmInitMakesReadyNode: the real kubeadm init, over SSH, on a node host makes a control plane whose Node
 // becomes Ready (the kubelet started by the host's init once kubeadm configured it, Pods in containerd, the CNI
 // bridge ready).
+//
+// The kubelet sets kernel tunables (vm.overcommit_memory, kernel.panic, kernel.panic_on_oops) that are not per
+// namespace: the machine's must be as they were before (the host shows the kubelet files with its values instead).
 func TestKubeadmInitMakesReadyNode(t *testing.T) {
+	tunables := func() string {
+		var values []string
+		for _, name := range []string{"vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops"} {
+			v, _ := os.ReadFile("/proc/sys/" + name)
+			values = append(values, name+"="+strings.TrimSpace(string(v)))
+		}
+		return strings.Join(values, " ")
+	}
+	before := tunables()
 	h := nodehost.Start(t, nodehost.Options{Name: "capr-cp-a"})
 	initControlPlane(t, h)
+	NewWithT(t).Expect(tunables()).To(Equal(before), "the machine's kernel tunables")
 	nodes, _ := kubectl(h, "get", "nodes", "-o", "wide")
 	pods, _ := kubectl(h, "get", "pods", "-A", "-o", "wide")
 	t.Logf("kubectl get nodes -o wide:\n%s\nkubectl get pods -A -o wide:\n%s", nodes, pods)
@@ -169,20 +180,21 @@ func fromPod(h *nodehost.Host, name, command string) (string, error) {
 
 // TestJoinedNodesReachEachOthersPods: a second node host joins with the real kubeadm join; both Nodes are Ready,
 // and a Pod on each node reaches the Pod on the other through its Pod IP (10.244.x.0/24 routed via 172.30.0.x).
+// Then kubeadm reset on the worker stops its kubelet and Pods, and it joins again.
 func TestJoinedNodesReachEachOthersPods(t *testing.T) {
 	g := NewWithT(t)
 	cp := nodehost.Start(t, nodehost.Options{Name: "capr-cp-b"})
 	worker := nodehost.Start(t, nodehost.Options{Name: "capr-worker-b"})
 	initControlPlane(t, cp)
 
-	join, err := sshRun(t, cp, "kubeadm token create --print-join-command")
+	join, err := sshRun(t, cp.Host, "kubeadm token create --print-join-command")
 	g.Expect(err).NotTo(HaveOccurred(), join)
 	fields := strings.Fields(join) // kubeadm join ADDRESS --token TOKEN --discovery-token-ca-cert-hash HASH
 	g.Expect(fields).To(HaveLen(7), join)
 	config := worker.KubeadmJoinConfig(fields[2], fields[4], fields[6])
 	g.Expect(os.WriteFile(filepath.Join(worker.Dir, "etc", "capr-kubeadm.yaml"), []byte(config), 0o600)).To(Succeed())
 	start := time.Now()
-	out, err := sshRun(t, worker, "kubeadm join --config /etc/capr-kubeadm.yaml 2>&1")
+	out, err := sshRun(t, worker.Host, "kubeadm join --config /etc/capr-kubeadm.yaml 2>&1")
 	if err != nil {
 		logs, _ := worker.Run("tail -n 60 /var/log/capr-node/kubelet.log")
 		t.Fatalf("kubeadm join: %v\n%s\nkubelet:\n%s", err, out, logs)
@@ -218,4 +230,16 @@ func TestJoinedNodesReachEachOthersPods(t *testing.T) {
 	nodes, _ := kubectl(cp, "get", "nodes", "-o", "wide")
 	pods, _ := kubectl(cp, "get", "pods", "-A", "-o", "wide")
 	t.Logf("kubectl get nodes -o wide:\n%s\nkubectl get pods -A -o wide:\n%s", nodes, pods)
+
+	// The real kubeadm reset stops the kubelet through the host's systemctl and removes every Pod; the host keeps
+	// its own /var/lib/kubelet (reset unmounts only below it) and joins again.
+	out, err = sshRun(t, worker.Host, "kubeadm reset -f 2>&1")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	out, err = sshRun(t, worker.Host, "systemctl is-active kubelet; crictl pods -q | wc -l; findmnt -n -o FSTYPE /var/lib/kubelet | sort -u")
+	g.Expect(out).To(Equal("inactive\n0\ntmpfs\n"), "after kubeadm reset (%v)", err)
+	_, err = kubectl(cp, "delete", "node", worker.Name)
+	g.Expect(err).NotTo(HaveOccurred())
+	out, err = sshRun(t, worker.Host, "kubeadm join --config /etc/capr-kubeadm.yaml 2>&1")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	waitReady(t, cp, worker)
 }
