@@ -113,7 +113,7 @@ func Missing(binDir, imagesDir string) string {
 	if images, _ := imageArchives(imagesDir); len(images) == 0 {
 		return fmt.Sprintf("node hosts need the node image archives in %s (CAPR_NODE_IMAGES)", imagesDir)
 	}
-	for _, tool := range []string{"ip", "iptables", "flock"} {
+	for _, tool := range []string{"ip", "flock", "nsenter"} { // the bridge and veths; nodeinit; entering the host
 		if _, err := exec.LookPath(tool); err != nil {
 			return "node hosts need " + tool + " on the machine"
 		}
