@@ -61,6 +61,23 @@ type Options struct {
 	// writes its pid to /run/sshd.pid, so ssh-keygen -A and kill -HUP "$(cat /run/sshd.pid)" on the host manage
 	// them. Otherwise its one key lives in Dir, outside the host's /etc.
 	SystemHostKeys bool
+	// OwnNetwork gives the host a network namespace of its own (lo only); Setup must then connect it and return the
+	// address sshd listens on, on port 22.
+	OwnNetwork bool
+	// Binds are bind mounts made inside the host after the Private tmpfs dirs, in order.
+	Binds []Bind
+	// Setup runs once the host's namespaces exist (the process holding them is pid) and before its sshd starts, at
+	// every start; with OwnNetwork it returns the address sshd listens on.
+	Setup func(h *Host, pid int) (address string)
+	// Teardown runs first when the host stops, while its namespaces still exist.
+	Teardown func(h *Host)
+}
+
+// Bind is a bind mount inside a host: Source (a path on the machine) mounted over Target (created if missing).
+type Bind struct {
+	Source, Target string
+	// File binds a file rather than a directory.
+	File bool
 }
 
 // Host is a running sshd.
@@ -128,7 +145,9 @@ func StartWith(t T, opts Options) *Host {
 	}
 	h.writeFiles()
 	h.RotateHostKey()
-	h.Address, h.Port = freeAddress(t)
+	if !opts.OwnNetwork {
+		h.Address, h.Port = freeAddress(t)
+	}
 	h.start()
 	t.Cleanup(h.Stop)
 	return h
@@ -266,10 +285,20 @@ func (h *Host) start() {
 	if h.opts.Sbin != "" {
 		script += fmt.Sprintf("mount --bind %s /usr/local/sbin; ", shellescape.Quote(h.opts.Sbin))
 	}
+	for _, b := range h.opts.Binds {
+		mk := "mkdir -p " + shellescape.Quote(b.Target)
+		if b.File {
+			mk = "[ -e " + shellescape.Quote(b.Target) + " ] || touch " + shellescape.Quote(b.Target)
+		}
+		script += fmt.Sprintf("%s; mount --bind %s %s; ", mk, shellescape.Quote(b.Source), shellescape.Quote(b.Target))
+	}
 	unshare := []string{"--mount", "--propagation", "private"}
 	if h.opts.Hostname != "" {
 		unshare = append(unshare, "--uts")
 		script += fmt.Sprintf("hostname %s; ", shellescape.Quote(h.opts.Hostname))
+	}
+	if h.opts.OwnNetwork {
+		unshare = append(unshare, "--net")
 	}
 	script += "mkdir -p /run/sshd; chmod 755 /run/sshd; echo ready; exec sleep infinity"
 	h.holder = exec.Command("unshare", append(unshare, "--", "sh", "-c", script)...)
@@ -287,6 +316,12 @@ func (h *Host) start() {
 		_ = h.holder.Wait()
 		t.Fatalf("setting up the host's namespace failed: %s", logs.String())
 	}
+	if h.opts.Setup != nil {
+		address := h.opts.Setup(h, h.holder.Process.Pid)
+		if h.opts.OwnNetwork {
+			h.Address, h.Port = address, 22
+		}
+	}
 	h.StartSSHD()
 }
 
@@ -294,11 +329,7 @@ func (h *Host) start() {
 // /var/lib/capr are as they were.
 func (h *Host) StartSSHD() {
 	t := h.t
-	args := []string{"--target", strconv.Itoa(h.holder.Process.Pid), "--mount"}
-	if h.opts.Hostname != "" {
-		args = append(args, "--uts")
-	}
-	args = append(args, "--", "/usr/sbin/sshd", "-D", "-e", "-f", h.path("sshd_config"), "-o", "ListenAddress="+h.Address, "-o", fmt.Sprintf("Port=%d", h.Port))
+	args := append(h.NsenterArgs(), "--", "/usr/sbin/sshd", "-D", "-e", "-f", h.path("sshd_config"), "-o", "ListenAddress="+h.Address, "-o", fmt.Sprintf("Port=%d", h.Port))
 	h.sshd = exec.Command("nsenter", args...)
 	var logs bytes.Buffer
 	h.sshd.Stdout, h.sshd.Stderr = &logs, &logs
@@ -353,6 +384,9 @@ func (h *Host) StopSSHD() {
 // Stop stops the sshd and ends the host's namespaces; the host's files below Dir stay until the test ends. A start
 // after Stop (Restart) is like a reboot: /run and /var/lib/capr start empty.
 func (h *Host) Stop() {
+	if h.opts.Teardown != nil && h.holder != nil {
+		h.opts.Teardown(h)
+	}
 	h.StopSSHD()
 	if h.holder == nil || h.holder.Process == nil {
 		return
@@ -373,12 +407,28 @@ func (h *Host) Exec(command string) (string, error) {
 	if h.holder == nil {
 		return "", fmt.Errorf("host %s is stopped", h.Address)
 	}
+	out, err := exec.Command("nsenter", append(h.NsenterArgs(), "--", "sh", "-c", command)...).CombinedOutput()
+	return string(out), err
+}
+
+// NsenterArgs are the arguments of nsenter that enter the host's namespaces (the command follows, after "--").
+func (h *Host) NsenterArgs() []string {
 	args := []string{"--target", strconv.Itoa(h.holder.Process.Pid), "--mount"}
 	if h.opts.Hostname != "" {
 		args = append(args, "--uts")
 	}
-	out, err := exec.Command("nsenter", append(args, "--", "sh", "-c", command)...).CombinedOutput()
-	return string(out), err
+	if h.opts.OwnNetwork {
+		args = append(args, "--net")
+	}
+	return args
+}
+
+// HolderPID is the pid of the process that holds the host's namespaces (0 when stopped).
+func (h *Host) HolderPID() int {
+	if h.holder == nil || h.holder.Process == nil {
+		return 0
+	}
+	return h.holder.Process.Pid
 }
 
 // Endpoint returns "address:port".
