@@ -173,7 +173,8 @@ image: ## Build the manager image for IMAGE_PLATFORMS as an OCI layout and archi
 
 # make node-images builds the images kubeadm names for K8S_VERSION, and the smoke Pod's application image, from static
 # binaries built here, with no registry and no container engine (hack/image node-images, go-containerregistry): one
-# layer per image with the binary, every timestamp the epoch, so the same sources give the same digests. It writes
+# layer per image with the binary, every timestamp the epoch, so the same sources give the same digests. kube-proxy's
+# image also carries this machine's iptables tools, their libraries and the loader (the Debian package iptables). It writes
 # out/node-images/images.tar (an OCI archive: `ctr -n k8s.io images import` names each image as kubeadm expects) and
 # images.txt (name, digest, bytes). NODE_IMAGES_SKIP names repositories kubeadm lists that are not built (e.g. coredns).
 NODE_BIN := $(BIN)/node

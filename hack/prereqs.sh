@@ -15,6 +15,7 @@ check_only=false
 # test host in its own mount namespace; flock, setsid and tail are what CAPR's bootstrap runs on a host; git and
 # ca-certificates let the Go toolchain fetch modules; openssl checks a CA hash in the end-to-end kubeadm stand-in.
 # runc, the one node part built with cgo (`make node-tools`), needs a C compiler, pkg-config and libseccomp's header.
+# iptables: `make node-images` copies its tools, libraries and xtables modules into kube-proxy's image.
 declare -A package_of=(
 	[/usr/sbin/sshd]=openssh-server
 	[ssh]=openssh-client
@@ -34,6 +35,7 @@ declare -A package_of=(
 	[gcc]=gcc
 	[pkg-config]=pkg-config
 	[/usr/include/seccomp.h]=libseccomp-dev
+	[/usr/sbin/iptables]=iptables
 )
 
 missing_packages() {

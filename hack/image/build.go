@@ -81,11 +81,13 @@ func image(binary string, p Platform) (v1.Image, error) {
 // source is the repository every image built here names as its source.
 const source = "https://github.com/capr-project/cluster-api-provider-remote"
 
-// layerFile is one entry of a layer: a directory when Data is nil and Dir is set, else a regular file.
+// layerFile is one entry of a layer: a directory when Dir is set, a symlink to Link when Link is set, else a regular
+// file holding Data.
 type layerFile struct {
 	Name string
 	Mode int64
 	Dir  bool
+	Link string
 	Data []byte
 }
 
@@ -96,8 +98,11 @@ func singleLayerImage(files []layerFile, p Platform, createdBy string, config v1
 	tw := tar.NewWriter(&buf)
 	for _, f := range files {
 		h := &tar.Header{Name: f.Name, Mode: f.Mode, Size: int64(len(f.Data)), ModTime: epoch, Typeflag: tar.TypeReg, Format: tar.FormatPAX}
-		if f.Dir {
+		switch {
+		case f.Dir:
 			h.Typeflag, h.Size = tar.TypeDir, 0
+		case f.Link != "":
+			h.Typeflag, h.Size, h.Linkname = tar.TypeSymlink, 0, f.Link
 		}
 		if err := tw.WriteHeader(h); err != nil {
 			return nil, err

@@ -29,19 +29,24 @@ type nodeRecipe struct {
 	Path string
 	// User is the image's user, as the upstream image sets it.
 	User string
+	// IPTables adds the machine's iptables tools, their libraries and the loader (iptablesFiles): the one image that
+	// holds dynamically linked programs.
+	IPTables bool
 }
 
 // nodeRecipes are the images `kubeadm config images list` names. kubeadm's static Pods run their binary by name
 // (command: [kube-apiserver, ...], [etcd, ...]), found through the image's PATH; the kube-proxy DaemonSet runs
 // /usr/local/bin/kube-proxy; the CoreDNS Deployment passes args only, so its entrypoint is /coredns as upstream's.
-// kube-proxy's image holds the binary alone, without the iptables/nft tools upstream's carries: enough for kubeadm's
-// preflight, not for running the kube-proxy addon in iptables or nftables mode. etcd's image carries the etcd this
-// repository builds (hack/tools) under the tag kubeadm names.
+// kube-proxy (iptables mode, its default) runs iptables, iptables-save and iptables-restore (and ip6tables*): its image
+// carries them from this machine, with their libraries and the loader, as upstream's distroless-iptables image does;
+// it is the one image with dynamically linked programs, each image's own binary stays static. It carries no nft (the
+// nftables mode is not used). etcd's image carries the etcd this repository builds (hack/tools) under the tag kubeadm
+// names.
 var nodeRecipes = []nodeRecipe{
 	{Repo: "kube-apiserver", Binary: "kube-apiserver", Path: "/usr/local/bin/kube-apiserver", User: "0:0"},
 	{Repo: "kube-controller-manager", Binary: "kube-controller-manager", Path: "/usr/local/bin/kube-controller-manager", User: "0:0"},
 	{Repo: "kube-scheduler", Binary: "kube-scheduler", Path: "/usr/local/bin/kube-scheduler", User: "0:0"},
-	{Repo: "kube-proxy", Binary: "kube-proxy", Path: "/usr/local/bin/kube-proxy", User: "0:0"},
+	{Repo: "kube-proxy", Binary: "kube-proxy", Path: "/usr/local/bin/kube-proxy", User: "0:0", IPTables: true},
 	{Repo: "coredns", Binary: "coredns", Path: "/coredns", User: "65532:65532"},
 	{Repo: "pause", Binary: "pause", Path: "/pause", User: "65535:65535"},
 	{Repo: "etcd", Binary: "etcd", Path: "/usr/local/bin/etcd", User: "0:0"},
@@ -131,7 +136,8 @@ func checkStatic(file string) error {
 	return nil
 }
 
-// nodeImage is the image of recipe r for p: one layer with the binary at r.Path and an empty /tmp.
+// nodeImage is the image of recipe r for p: one layer with the binary at r.Path and an empty /tmp, and the machine's
+// iptables tools when r.IPTables.
 func nodeImage(binDir string, r nodeRecipe, p Platform) (v1.Image, error) {
 	file := filepath.Join(binDir, r.Binary)
 	if err := checkStatic(file); err != nil {
@@ -147,6 +153,11 @@ func nodeImage(binDir string, r nodeRecipe, p Platform) (v1.Image, error) {
 		files = append([]layerFile{{Name: d + "/", Mode: 0o755, Dir: true}}, files...)
 	}
 	files = append(files, layerFile{Name: rel, Mode: 0o555, Data: data}, layerFile{Name: "tmp/", Mode: 0o1777, Dir: true})
+	if r.IPTables {
+		if files, err = withIPTables(files, p); err != nil {
+			return nil, err
+		}
+	}
 	return singleLayerImage(files, p, "make node-images: "+r.Binary, v1.Config{
 		User: r.User, Entrypoint: []string{r.Path}, Env: []string{nodePATH}, WorkingDir: "/",
 		Labels: map[string]string{"org.opencontainers.image.source": source, "org.opencontainers.image.title": r.Repo},
@@ -263,4 +274,23 @@ func nodeImagesMain(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "%s %s %d\n", b.Name, b.Digest, b.Size)
 	}
 	return nil
+}
+
+// withIPTables is files and the machine's iptables tools (iptablesFiles), sorted by name, each directory once.
+func withIPTables(files []layerFile, p Platform) ([]layerFile, error) {
+	ipt, err := iptablesFiles(iptablesProgram, p)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		if i := slices.IndexFunc(ipt, func(g layerFile) bool { return g.Name == f.Name }); i >= 0 {
+			if !f.Dir || !ipt[i].Dir {
+				return nil, fmt.Errorf("the image's %s is also one of the machine's iptables files", f.Name)
+			}
+			continue
+		}
+		ipt = append(ipt, f)
+	}
+	slices.SortFunc(ipt, func(a, b layerFile) int { return strings.Compare(a.Name, b.Name) })
+	return ipt, nil
 }
