@@ -227,6 +227,19 @@ func TestJoinedNodesReachEachOthersPods(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred(), out2)
 	g.Expect(out2).To(Equal("smoke-cp\n"))
 
+	// kube-proxy runs on both nodes (its image carries iptables, hack/image), so the kubernetes Service's IP answers
+	// from a Pod, and CoreDNS, which reaches the API server through it, becomes Ready.
+	ready := func(selector string) func() (string, error) {
+		return func() (string, error) {
+			return kubectl(cp, "-n", "kube-system", "get", "pods", "-l", selector, "-o", `jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status} {end}`)
+		}
+	}
+	g.Eventually(ready("k8s-app=kube-proxy"), 3*time.Minute, 2*time.Second).Should(Equal("True True "), "kube-proxy Ready on both nodes")
+	g.Eventually(func() (string, error) {
+		return fromPod(worker, "smoke-worker", "curl -sSk --max-time 5 https://10.96.0.1/healthz")
+	}, time.Minute, 2*time.Second).Should(Equal("ok"), "the kubernetes Service's IP from a Pod")
+	g.Eventually(ready("k8s-app=kube-dns"), 3*time.Minute, 2*time.Second).Should(Equal("True True "), "CoreDNS Ready")
+
 	nodes, _ := kubectl(cp, "get", "nodes", "-o", "wide")
 	pods, _ := kubectl(cp, "get", "pods", "-A", "-o", "wide")
 	t.Logf("kubectl get nodes -o wide:\n%s\nkubectl get pods -A -o wide:\n%s", nodes, pods)
