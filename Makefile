@@ -102,7 +102,7 @@ vet: ## Run go vet on every file: the unit tier, the real-parts tier (tag integr
 lint: $(GOLANGCI_LINT) ## Run golangci-lint, shellcheck on the shell scripts, and refuse tracked binaries and files over 1 MB.
 	hack/check-tracked.sh
 	$(GOLANGCI_LINT) run ./...
-	shellcheck hack/prereqs.sh hack/check-tracked.sh test/e2e/testdata/kubeadm test/standins/systemctl
+	shellcheck hack/prereqs.sh hack/check-tracked.sh test/e2e/testdata/kubeadm test/standins/systemctl test/nodehost/nodeinit test/nodehost/systemctl
 	shellcheck -s sh internal/host/sshhost/scripts/*.sh
 
 ##@ Testing

@@ -171,7 +171,7 @@ func Start(t sshdtest.T, opts Options) *Host {
 	// Registered before the host starts, so that a failed setup leaves nothing either; Stop runs once.
 	t.Cleanup(func() {
 		if h.Host != nil {
-			h.Host.Stop()
+			h.Stop() // the sshd host's Stop, which runs its Teardown (this host's)
 		}
 		_ = exec.Command("ip", "link", "del", h.veth()).Run()
 	})
