@@ -327,6 +327,9 @@ func (h *Host) writeHostFiles(t sshdtest.T) {
 	write(etc("containerd", "config.toml"), fmt.Sprintf(containerdConfig, pause))
 	write(etc("crictl.yaml"), "runtime-endpoint: "+CRISocket+"\nimage-endpoint: "+CRISocket+"\ntimeout: 10\n")
 	write(etc("cni", "net.d", "10-capr.conflist"), fmt.Sprintf(cniConfig, h.PodCIDR))
+	// The kubelet's per-host flags, as a host's /etc/default/kubelet holds them (nodeinit reads it, as kubeadm's
+	// drop-in does): kubeadm configurations shared by several hosts (a MachineDeployment's) cannot carry them.
+	write(etc("default", "kubelet"), "KUBELET_EXTRA_ARGS=--cgroup-root="+h.CgroupRoot+"\n")
 	hosts, err := os.ReadFile(etc("hosts"))
 	must(t, err)
 	if line := h.address() + " " + h.Name + "\n"; !strings.Contains(string(hosts), line) {

@@ -1,13 +1,20 @@
 // Command quickstart is `make quickstart`: CAPR doing its job on this machine. It starts a management cluster (a
 // real kube-apiserver, etcd and kube-controller-manager), cert-manager, Cluster API v1.14.2 (core, kubeadm bootstrap
-// and control plane) and CAPR installed by `clusterctl init` from what CAPR ships, and three SSH hosts (real OpenSSH
-// sshd, each in its own mount and UTS namespace, with a kubeadm stand-in, and a second kube-apiserver as the
-// workload cluster their Nodes join). It applies examples/quickstart, shows progress, prints a status table and
-// commands to try, and stays up until Ctrl-C, when it tears everything down.
+// and control plane) and CAPR installed by `clusterctl init` from what CAPR ships, and three local hosts, applies a
+// cluster on them, shows progress, prints a status table and commands to try, and stays up until Ctrl-C, when it
+// tears everything down.
+//
+// In its real mode (the default when this machine can run it), the hosts are node hosts (test/nodehost: real sshd,
+// containerd, runc, kubelet and kubeadm, each in its own namespaces and cgroup root) and examples/quickstart/cluster.yaml
+// builds a real cluster: a KubeadmControlPlane of one runs kubeadm init on the first host, a MachineDeployment of two
+// runs kubeadm join on the others. The quickstart waits for three Ready Nodes, runs a smoke Deployment and checks
+// its Pods reach each other across nodes. In the stand-in mode (QUICKSTART_MODE=standin, or when real nodes cannot
+// run here, which it says), the hosts are sshd hosts with a kubeadm stand-in that registers them as Nodes of a
+// second kube-apiserver (examples/quickstart/cluster-standin.yaml); no kubelet runs.
 //
 // QUICKSTART_HOSTS=addr[:port],addr[:port],addr[:port] and QUICKSTART_SSH_KEY=path use three real hosts instead (root
 // logins with that key, real kubeadm and a kubelet on them; the first one becomes the control plane and its address
-// the control-plane endpoint, port 6443).
+// the control-plane endpoint, port 6443), with examples/quickstart/cluster-standin.yaml (no settings for this machine).
 package main
 
 import (
@@ -25,8 +32,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,6 +39,7 @@ import (
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/test/e2e"
 	"github.com/capr-project/cluster-api-provider-remote/test/mgmt"
+	"github.com/capr-project/cluster-api-provider-remote/test/nodehost"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
 
@@ -41,6 +47,8 @@ const (
 	namespace         = "quickstart"
 	kubernetesVersion = "v1.36.3"
 	readyTimeout      = 5 * time.Minute
+	// realTimeout bounds the real mode from Applying to three Ready Nodes and Machines.
+	realTimeout = 10 * time.Minute
 )
 
 // session is the quickstart's stand-in for a test: it keeps the teardown steps and runs them on exit.
@@ -105,18 +113,25 @@ func main() {
 }
 
 func run(s *session) {
-	real := os.Getenv("QUICKSTART_HOSTS") != ""
 	step := func(msg string) { fmt.Printf("==> %s\n", msg) }
 	fmt.Println("CAPR quickstart: everything runs on this machine, in", s.root)
+	mode := chooseMode(s)
 	e := e2e.Start(s, step)
 	c := e.Management.Client
 	ctx := context.Background()
 
 	vars := map[string]string{"NAMESPACE": namespace, "KUBERNETES_VERSION": kubernetesVersion}
 	var hostNames map[string]string // address:port → host name, for the table
-	if real {
+	var nodeHosts []*nodehost.Host
+	example := "cluster-standin.yaml"
+	switch mode {
+	case modeHosts:
 		hostNames = realHosts(s, c, vars)
-	} else {
+	case modeReal:
+		step("Starting 3 node hosts (sshd, containerd, kubelet on 172.30.0.x, each in its own namespaces and cgroup root, the node images imported)")
+		nodeHosts, hostNames = startNodeHosts(s, c, vars)
+		example = "cluster.yaml"
+	default:
 		step("Starting 3 SSH hosts (OpenSSH sshd on 127.0.0.x, each with its own host name, /etc and /run)")
 		hostNames = map[string]string{}
 		for i := range 3 {
@@ -128,21 +143,40 @@ func run(s *session) {
 		vars["CONTROL_PLANE_ENDPOINT_HOST"], vars["CONTROL_PLANE_ENDPOINT_PORT"] = endpoint.Host, strconv.Itoa(int(endpoint.Port))
 	}
 
-	step("Applying examples/quickstart/cluster.yaml (a Cluster, a pool of 3 hosts, a control-plane Machine, a MachineDeployment of 2)")
-	doc, err := os.ReadFile(filepath.Join(testenv.RootDir(), "examples", "quickstart", "cluster.yaml"))
+	if mode == modeReal {
+		step("Applying examples/quickstart/cluster.yaml (a Cluster, a pool of 3 hosts, a KubeadmControlPlane of 1, a MachineDeployment of 2)")
+	} else {
+		step("Applying examples/quickstart/" + example + " (a Cluster, a pool of 3 hosts, a control-plane Machine, a MachineDeployment of 2)")
+	}
+	doc, err := os.ReadFile(filepath.Join(testenv.RootDir(), "examples", "quickstart", example))
 	if err != nil {
 		s.Fatalf("%v", err)
 	}
-	rendered := os.Expand(string(doc), func(k string) string { return vars[k] })
+	// Only the quickstart's values: every other $name (in the hosts' shell commands) stays as it is.
+	rendered := os.Expand(string(doc), func(k string) string {
+		if v, ok := vars[k]; ok {
+			return v
+		}
+		return "${" + k + "}"
+	})
 	if out, err := mgmt.Kubectl(s, e.Management, rendered, "apply", "-f", "-"); err != nil {
 		s.Fatalf("kubectl apply: %v\n%s", err, out)
 	}
+	k := &clock{start: time.Now(), seen: map[string]time.Duration{}}
+	var cluster *realCluster
+	if mode == modeReal {
+		cluster = &realCluster{s: s, management: c, controlPlane: nodeHosts[0].Name, clock: k}
+	}
 
 	step("Waiting for the machines (Cluster API's view: Machine phase and Node)")
-	if !real {
+	if mode == modeStandIn {
 		e.ShareClusterCA(namespace, "quickstart")
 	}
-	deadline := time.Now().Add(readyTimeout)
+	timeout := readyTimeout
+	if mode == modeReal {
+		timeout = realTimeout
+	}
+	deadline := time.Now().Add(timeout)
 	last := ""
 	for {
 		machines := &clusterv1.MachineList{}
@@ -158,17 +192,32 @@ func run(s *session) {
 		}
 		slices.Sort(phases)
 		if line := fmt.Sprintf("%d/3 Running: %s", running, strings.Join(phases, " ")); line != last {
-			fmt.Println("   ", line)
+			fmt.Printf("    [%s] %s\n", time.Since(k.start).Round(time.Second), line)
 			last = line
+		}
+		if cluster != nil {
+			cluster.observe()
 		}
 		if running == 3 {
 			break
 		}
 		if time.Now().After(deadline) {
 			table(s, c, hostNames)
-			s.Fatalf("the machines did not all reach Running within %s; CAPR's log:\n%s", readyTimeout, tail(e.CAPR.Logs.String()))
+			s.Fatalf("the machines did not all reach Running within %s; CAPR's log:\n%s", timeout, tail(e.CAPR.Logs.String()))
 		}
 		time.Sleep(2 * time.Second)
+	}
+	if mode == modeReal {
+		step("Waiting for the workload cluster's Nodes to be Ready (kubeadm init, then the joins)")
+		cluster.wait()
+		step("Running the smoke Deployment (capr.local/smoke:v1, one Pod on each worker)")
+		runSmoke(s, cluster.workload, cluster.kubeconfig, nodeHosts, k)
+		fmt.Println("\nPhases (time since Applying):")
+		for _, phase := range k.order {
+			fmt.Printf("  %-90s %s\n", phase, k.seen[phase])
+		}
+		printRealCluster(s, e.Management.Kubeconfig, cluster.kubeconfig)
+		fmt.Printf("\nThe workload cluster's kubeconfig: %s\n", cluster.kubeconfig)
 	}
 	fmt.Println()
 	table(s, c, hostNames)
@@ -185,10 +234,17 @@ Try:
       (a worker's host is cleaned with kubeadm reset and its pool entry is Available again)
   %[2]s --kubeconfig %[1]s -n quickstart delete machine <name>
 `, kubeconfig, kubectl)
-	if !real {
+	if mode == modeReal {
+		fmt.Printf(`  %[2]s --kubeconfig %[1]s get nodes,pods -A -o wide
+      (the workload cluster: a real control plane and kubelets; scaling the workers to 1 runs the real kubeadm reset
+       and the example's cleanup on a host, which returns to the pool clean; scaling to 2 joins it again)
+`, cluster.kubeconfig, kubectl)
+	}
+	if mode == modeStandIn {
 		fmt.Println(`
 The local hosts run a kubeadm stand-in, not Kubernetes: it checks the configuration Cluster API's kubeadm bootstrap
 provider wrote and registers the host as a Node of a second kube-apiserver (the workload cluster). No kubelet runs.
+Without QUICKSTART_MODE=standin, on a machine with the node tools and images, the quickstart builds a real cluster.
 With QUICKSTART_HOSTS=a,b,c and QUICKSTART_SSH_KEY=path the quickstart uses three real hosts running kubeadm instead.`)
 	}
 }
@@ -204,14 +260,7 @@ func realHosts(s *session, c client.Client, vars map[string]string) map[string]s
 	if err != nil {
 		s.Fatalf("QUICKSTART_SSH_KEY: reading the SSH private key for the hosts: %v", err)
 	}
-	ctx := context.Background()
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
-		s.Fatalf("%v", err)
-	}
-	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "ssh-key"},
-		Data: map[string][]byte{"value": key}}); err != nil {
-		s.Fatalf("%v", err)
-	}
+	createKeySecret(s, c, key)
 	names := map[string]string{}
 	for i, h := range hosts {
 		addr, port := strings.TrimSpace(h), "22"
