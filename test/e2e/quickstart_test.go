@@ -187,21 +187,6 @@ func TestQuickstartRealNodes(t *testing.T) {
 	if why := nodehost.Missing(binDir, imagesDir); why != "" {
 		t.Skip(why)
 	}
-	links := func() []string {
-		out, _ := exec.Command("ip", "-o", "link", "show").Output()
-		var found []string
-		for _, l := range strings.Split(string(out), "\n") {
-			if f := strings.Fields(l); len(f) > 1 && strings.HasPrefix(f[1], "capr-n") && !strings.HasPrefix(f[1], nodehost.Bridge) {
-				found = append(found, strings.TrimSuffix(strings.Split(f[1], "@")[0], ":"))
-			}
-		}
-		return found
-	}
-	cgroups := func() []string {
-		found, _ := filepath.Glob("/sys/fs/cgroup/*/capr-n*")
-		return found
-	}
-	linksBefore, cgroupsBefore := links(), cgroups()
 	q := startQuickstart(t, 15*time.Minute, "QUICKSTART_MODE=real")
 	g := NewWithT(t)
 	out := strings.Join(q.output, "\n")
@@ -220,9 +205,17 @@ func TestQuickstartRealNodes(t *testing.T) {
 		}
 	}
 	scaleDownAndUp(t, q)
+	// The hosts' veths (capr-nX) and cgroup roots (/capr-nX), X from their addresses 172.30.0.X in the table.
+	hosts := regexp.MustCompile(`quickstart-\d \(172\.30\.0\.(\d+):22\)`).FindAllStringSubmatch(out, -1)
+	g.Expect(hosts).To(HaveLen(3))
 	q.interrupt(t)
-	g.Expect(links()).To(ConsistOf(linksBefore), "network devices left behind")
-	g.Expect(cgroups()).To(ConsistOf(cgroupsBefore), "cgroups left behind")
+	for _, h := range hosts {
+		g.Expect(exec.Command("ip", "link", "show", "capr-n"+h[1]).Run()).To(HaveOccurred(), "network device capr-n%s left behind", h[1])
+		cgroups, _ := filepath.Glob("/sys/fs/cgroup/*/capr-n" + h[1])
+		g.Expect(cgroups).To(BeEmpty(), "cgroups left behind")
+		init, _ := exec.Command("pgrep", "-f", "^sh .*/nodeinit /capr-n"+h[1]+"$").Output()
+		g.Expect(string(init)).To(BeEmpty(), "the host's init left running")
+	}
 }
 
 // children lists this process's living children (with the subreaper set, also the quickstart's orphans). Orphans
