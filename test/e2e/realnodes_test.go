@@ -1,0 +1,196 @@
+//go:build integration
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/capr-project/cluster-api-provider-remote/test/mgmt"
+	"github.com/capr-project/cluster-api-provider-remote/test/nodehost"
+	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
+)
+
+// workersHealthCheck remediates a worker whose Node is not Ready for 10 seconds.
+const workersHealthCheck = `apiVersion: cluster.x-k8s.io/v1beta2
+kind: MachineHealthCheck
+metadata:
+  name: workers
+  namespace: %s
+spec:
+  clusterName: quickstart
+  selector:
+    matchLabels:
+      cluster.x-k8s.io/deployment-name: workers
+  checks:
+    unhealthyNodeConditions:
+    - type: Ready
+      status: Unknown
+      timeoutSeconds: 10
+    - type: Ready
+      status: "False"
+      timeoutSeconds: 10
+`
+
+// TestRealNodes runs examples/quickstart/cluster.yaml on three node hosts of a pool (real kubeadm, kubelet,
+// containerd): a KubeadmControlPlane of one and a MachineDeployment of two reach three Ready Nodes. A worker Machine
+// deleted runs the real kubeadm reset on its host (CAPR's cleanup succeeds), which returns to the pool and joins
+// again as a new Node. A MachineHealthCheck replaces a worker whose kubelet was stopped (its Node stops being Ready):
+// its host is reset and joins again.
+func TestRealNodes(t *testing.T) {
+	if why := nodehost.Missing("", ""); why != "" {
+		t.Skip(why)
+	}
+	g := NewWithT(t)
+	ctx := context.Background()
+	e := Start(t, func(s string) { t.Log(s) })
+	c := e.Management.Client
+	const ns = "real"
+	version, err := nodehost.KubernetesVersion("")
+	g.Expect(err).NotTo(HaveOccurred())
+	vars := map[string]string{"NAMESPACE": ns, "KUBERNETES_VERSION": version}
+	var hosts []*nodehost.Host
+	for i := range 3 {
+		opts := nodehost.Options{Name: fmt.Sprintf("real-%d", i)}
+		if i > 0 {
+			opts.ClientKeyPEM = hosts[0].ClientKeyPEM
+		}
+		h := nodehost.Start(t, opts)
+		hosts = append(hosts, h)
+		vars[fmt.Sprintf("HOST_%d_ADDRESS", i)], vars[fmt.Sprintf("HOST_%d_PORT", i)] = h.Address, strconv.Itoa(h.Port)
+	}
+	vars["CONTROL_PLANE_ENDPOINT_HOST"], vars["CONTROL_PLANE_ENDPOINT_PORT"] = hosts[0].Address, "6443"
+	g.Expect(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+	g.Expect(c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ssh-key"},
+		Data: map[string][]byte{"value": hosts[0].ClientKeyPEM}})).To(Succeed())
+	doc, err := os.ReadFile(filepath.Join(testenv.RootDir(), "examples", "quickstart", "cluster.yaml"))
+	g.Expect(err).NotTo(HaveOccurred())
+	rendered := os.Expand(string(doc), func(k string) string {
+		if v, ok := vars[k]; ok {
+			return v
+		}
+		return "${" + k + "}"
+	})
+	start := time.Now()
+	out, err := mgmt.Kubectl(t, e.Management, rendered, "apply", "-f", "-")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+
+	var workload client.Client
+	g.Eventually(func(g Gomega) {
+		secret := &corev1.Secret{}
+		g.Expect(c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "quickstart-kubeconfig"}, secret)).To(Succeed())
+		config, err := clientcmd.RESTConfigFromKubeConfig(secret.Data["value"])
+		g.Expect(err).NotTo(HaveOccurred())
+		config.Timeout = 5 * time.Second
+		workload, err = client.New(config, client.Options{})
+		g.Expect(err).NotTo(HaveOccurred())
+	}, 3*time.Minute, time.Second).Should(Succeed())
+	// readyNodes are the workload cluster's Ready Nodes, name → UID.
+	readyNodes := func(g Gomega) map[string]string {
+		nodes := &corev1.NodeList{}
+		g.Expect(workload.List(ctx, nodes)).To(Succeed())
+		ready := map[string]string{}
+		for _, n := range nodes.Items {
+			for _, cond := range n.Status.Conditions {
+				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+					ready[n.Name] = string(n.UID)
+				}
+			}
+		}
+		return ready
+	}
+	var nodes map[string]string
+	g.Eventually(func(g Gomega) {
+		nodes = readyNodes(g)
+		g.Expect(nodes).To(HaveLen(3))
+	}, 6*time.Minute, 2*time.Second).Should(Succeed(), func() string { return tail(e.CAPR.Logs.String()) })
+	t.Logf("KubeadmControlPlane 1 + MachineDeployment 2: three Nodes Ready %s after the apply", time.Since(start).Round(time.Second))
+
+	// worker is a worker Machine with its Node.
+	worker := func() *clusterv1.Machine {
+		machines := &clusterv1.MachineList{}
+		g.Expect(c.List(ctx, machines, client.InNamespace(ns), client.MatchingLabels{clusterv1.MachineDeploymentNameLabel: "workers"})).To(Succeed())
+		for i := range machines.Items {
+			if machines.Items[i].Status.NodeRef.IsDefined() {
+				return &machines.Items[i]
+			}
+		}
+		t.Fatal("no worker Machine has a Node")
+		return nil
+	}
+	hostOf := func(node string) *nodehost.Host {
+		for _, h := range hosts {
+			if h.Name == node {
+				return h
+			}
+		}
+		t.Fatalf("no host for Node %s", node)
+		return nil
+	}
+	// rejoined waits until the host's Node is Ready again as a new Node (another UID), after CAPR's cleanup of the
+	// host (the real kubeadm reset) succeeded once more than before.
+	rejoined := func(h *nodehost.Host, oldUID string, cleanupsBefore int, within time.Duration) {
+		t.Helper()
+		g.Eventually(func(g Gomega) {
+			g.Expect(cleanups(g, c, ns, h)).To(BeNumerically(">", cleanupsBefore), "CAPR's cleanup (kubeadm reset) of %s", h.Name)
+			uid, ok := readyNodes(g)[h.Name]
+			g.Expect(ok).To(BeTrue(), "Node %s Ready", h.Name)
+			g.Expect(uid).NotTo(Equal(oldUID), "Node %s is a new Node", h.Name)
+		}, within, 2*time.Second).Should(Succeed(), func() string { return tail(e.CAPR.Logs.String()) })
+	}
+
+	// A worker Machine deleted: its host is reset and joins again (the MachineDeployment makes a new Machine, which
+	// takes the only free host).
+	m := worker()
+	h := hostOf(m.Status.NodeRef.Name)
+	before := cleanups(g, c, ns, h)
+	start = time.Now()
+	g.Expect(c.Delete(ctx, m)).To(Succeed())
+	rejoined(h, nodes[h.Name], before, 5*time.Minute)
+	t.Logf("Machine %s deleted: %s reset and Ready again as a new Node %s later", m.Name, h.Name, time.Since(start).Round(time.Second))
+
+	// A MachineHealthCheck replaces the worker whose kubelet stopped.
+	out, err = mgmt.Kubectl(t, e.Management, fmt.Sprintf(workersHealthCheck, ns), "apply", "-f", "-")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Eventually(func(g Gomega) { nodes = readyNodes(g); g.Expect(nodes).To(HaveLen(3)) }, 2*time.Minute, time.Second).Should(Succeed())
+	m = worker()
+	h = hostOf(m.Status.NodeRef.Name)
+	before = cleanups(g, c, ns, h)
+	start = time.Now()
+	out, err = h.Run("systemctl stop kubelet")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	rejoined(h, nodes[h.Name], before, 6*time.Minute)
+	g.Expect(c.Get(ctx, client.ObjectKeyFromObject(m), &clusterv1.Machine{})).NotTo(Succeed(), "the unhealthy Machine %s is replaced", m.Name)
+	t.Logf("kubelet of %s stopped: the MachineHealthCheck replaced %s; the host was reset and is Ready again %s later",
+		h.Name, m.Name, time.Since(start).Round(time.Second))
+}
+
+// cleanups counts CAPR's CleanupSucceeded events for the host h in namespace ns.
+func cleanups(g Gomega, c client.Client, ns string, h *nodehost.Host) int {
+	events := &eventsv1.EventList{}
+	g.Expect(c.List(context.Background(), events, client.InNamespace(ns))).To(Succeed())
+	n := 0
+	for _, ev := range events.Items {
+		if ev.Reason == "CleanupSucceeded" && strings.Contains(ev.Note, h.Endpoint()) {
+			n++
+			if ev.Series != nil {
+				n += int(ev.Series.Count) - 1
+			}
+		}
+	}
+	return n
+}
