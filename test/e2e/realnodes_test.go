@@ -194,3 +194,124 @@ func cleanups(g Gomega, c client.Client, ns string, h *nodehost.Host) int {
 	}
 	return n
 }
+
+// realIgnitionCluster is a Cluster with one control-plane Machine on a node host whose KubeadmConfig asks for
+// Ignition, with this machine's kubeadm and kubelet settings (as examples/quickstart/cluster.yaml explains them).
+const realIgnitionCluster = `apiVersion: cluster.x-k8s.io/v1beta2
+kind: Cluster
+metadata:
+  name: ign-real
+  namespace: ign-real
+spec:
+  controlPlaneEndpoint:
+    host: %[1]s
+    port: 6443
+  infrastructureRef:
+    apiGroup: infrastructure.cluster.x-k8s.io
+    kind: RemoteCluster
+    name: ign-real
+---
+apiVersion: infrastructure.cluster.x-k8s.io/v1beta1
+kind: RemoteCluster
+metadata:
+  name: ign-real
+  namespace: ign-real
+spec: {}
+---
+apiVersion: cluster.x-k8s.io/v1beta2
+kind: Machine
+metadata:
+  name: ign-real-0
+  namespace: ign-real
+  labels:
+    cluster.x-k8s.io/control-plane: ""
+spec:
+  clusterName: ign-real
+  version: %[2]s
+  bootstrap:
+    configRef:
+      apiGroup: bootstrap.cluster.x-k8s.io
+      kind: KubeadmConfig
+      name: ign-real-0
+  infrastructureRef:
+    apiGroup: infrastructure.cluster.x-k8s.io
+    kind: RemoteMachine
+    name: ign-real-0
+---
+apiVersion: bootstrap.cluster.x-k8s.io/v1beta2
+kind: KubeadmConfig
+metadata:
+  name: ign-real-0
+  namespace: ign-real
+spec:
+  format: ignition
+  files:
+  # Ignition needs every file's mode.
+  - path: /etc/kubernetes/patches/kubeletconfiguration+merge.yaml
+    permissions: "0644"
+    content: |
+      failCgroupV1: false
+      cgroupDriver: cgroupfs
+  initConfiguration:
+    nodeRegistration:
+      ignorePreflightErrors:
+      - SystemVerification
+    patches:
+      directory: /etc/kubernetes/patches
+---
+apiVersion: infrastructure.cluster.x-k8s.io/v1beta1
+kind: RemoteMachine
+metadata:
+  name: ign-real-0
+  namespace: ign-real
+spec:
+  address: %[1]s
+  port: %[3]d
+  user: root
+  sshKeyRef:
+    name: ssh-key
+`
+
+// TestRealNodesIgnition runs Cluster API's kubeadm bootstrap provider with its Ignition feature gate on a node host:
+// CAPR applies the Ignition config over SSH and starts kubeadm.service (the host's systemctl hands units other than
+// the kubelet and containerd to the stand-in that runs them), the real kubeadm init makes a control plane, and the
+// Node is Ready.
+func TestRealNodesIgnition(t *testing.T) {
+	if why := nodehost.Missing("", ""); why != "" {
+		t.Skip(why)
+	}
+	g := NewWithT(t)
+	ctx := context.Background()
+	e := StartWith(t, func(s string) { t.Log(s) }, Options{CAPIManagerArgs: map[string][]string{
+		"capi-kubeadm-bootstrap-controller-manager": {"--feature-gates=KubeadmBootstrapFormatIgnition=true"},
+	}})
+	c := e.Management.Client
+	h := nodehost.Start(t, nodehost.Options{Name: "ign-real-0"})
+	version, err := nodehost.KubernetesVersion("")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ign-real"}})).To(Succeed())
+	g.Expect(c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ign-real", Name: "ssh-key"},
+		Data: map[string][]byte{"value": h.ClientKeyPEM}})).To(Succeed())
+	start := time.Now()
+	out, err := mgmt.Kubectl(t, e.Management, fmt.Sprintf(realIgnitionCluster, h.Address, version, h.Port), "apply", "-f", "-")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+
+	g.Eventually(func(g Gomega) {
+		machine := &clusterv1.Machine{}
+		g.Expect(c.Get(ctx, client.ObjectKey{Namespace: "ign-real", Name: "ign-real-0"}, machine)).To(Succeed())
+		g.Expect(machine.Status.Phase).To(Equal(string(clusterv1.MachinePhaseRunning)), "conditions: %v", machine.Status.Conditions)
+		g.Expect(machine.Status.NodeRef.Name).To(Equal("ign-real-0"))
+		out, err := h.Run("kubectl --kubeconfig /etc/kubernetes/admin.conf get node ign-real-0 -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}'")
+		g.Expect(err).NotTo(HaveOccurred(), out)
+		g.Expect(out).To(Equal("True"))
+	}, 5*time.Minute, 2*time.Second).Should(Succeed(), func() string {
+		log, _ := h.Run("cat /run/capr-systemctl.log; tail -n 20 /var/log/capr-node/kubelet.log")
+		return log + "\n" + tail(e.CAPR.Logs.String())
+	})
+	log, err := h.Run("cat /run/capr-systemctl.log")
+	g.Expect(err).NotTo(HaveOccurred(), log)
+	// kubeadm's own systemctl calls (firewalld, systemd-resolved, daemon-reload) come between.
+	g.Expect(log).To(HavePrefix("daemon-reload\nenable kubeadm.service\nstart kubeadm.service\n"))
+	g.Expect(log).To(HaveSuffix("ran kubeadm.service: exit 0\n"))
+	t.Logf("Ignition: the real kubeadm init made a Ready Node %s after the apply", time.Since(start).Round(time.Second))
+}
