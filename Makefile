@@ -179,6 +179,8 @@ image: ## Build the manager image for IMAGE_PLATFORMS as an OCI layout and archi
 # images.txt (name, digest, bytes). NODE_IMAGES_SKIP names repositories kubeadm lists that are not built (e.g. coredns).
 NODE_BIN := $(BIN)/node
 NODE_IMAGES_DIR := $(RELEASE_DIR)/node-images
+# The node images the real-node tests and the quickstart import (test/nodehost); they skip, or fall back, without them.
+export CAPR_NODE_IMAGES ?= $(NODE_IMAGES_DIR)
 NODE_IMAGES_SKIP ?=
 NODE_K8S_CMDS := kube-apiserver kube-controller-manager kube-scheduler kube-proxy
 SMOKE_IMAGE ?= capr.local/smoke:v1
@@ -211,18 +213,18 @@ release-manifests: $(KUSTOMIZE) ## Write the clusterctl release files to out/: i
 # make quickstart builds a real cluster on three local node hosts when this machine can run them (root, the node tools
 # and images, which it builds first); otherwise the quickstart says what is missing and uses its stand-in mode (a
 # kubeadm stand-in, no kubelet). QUICKSTART_MODE=standin chooses the stand-in (and builds no node parts);
-# QUICKSTART_MODE=real refuses to fall back. CAPR_NODE_IMAGES names images built elsewhere.
+# QUICKSTART_MODE=real refuses to fall back. CAPR_NODE_IMAGES=dir uses images built elsewhere.
 QUICKSTART_MODE ?=
 
 .PHONY: quickstart
 quickstart: prereqs test-tools ## Run CAPR with Cluster API on a local management plane and a real cluster on 3 local hosts; Ctrl-C tears it down.
 ifneq ($(QUICKSTART_MODE),standin)
 	@$(MAKE) --no-print-directory node-tools || echo "quickstart: building the node tools failed; the quickstart says what real nodes miss"
-	@[ -n "$$CAPR_NODE_IMAGES" ] || [ -f $(NODE_IMAGES_DIR)/images.tar ] || $(MAKE) --no-print-directory node-images || \
+	@[ -f "$(CAPR_NODE_IMAGES)/images.tar" ] || $(MAKE) --no-print-directory node-images || \
 		echo "quickstart: building the node images failed; the quickstart says what real nodes miss"
 endif
 	@go build -o $(BIN)/quickstart ./test/e2e/quickstart
-	@CAPR_BIN_DIR=$(BIN) CAPR_NODE_IMAGES=$${CAPR_NODE_IMAGES:-$(NODE_IMAGES_DIR)} QUICKSTART_MODE=$(QUICKSTART_MODE) $(BIN)/quickstart
+	@QUICKSTART_MODE=$(QUICKSTART_MODE) $(BIN)/quickstart
 
 FUZZTIME ?= 10s
 # Each fuzz target, as package:target. CI runs each for FUZZTIME; a crash it finds is written under the package's
