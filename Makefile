@@ -46,6 +46,9 @@ CHART := charts/cluster-api-provider-remote
 
 # What a release ships: the image the manifests name, and where make release-manifests writes them.
 RELEASE_DIR := $(ROOT)/out
+# The node images (make node-images) and the static binaries they are built from.
+NODE_BIN := $(BIN)/node
+NODE_IMAGES_DIR := $(RELEASE_DIR)/node-images
 
 export KUBEBUILDER_ASSETS := $(BIN)
 export CAPR_BIN_DIR := $(BIN)
@@ -120,15 +123,15 @@ test-unit: ## Run the unit tier: no root, no kube-apiserver, no sshd (go test ./
 	go test ./... -count=1 -timeout 5m
 
 .PHONY: test
-test: test-unit prereqs test-tools verify-generate vet ## Run every test: the unit tier first, then integration and end-to-end on real parts.
-	go test -tags integration ./... -count=1 -timeout 20m
+test: test-unit prereqs test-tools node-tools $(NODE_IMAGES_DIR)/images.tar verify-generate vet ## Run every test: the unit tier first, then integration and end-to-end on real parts, real Kubernetes nodes included.
+	go test -tags integration ./... -count=1 -timeout 30m
 	@# The cert-manager runner the install tests use, and the image builder, have their own modules and tests.
 	go -C hack/tools/cert-manager test ./... -count=1
 	go -C hack/image test ./... -count=1
 
 .PHONY: test-e2e
-test-e2e: prereqs test-tools ## Run the end-to-end suite: Cluster API's managers, CAPR installed by clusterctl, real sshd hosts.
-	go test -tags integration ./test/e2e/... -count=1 -timeout 15m -v
+test-e2e: prereqs test-tools node-tools $(NODE_IMAGES_DIR)/images.tar ## Run the end-to-end suite: Cluster API's managers, CAPR installed by clusterctl, real sshd hosts.
+	go test -tags integration ./test/e2e/... -count=1 -timeout 30m -v
 
 .PHONY: stress
 stress: prereqs test-tools ## Run CAPR under faults and load (3 replicas, SIGKILLs, broken hosts) and print figures against goals; STRESS_FULL=1: full size, writes bench/stress.md.
@@ -137,7 +140,7 @@ stress: prereqs test-tools ## Run CAPR under faults and load (3 replicas, SIGKIL
 .PHONY: test-tools
 test-tools: $(KUBE_APISERVER) $(ETCD) $(KUBECTL) $(KUBE_CONTROLLER_MANAGER) $(CAPI_MANAGER) $(CAPI_BOOTSTRAP_MANAGER) $(CAPI_CONTROLPLANE_MANAGER) $(CLUSTERCTL) $(KUSTOMIZE) $(HELM) $(HELM3) $(CERT_MANAGER) $(CAPI_OPERATOR) ## Build the binaries the tests run (reused from bin/).
 
-# The parts of a real Kubernetes node, in the order the real-node work needs them. Not part of test-tools yet.
+# The parts of a real Kubernetes node, in the order the real-node work needs them; make test builds them too.
 .PHONY: node-tools
 node-tools: prereqs $(NODE_TOOLS) ## Build the node parts (kubeadm, kubelet, containerd, runc, CNI plugins, crictl, ...) into bin/ (reused from bin/).
 
@@ -177,8 +180,6 @@ image: ## Build the manager image for IMAGE_PLATFORMS as an OCI layout and archi
 # image also carries this machine's iptables tools, their libraries and the loader (the Debian package iptables). It writes
 # out/node-images/images.tar (an OCI archive: `ctr -n k8s.io images import` names each image as kubeadm expects) and
 # images.txt (name, digest, bytes). NODE_IMAGES_SKIP names repositories kubeadm lists that are not built (e.g. coredns).
-NODE_BIN := $(BIN)/node
-NODE_IMAGES_DIR := $(RELEASE_DIR)/node-images
 # The node images the real-node tests and the quickstart import (test/nodehost); they skip, or fall back, without them.
 export CAPR_NODE_IMAGES ?= $(NODE_IMAGES_DIR)
 NODE_IMAGES_SKIP ?=
@@ -196,6 +197,10 @@ node-images: $(BIN)/kubeadm ## Build the images kubeadm needs and the smoke imag
 	go -C hack/image run . node-images -kubeadm-images $(NODE_IMAGES_DIR)/kubeadm-images.txt -bin-dir $(NODE_BIN) \
 		-out $(NODE_IMAGES_DIR) -skip "$(NODE_IMAGES_SKIP)" -smoke-ref $(SMOKE_IMAGE) > $(NODE_IMAGES_DIR)/images.txt
 	@cat $(NODE_IMAGES_DIR)/images.txt
+
+# The node images, built once (make node-images rebuilds them).
+$(NODE_IMAGES_DIR)/images.tar: $(BIN)/kubeadm
+	$(MAKE) --no-print-directory node-images
 
 .PHONY: release
 release: image release-manifests ## Write out/: the image (OCI layout and archive) and the clusterctl release files naming it by digest.
