@@ -36,6 +36,10 @@ declare -A package_of=(
 	[pkg-config]=pkg-config
 	[/usr/include/seccomp.h]=libseccomp-dev
 	[/usr/sbin/iptables]=iptables
+	[socat]=socat
+	[/usr/sbin/ebtables]=ebtables
+	[conntrack]=conntrack
+	[/usr/sbin/ethtool]=ethtool
 )
 
 missing_packages() {
