@@ -16,6 +16,7 @@ check_only=false
 # ca-certificates let the Go toolchain fetch modules; openssl checks a CA hash in the end-to-end kubeadm stand-in.
 # runc, the one node part built with cgo (`make node-tools`), needs a C compiler, pkg-config and libseccomp's header.
 # iptables: `make node-images` copies its tools, libraries and xtables modules into kube-proxy's image.
+# socat, ebtables, conntrack and ethtool: the node tools kubeadm's preflight may look for on the real node hosts.
 declare -A package_of=(
 	[/usr/sbin/sshd]=openssh-server
 	[ssh]=openssh-client
