@@ -120,17 +120,25 @@ func TestRealNodes(t *testing.T) {
 	}, 6*time.Minute, 2*time.Second).Should(Succeed(), func() string { return tail(e.CAPR.Logs.String()) })
 	t.Logf("KubeadmControlPlane 1 + MachineDeployment 2: three Nodes Ready %s after the apply", time.Since(start).Round(time.Second))
 
-	// worker is a worker Machine with its Node.
+	// worker is a worker Machine whose Node is Ready. Cluster API sets a Machine's nodeRef a little after the Node
+	// exists, so it waits for one (bounded).
 	worker := func() *clusterv1.Machine {
-		machines := &clusterv1.MachineList{}
-		g.Expect(c.List(ctx, machines, client.InNamespace(ns), client.MatchingLabels{clusterv1.MachineDeploymentNameLabel: "workers"})).To(Succeed())
-		for i := range machines.Items {
-			if machines.Items[i].Status.NodeRef.IsDefined() {
-				return &machines.Items[i]
+		t.Helper()
+		var found *clusterv1.Machine
+		g.Eventually(func(g Gomega) {
+			machines := &clusterv1.MachineList{}
+			g.Expect(c.List(ctx, machines, client.InNamespace(ns), client.MatchingLabels{clusterv1.MachineDeploymentNameLabel: "workers"})).To(Succeed())
+			ready := readyNodes(g)
+			for i := range machines.Items {
+				m := &machines.Items[i]
+				if _, ok := ready[m.Status.NodeRef.Name]; ok && m.Status.NodeRef.IsDefined() && m.DeletionTimestamp.IsZero() {
+					found = m
+					return
+				}
 			}
-		}
-		t.Fatal("no worker Machine has a Node")
-		return nil
+			g.Expect(found).NotTo(BeNil(), "a worker Machine with a Ready Node")
+		}, 2*time.Minute, time.Second).Should(Succeed())
+		return found
 	}
 	hostOf := func(node string) *nodehost.Host {
 		for _, h := range hosts {
