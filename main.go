@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/resource"
 	cliflag "k8s.io/component-base/cli/flag"
 	"k8s.io/component-base/logs"
 	logsv1 "k8s.io/component-base/logs/api/v1"
@@ -23,12 +24,14 @@ var setupLog = ctrl.Log.WithName("setup")
 // flagValues are the manager's command-line flags: manager.Options plus what only the command reads.
 type flagValues struct {
 	manager.Options
-	managerFlags flags.ManagerOptions
-	logs         *logsv1.LoggingConfiguration
+	managerFlags    flags.ManagerOptions
+	logs            *logsv1.LoggingConfiguration
+	bootstrapMemory resource.QuantityValue
 }
 
 func (o *flagValues) addFlags(fs *pflag.FlagSet) {
 	d := manager.DefaultOptions()
+	o.bootstrapMemory.Quantity = *resource.NewQuantity(d.BootstrapMemory, resource.BinarySI)
 	fs.BoolVar(&o.LeaderElection, "leader-elect", false,
 		"Enable leader election, so that only one of several manager replicas reconciles at a time. Webhooks are served by every replica.")
 	fs.StringVar(&o.LeaderElectionNamespace, "leader-elect-namespace", "",
@@ -54,11 +57,13 @@ func (o *flagValues) addFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.RemoteMachineConcurrency, "remotemachine-concurrency", d.RemoteMachineConcurrency,
 		"Number of RemoteMachines reconciled at the same time.")
 	fs.IntVar(&o.Tasks.Total, "bootstrap-concurrency", d.Tasks.Total,
-		"Number of SSH host-key scans, bootstraps and host-key acceptances run at the same time, off the reconcile workers (cleanups have --cleanup-concurrency).")
+		"Number of SSH host-key scans, bootstraps and host-key acceptances run at the same time, off the reconcile workers (cleanups have --cleanup-concurrency). A running bootstrap is an SSH session waiting on its host (a kubeadm join takes a minute or more); it costs the manager one connection, a few goroutines and their buffers (tens of KiB) and its bootstrap data, which --bootstrap-memory bounds. So this is set by how many Machines a fleet adds at once, not by the manager's CPUs.")
 	fs.IntVar(&o.Tasks.PerNamespace, "bootstrap-concurrency-per-namespace", d.Tasks.PerNamespace,
 		"Most of the --bootstrap-concurrency slots one namespace may hold at a time, so RemoteMachines of one namespace whose hosts never answer cannot delay every other namespace until --bootstrap-timeout; waiting namespaces take turns. Cleanups get the same share of --cleanup-concurrency. 0 means half of --bootstrap-concurrency, at least 1.")
 	fs.IntVar(&o.Tasks.Cleanup, "cleanup-concurrency", d.Tasks.Cleanup,
 		"Number of SSH cleanups of deleted RemoteMachines run at the same time, on slots of their own so deletions progress while every bootstrap slot is held.")
+	fs.Var(&o.bootstrapMemory, "bootstrap-memory",
+		"Bootstrap data the bootstraps in flight may hold together (a quantity: 256Mi). A bootstrap waits for its share before it connects; kubeadm's data is tens of KiB, one bootstrap may decode to 64Mi. Together with the manager's idle memory and cache it must fit the container's memory limit.")
 	fs.DurationVar(&o.BootstrapTimeout, "bootstrap-timeout", d.BootstrapTimeout,
 		"Longest one bootstrap (or one cleanup) may run on a host. A bootstrap that runs longer is stopped and reported BootstrapFailed, and not run again.")
 	fs.DurationVar(&o.RetryInterval, "retry-interval", d.RetryInterval,
@@ -108,6 +113,7 @@ func main() {
 		os.Exit(2)
 	}
 	ctrl.SetLogger(klog.Background())
+	o.BootstrapMemory = o.bootstrapMemory.Value()
 	if err := o.Validate(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)

@@ -56,6 +56,16 @@ const (
 	clusterCacheConcurrency          = 10
 )
 
+// DefaultBootstrapConcurrency is the number of SSH tasks run at once. A bootstrap is an SSH session that waits on
+// the host (a kubeadm join takes a minute or more): it costs the manager a connection, a few goroutines and their
+// buffers (see make bench's P6 breakdown), and its bootstrap data, which DefaultBootstrapMemory bounds. So it is set
+// by what a fleet scales by at once, not by the manager's two cores.
+const DefaultBootstrapConcurrency = 100
+
+// DefaultBootstrapMemory is the bytes of bootstrap data the bootstraps in flight may hold together (kubeadm's data
+// is tens of KiB; one bootstrap may decode to 64 MiB), within the manager's 512Mi memory limit.
+const DefaultBootstrapMemory = 256 << 20
+
 // Options are the manager's settings: everything its flags set, and the few knobs a test injects.
 type Options struct {
 	// Scheme knows the kinds the manager reads; NewScheme() when nil.
@@ -91,6 +101,8 @@ type Options struct {
 	RemoteMachineConcurrency int
 	// Tasks bounds the SSH scans, bootstraps and cleanups run at the same time.
 	Tasks tasks.Limits
+	// BootstrapMemory bounds the bytes of bootstrap data the bootstraps in flight hold together.
+	BootstrapMemory int64
 	// BootstrapTimeout is the longest one bootstrap or cleanup may run on a host.
 	BootstrapTimeout time.Duration
 	// RetryInterval and RetryMaxInterval bound the backoff of bootstraps that failed before anything ran.
@@ -129,7 +141,8 @@ func DefaultOptions() Options {
 		WebhookPort:              9443,
 		WebhookCertDir:           "/tmp/k8s-webhook-server/serving-certs/",
 		RemoteMachineConcurrency: 10,
-		Tasks:                    tasks.Limits{Total: 10, Cleanup: tasks.DefaultCleanupConcurrency},
+		Tasks:                    tasks.Limits{Total: DefaultBootstrapConcurrency, Cleanup: tasks.DefaultCleanupConcurrency},
+		BootstrapMemory:          DefaultBootstrapMemory,
 		BootstrapTimeout:         30 * time.Minute,
 		RetryInterval:            20 * time.Second,
 		RetryMaxInterval:         10 * time.Minute,
@@ -149,6 +162,9 @@ func (o *Options) Validate() error {
 	if o.Tasks.PerNamespace < 0 || o.Tasks.PerNamespace > o.Tasks.Total {
 		return fmt.Errorf("--bootstrap-concurrency-per-namespace must be between 0 (half of --bootstrap-concurrency) and --bootstrap-concurrency (%d), got %d",
 			o.Tasks.Total, o.Tasks.PerNamespace)
+	}
+	if o.BootstrapMemory < sshhost.MinMemory {
+		return fmt.Errorf("--bootstrap-memory must be at least %dMi (two of the largest bootstrap data CAPR accepts), got %d bytes", sshhost.MinMemory>>20, o.BootstrapMemory)
 	}
 	if o.Tasks.Cleanup < 1 {
 		return fmt.Errorf("--cleanup-concurrency must be at least 1, got %d", o.Tasks.Cleanup)
@@ -285,7 +301,7 @@ func setupReconcilers(ctx context.Context, mgr ctrl.Manager, o Options, claimer 
 	// One host service and one task runner per manager: every SSH connection runs through them, off the workers.
 	hosts := o.Hosts
 	if hosts == nil {
-		hosts = &sshhost.Service{}
+		hosts = &sshhost.Service{Memory: sshhost.NewMemoryBudget(o.BootstrapMemory)}
 	}
 	runner := tasks.NewWithLimits(o.Tasks)
 	clusterCache, err := clustercache.SetupWithManager(ctx, mgr, clustercache.Options{

@@ -25,6 +25,20 @@ var (
 		Buckets: prometheus.ExponentialBuckets(0.25, 2, 14),
 	})
 
+	// TaskQueueWait observes how long SSH tasks waited for a slot of the manager's concurrency bounds before they
+	// ran (--bootstrap-concurrency, --bootstrap-concurrency-per-namespace, --cleanup-concurrency), by kind.
+	TaskQueueWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "capr_task_queue_wait_seconds",
+		Help:    "Time SSH tasks (scan, bootstrap, accept, cleanup, probe) waited for a concurrency slot before they ran, by kind.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 4, 10),
+	}, []string{"kind"})
+
+	// Tasks is the number of SSH tasks waiting for a slot and running, by kind and state.
+	Tasks = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "capr_tasks",
+		Help: "SSH tasks (scan, bootstrap, accept, cleanup, probe) waiting for a concurrency slot or running, by kind and state (waiting, running).",
+	}, []string{"kind", "state"})
+
 	// SSHErrorsTotal counts failed SSH operations by reason (the API reasons HostKeyMismatch, AuthFailed, HostUnreachable, ...).
 	SSHErrorsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "capr_ssh_errors_total",
@@ -66,7 +80,7 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 
 // Register registers CAPR's metrics with controller-runtime's registry; reader is the manager's cached reader.
 func Register(reader client.Reader) {
-	ctrlmetrics.Registry.MustRegister(ClaimsTotal, BootstrapDuration, SSHErrorsTotal, &poolCollector{
+	ctrlmetrics.Registry.MustRegister(ClaimsTotal, BootstrapDuration, TaskQueueWait, Tasks, SSHErrorsTotal, &poolCollector{
 		reader: reader,
 		desc: prometheus.NewDesc("capr_pool_machines", "PooledRemoteMachines by namespace, pool and phase.",
 			[]string{"namespace", "pool", "phase"}, nil),

@@ -6,9 +6,12 @@ import (
 	"context"
 	"reflect"
 	"sync"
+	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	"github.com/capr-project/cluster-api-provider-remote/internal/metrics"
 )
 
 // Kind says what a task does; an object runs at most one task of each kind at a time.
@@ -30,6 +33,9 @@ const (
 	// annotation.
 	AcceptEntry Kind = "accept-entry"
 )
+
+// label is the kind as a metric label.
+func (k Kind) label() string { return string(k) }
 
 // DefaultCleanupConcurrency is the number of cleanups run at the same time when Limits.Cleanup is 0.
 const DefaultCleanupConcurrency = 5
@@ -130,13 +136,21 @@ func (r *Runner) Start(ctx context.Context, key string, kind Kind, obj client.Ob
 	}
 	// Queued here, under the lock, so tasks of one namespace are admitted in the order they were started.
 	w := pool.enqueue(obj.GetNamespace())
+	queued := time.Now()
+	waiting, running := metrics.Tasks.WithLabelValues(kind.label(), "waiting"), metrics.Tasks.WithLabelValues(kind.label(), "running")
+	waiting.Inc()
 	go func() {
 		defer cancel()
 		var res Result
-		if err := r.wait(ctx, pool, w); err != nil {
+		err := r.wait(ctx, pool, w)
+		waiting.Dec()
+		if err != nil {
 			res = Result{Err: err}
 		} else {
+			metrics.TaskQueueWait.WithLabelValues(kind.label()).Observe(time.Since(queued).Seconds())
+			running.Inc()
 			v, err := fn(ctx)
+			running.Dec()
 			r.mu.Lock()
 			pool.release(w.namespace)
 			r.mu.Unlock()

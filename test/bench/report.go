@@ -91,8 +91,11 @@ func render(all []rows.Row, previous map[string]float64, short bool) string {
 	var b strings.Builder
 	b.WriteString("| figure | what | baseline | CAPR | ratio | goal | verdict | vs committed |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|\n")
-	var notes []string
+	var notes, details []string
 	for _, r := range all {
+		if r.Detail != "" {
+			details = append(details, r.Detail)
+		}
 		if r.Err != "" {
 			fmt.Fprintf(&b, "| %s | %s | | | | | ERROR | |\n", r.Figure, firstLine(r.Err))
 			notes = append(notes, fmt.Sprintf("%s could not be measured: %s", r.Figure, r.Err))
@@ -124,6 +127,9 @@ func render(all []rows.Row, previous map[string]float64, short bool) string {
 		for _, n := range notes {
 			b.WriteString("- " + n + "\n")
 		}
+	}
+	for _, d := range details {
+		b.WriteString("\n" + strings.TrimSpace(d) + "\n")
 	}
 	return b.String()
 }

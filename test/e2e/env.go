@@ -64,6 +64,8 @@ type Env struct {
 type Options struct {
 	// CAPIManagerArgs are extra arguments for Cluster API's managers, by Deployment name (mgmt.RunCAPIManagersWith).
 	CAPIManagerArgs map[string][]string
+	// CAPRArgs are extra arguments for CAPR's manager.
+	CAPRArgs []string
 }
 
 // Start builds and starts the environment with no hosts; AddHost adds them. progress, when not nil, is told each step.
@@ -116,7 +118,7 @@ func (e *Env) StartManagement(say func(string)) (*testenv.APIServer, *mgmt.Insta
 	}
 	say("Starting Cluster API's managers and CAPR's manager as installed")
 	mgmt.RunCAPIManagersWith(t, a, e.opts.CAPIManagerArgs)
-	return a, mgmt.RunCAPR(t, a, "capr-system", e.manager)
+	return a, mgmt.RunCAPR(t, a, "capr-system", e.manager, e.opts.CAPRArgs...)
 }
 
 // ManagerBinary is the path of CAPR's manager binary the environment built, to start more replicas of it.
@@ -144,6 +146,19 @@ func (e *Env) AddHostWith(name string, users ...sshdtest.User) *sshdtest.Host {
 	kubeconfig, err := os.ReadFile(e.Workload.Kubeconfig)
 	must(t, err)
 	must(t, os.WriteFile(filepath.Join(state, "workload.kubeconfig"), kubeconfig, 0o600))
+	// The same credentials as files, so the stand-in registers its Node with curl: kubectl's start and API
+	// discovery cost the shared CPUs more than a host's join costs the manager.
+	w := e.Workload.Config
+	if len(w.CertData) > 0 && len(w.KeyData) > 0 && len(w.CAData) > 0 {
+		server := strings.TrimRight(w.Host, "/")
+		if !strings.Contains(server, "://") {
+			server = "https://" + server
+		}
+		must(t, os.WriteFile(filepath.Join(state, "api-server"), []byte(server), 0o600))
+		must(t, os.WriteFile(filepath.Join(state, "api-ca.crt"), w.CAData, 0o600))
+		must(t, os.WriteFile(filepath.Join(state, "api-client.crt"), w.CertData, 0o600))
+		must(t, os.WriteFile(filepath.Join(state, "api-client.key"), w.KeyData, 0o600))
+	}
 	must(t, os.Symlink(mgmt.Tool(t, "kubectl"), filepath.Join(state, "kubectl")))
 	if e.clusterCA != nil {
 		must(t, os.WriteFile(filepath.Join(state, "ca.crt"), e.clusterCA, 0o644))

@@ -51,7 +51,7 @@ func (q *quickstartRun) wait() <-chan struct{} {
 
 // startQuickstart builds and starts the quickstart program (what `make quickstart` runs) with env added to this
 // process's, and reads its output until it says it is ready (within timeout).
-func startQuickstart(t *testing.T, timeout time.Duration, env ...string) *quickstartRun {
+func startQuickstart(t testing.TB, timeout time.Duration, env ...string) *quickstartRun {
 	g := NewWithT(t)
 	// Every process the quickstart leaves behind would become this test's child.
 	g.Expect(unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)).To(Succeed())
@@ -119,7 +119,7 @@ func (q *quickstartRun) running() map[string]string {
 }
 
 // interrupt sends Ctrl-C (SIGINT) and checks the quickstart tears everything down, leaving no process and no file.
-func (q *quickstartRun) interrupt(t *testing.T) {
+func (q *quickstartRun) interrupt(t testing.TB) {
 	g := NewWithT(t)
 	g.Expect(q.cmd.Process.Signal(syscall.SIGINT)).To(Succeed())
 	g.Eventually(q.wait(), 2*time.Minute).Should(BeClosed())

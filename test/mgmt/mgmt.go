@@ -162,6 +162,9 @@ type Process struct {
 	exited chan error
 }
 
+// Pid is the process's ID.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // StartProcess starts a program and stops it (SIGTERM, then SIGKILL) when the test ends.
 func StartProcess(t T, name, bin string, args ...string) *Process {
 	t.Helper()
@@ -342,6 +345,8 @@ type InstalledManager struct {
 	*Process
 	Deployment  *appsv1.Deployment
 	WebhookAddr string
+	// DiagnosticsAddr is where the diagnostics endpoint (/metrics) listens.
+	DiagnosticsAddr string
 	// redirect carries the apiserver's webhook calls to this Process, when the test set one up.
 	Redirect *WebhookRedirect
 }
@@ -392,6 +397,7 @@ func RunAsInstalled(t T, a *testenv.APIServer, namespace, deployment, bin string
 	}
 
 	health, webhookPort := FreePort(t), FreePort(t)
+	m.DiagnosticsAddr = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
 	var args []string
 	for _, arg := range pod.Containers[0].Args {
 		if !hasAnyPrefix(arg, portArgs) {
@@ -400,7 +406,7 @@ func RunAsInstalled(t T, a *testenv.APIServer, namespace, deployment, bin string
 	}
 	args = append(args, "--kubeconfig="+kubeconfig,
 		fmt.Sprintf("--health-addr=127.0.0.1:%d", health),
-		fmt.Sprintf("--diagnostics-address=127.0.0.1:%d", FreePort(t)),
+		"--diagnostics-address="+m.DiagnosticsAddr,
 		fmt.Sprintf("--webhook-port=%d", webhookPort),
 		"--webhook-cert-dir="+certDir)
 	args = append(args, extra...)
@@ -575,11 +581,11 @@ func RunCAPIManagersWith(t T, a *testenv.APIServer, extra map[string][]string) {
 
 // RunCAPR runs CAPR's manager as installed in namespace system, with its webhooks reached through the installed
 // Service and certificate.
-func RunCAPR(t T, a *testenv.APIServer, system, manager string) *InstalledManager {
+func RunCAPR(t T, a *testenv.APIServer, system, manager string, extra ...string) *InstalledManager {
 	t.Helper()
 	redirect := RedirectWebhookService(t, a, system, "capr-webhook-service")
 	// Outside a Pod the manager cannot read its namespace from the service-account mount: it is given as a flag.
-	capr := RunAsInstalled(t, a, system, "capr-controller-manager", manager, "--leader-elect-namespace="+system)
+	capr := RunAsInstalled(t, a, system, "capr-controller-manager", manager, append([]string{"--leader-elect-namespace=" + system}, extra...)...)
 	redirect.SetTargets(capr.WebhookAddr)
 	capr.Redirect = redirect
 	NewWithT(t).Expect(capr.Deployment.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--leader-elect"))

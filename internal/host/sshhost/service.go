@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 
+	"golang.org/x/sync/semaphore"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/capr-project/cluster-api-provider-remote/internal/host"
@@ -40,6 +42,65 @@ type Service struct {
 	Dial func(ctx context.Context, cfg sshrunner.Config) (Conn, error)
 	// ScanKey reads the key a host (or its unpinned bastion) presents; sshrunner.ScanHostKey when nil.
 	ScanKey func(ctx context.Context, cfg sshrunner.Config) (key string, bastion bool, err error)
+	// Memory bounds the bootstrap data held at once by the bootstraps in flight (see NewMemoryBudget); nil leaves
+	// it unbounded. A bootstrap takes its plan's size from it before it connects and gives it back when it ends.
+	Memory *MemoryBudget
+}
+
+// MemoryBudget is the bytes of bootstrap plans (the data, its decoded file contents and commands) the bootstraps in
+// flight may hold together. An SSH session alone costs the manager little (a connection, a few goroutines and
+// buffers); what one bootstrap may cost is its data, up to cloudinit.MaxDecodedSize. So the number of bootstraps
+// at once (--bootstrap-concurrency) can be large while this bounds their memory: many small plans run together,
+// large ones wait for each other.
+type MemoryBudget struct {
+	sem   *semaphore.Weighted
+	limit int64
+}
+
+// MinMemory is the smallest memory budget: what one bootstrap of the largest data CAPR accepts takes from it.
+const MinMemory = 2 * cloudinit.MaxDecodedSize
+
+// NewMemoryBudget returns a budget of limit bytes (at least MinMemory).
+func NewMemoryBudget(limit int64) *MemoryBudget {
+	limit = max(limit, MinMemory)
+	return &MemoryBudget{sem: semaphore.NewWeighted(limit), limit: limit}
+}
+
+// take waits for n bytes of the budget (at most its limit) and returns the function that gives them back.
+func (b *MemoryBudget) take(ctx context.Context, n int64) (func(), error) {
+	if b == nil {
+		return func() {}, nil
+	}
+	n = min(max(n, 1), b.limit)
+	if err := b.sem.Acquire(ctx, n); err != nil {
+		return nil, err
+	}
+	return func() { b.sem.Release(n) }, nil
+}
+
+// decoding bounds how many bootstraps decode their data at once: decoding is CPU work, and each one may briefly
+// hold up to cloudinit.MaxDecodedSize before its plan's size is known and taken from the memory budget.
+var decoding = semaphore.NewWeighted(int64(max(runtime.GOMAXPROCS(0), 2)))
+
+// parseBounded parses bootstrap data while holding one of the decoding slots.
+func parseBounded(ctx context.Context, data []byte, format string, vars cloudinit.Vars) (*cloudinit.Plan, error) {
+	if err := decoding.Acquire(ctx, 1); err != nil {
+		return nil, err
+	}
+	defer decoding.Release(1)
+	return parseBootstrap(data, format, vars)
+}
+
+// planSize is the bytes a plan holds: its file contents and commands.
+func planSize(plan *cloudinit.Plan) int64 {
+	var n int64
+	for _, s := range plan.Steps {
+		n += int64(len(s.Command))
+		if s.File != nil {
+			n += int64(len(s.File.Content))
+		}
+	}
+	return n
 }
 
 func (s *Service) dial(ctx context.Context, cfg sshrunner.Config) (Conn, error) {
@@ -69,10 +130,17 @@ func (s *Service) Bootstrap(ctx context.Context, in host.BootstrapRequest) (*hos
 	// Parse before connecting: unsupported data, or data that decodes past cloudinit.MaxDecodedSize, fails without
 	// touching the host, and the values the plan holds (file contents decoded from base64, commands) are redacted
 	// from the output too.
-	plan, err := parseBootstrap(in.Data, in.Format, cloudinit.Vars{Hostname: "localhost"})
+	plan, err := parseBounded(ctx, in.Data, in.Format, cloudinit.Vars{Hostname: "localhost"})
 	if err != nil {
 		return nil, err
 	}
+	// The plan is held, and redacted from the output, until the run ends: its size (twice: the plan and what the
+	// redactor keeps of it) and the data's are taken from the memory budget first.
+	release, err := s.Memory.take(ctx, int64(len(in.Data))+2*planSize(plan))
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	cfg.Secrets = append(append([]string(nil), cfg.Secrets...), planValues(plan)...)
 	conn, err := s.dial(ctx, cfg)
 	if err != nil {
@@ -90,7 +158,7 @@ func (s *Service) Bootstrap(ctx context.Context, in host.BootstrapRequest) (*hos
 			return nil, fmt.Errorf("the host reported no valid host name (see the log), which the jinja template needs; nothing was run")
 		}
 		plan = nil //nolint:ineffassign // one plan in memory at a time: the first is freed while the second is made
-		if plan, err = parseBootstrap(in.Data, in.Format, cloudinit.Vars{Hostname: res.Hostname}); err != nil {
+		if plan, err = parseBounded(ctx, in.Data, in.Format, cloudinit.Vars{Hostname: res.Hostname}); err != nil {
 			return nil, err
 		}
 	}

@@ -30,6 +30,8 @@ type Row struct {
 	Goal  float64 `json:"goal"`
 	// Note is printed under the table (how the figure was measured, what it depends on).
 	Note string `json:"note,omitempty"`
+	// Detail is Markdown printed after the notes (a breakdown of where the time went).
+	Detail string `json:"detail,omitempty"`
 	// Err says why the figure could not be measured; the other fields may be empty.
 	Err string `json:"error,omitempty"`
 }
