@@ -15,6 +15,8 @@
 //	P6: a MachineDeployment scaled from 0 to 50 on 50 sshd hosts with Cluster API's managers, until all 50 Machines
 //	    are Running, against one Machine alone (goal <= 2), with a breakdown of where the time went; at full scale
 //	    also 0 to 200 on 200 hosts. BenchmarkP6 in package e2e.
+//	P6r: P6 on real nodes: the quickstart's workers scaled by 10 Machines on 10 node hosts (real kubeadm join, kubelet,
+//	    containerd) until every Node is Ready, against scaling by one. BenchmarkP6RealNodes in package e2e.
 //	P7: make quickstart on real nodes, from Applying to three Ready Nodes, against its 4-minute goal. BenchmarkP7 in
 //	    package e2e.
 //
@@ -64,7 +66,7 @@ func main() {
 	short := flag.Bool("short", false, "small scale (what CI runs): quick, and bench/results.md is not written")
 	out := flag.String("out", "", "write the results here (default: bench/results.md for a full run, nowhere for -short)")
 	committed := flag.String("committed", "", "results to compare with (default: bench/results.md)")
-	only := flag.String("only", "", "comma-separated figures to measure (P1,P2,P3,P4,P5,P6,P7); default all")
+	only := flag.String("only", "", "comma-separated figures to measure (P1,P2,P3,P4,P5,P6,P6r,P7); default all")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process (the webhook server included) during P1's claims to this file")
 	flag.BoolVar(&tryClaimLever, "try-claim-lever", false, "experiment: install a matchCondition that skips the PooledRemoteMachine webhook for claims of an identity granted the verb claim, and claim as such an identity (see leverCondition)")
 	flag.StringVar(&managerBin, "manager", "", "the manager binary P3 runs (default: built from this checkout)")
@@ -101,6 +103,7 @@ func main() {
 	for _, b := range []struct{ figure, pkg, bench, timeout string }{
 		{"P2", "./internal/host/sshhost", "^BenchmarkP2$", "20m"},
 		{"P6", "./test/e2e", "^BenchmarkP6$", "40m"},
+		{"P6r", "./test/e2e", "^BenchmarkP6RealNodes$", "40m"},
 		{"P7", "./test/e2e", "^BenchmarkP7$", "20m"},
 	} {
 		if !want(b.figure) {

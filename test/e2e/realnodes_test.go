@@ -20,6 +20,7 @@ import (
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/test/mgmt"
 	"github.com/capr-project/cluster-api-provider-remote/test/nodehost"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
@@ -46,33 +47,32 @@ spec:
       timeoutSeconds: 10
 `
 
-// TestRealNodes runs examples/quickstart/cluster.yaml on three node hosts of a pool (real kubeadm, kubelet,
-// containerd): a KubeadmControlPlane of one and a MachineDeployment of two reach three Ready Nodes. A worker Machine
-// deleted runs the real kubeadm reset on its host (CAPR's cleanup succeeds), which returns to the pool and joins
-// again as a new Node. A MachineHealthCheck replaces a worker whose kubelet was stopped (its Node stops being Ready):
-// its host is reset and joins again.
-func TestRealNodes(t *testing.T) {
-	if why := nodehost.Missing("", ""); why != "" {
-		t.Skip(why)
-	}
+// realCluster is examples/quickstart/cluster.yaml applied on three node hosts (real kubeadm, kubelet, containerd).
+type realCluster struct {
+	e        *Env
+	ns       string
+	hosts    []*nodehost.Host
+	workload client.Client
+	// applied is when the cluster was applied.
+	applied time.Time
+}
+
+// startRealCluster starts the environment and three node hosts, and applies examples/quickstart/cluster.yaml in
+// namespace ns on them; it returns once the workload cluster's API answers.
+func startRealCluster(t testing.TB, ns string) *realCluster {
 	g := NewWithT(t)
 	ctx := context.Background()
 	e := Start(t, func(s string) { t.Log(s) })
 	c := e.Management.Client
-	const ns = "real"
 	version, err := nodehost.KubernetesVersion("")
 	g.Expect(err).NotTo(HaveOccurred())
 	vars := map[string]string{"NAMESPACE": ns, "KUBERNETES_VERSION": version}
-	var hosts []*nodehost.Host
+	r := &realCluster{e: e, ns: ns}
 	for i := range 3 {
-		opts := nodehost.Options{Name: fmt.Sprintf("real-%d", i)}
-		if i > 0 {
-			opts.ClientKeyPEM = hosts[0].ClientKeyPEM
-		}
-		h := nodehost.Start(t, opts)
-		hosts = append(hosts, h)
+		h := r.addHost(t, fmt.Sprintf("%s-%d", ns, i))
 		vars[fmt.Sprintf("HOST_%d_ADDRESS", i)], vars[fmt.Sprintf("HOST_%d_PORT", i)] = h.Address, strconv.Itoa(h.Port)
 	}
+	hosts := r.hosts
 	vars["CONTROL_PLANE_ENDPOINT_HOST"], vars["CONTROL_PLANE_ENDPOINT_PORT"] = hosts[0].Address, "6443"
 	g.Expect(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
 	g.Expect(c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ssh-key"},
@@ -85,34 +85,77 @@ func TestRealNodes(t *testing.T) {
 		}
 		return "${" + k + "}"
 	})
-	start := time.Now()
+	r.applied = time.Now()
 	out, err := mgmt.Kubectl(t, e.Management, rendered, "apply", "-f", "-")
 	g.Expect(err).NotTo(HaveOccurred(), out)
-
-	var workload client.Client
 	g.Eventually(func(g Gomega) {
 		secret := &corev1.Secret{}
 		g.Expect(c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "quickstart-kubeconfig"}, secret)).To(Succeed())
 		config, err := clientcmd.RESTConfigFromKubeConfig(secret.Data["value"])
 		g.Expect(err).NotTo(HaveOccurred())
 		config.Timeout = 5 * time.Second
-		workload, err = client.New(config, client.Options{})
+		r.workload, err = client.New(config, client.Options{})
 		g.Expect(err).NotTo(HaveOccurred())
 	}, 3*time.Minute, time.Second).Should(Succeed())
-	// readyNodes are the workload cluster's Ready Nodes, name → UID.
-	readyNodes := func(g Gomega) map[string]string {
-		nodes := &corev1.NodeList{}
-		g.Expect(workload.List(ctx, nodes)).To(Succeed())
-		ready := map[string]string{}
-		for _, n := range nodes.Items {
-			for _, cond := range n.Status.Conditions {
-				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
-					ready[n.Name] = string(n.UID)
-				}
+	return r
+}
+
+// addHost starts one more node host, whose SSH key is the first host's.
+func (r *realCluster) addHost(t testing.TB, name string) *nodehost.Host {
+	opts := nodehost.Options{Name: name}
+	if len(r.hosts) > 0 {
+		opts.ClientKeyPEM = r.hosts[0].ClientKeyPEM
+	}
+	h := nodehost.Start(t, opts)
+	r.hosts = append(r.hosts, h)
+	return h
+}
+
+// addWorkerEntry adds a pool entry for host h to the workers' pool, cleaned like host-1 of the example.
+func (r *realCluster) addWorkerEntry(t testing.TB, name string, h *nodehost.Host) {
+	g := NewWithT(t)
+	c := r.e.Management.Client
+	model := &infrav1.PooledRemoteMachine{}
+	g.Expect(c.Get(context.Background(), client.ObjectKey{Namespace: r.ns, Name: "host-1"}, model)).To(Succeed())
+	en := &infrav1.PooledRemoteMachine{ObjectMeta: metav1.ObjectMeta{Namespace: r.ns, Name: name, Labels: model.Labels}}
+	en.Spec.Pool = model.Spec.Pool
+	en.Spec.Machine.RemoteHost = *model.Spec.Machine.RemoteHost.DeepCopy()
+	en.Spec.Machine.Address, en.Spec.Machine.Port, en.Spec.Machine.HostKeys = h.Address, int32(h.Port), nil
+	g.Expect(c.Create(context.Background(), en)).To(Succeed())
+}
+
+// readyNodes are the workload cluster's Ready Nodes, name → UID.
+func (r *realCluster) readyNodes(g Gomega) map[string]string {
+	nodes := &corev1.NodeList{}
+	g.Expect(r.workload.List(context.Background(), nodes)).To(Succeed())
+	ready := map[string]string{}
+	for _, n := range nodes.Items {
+		for _, cond := range n.Status.Conditions {
+			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+				ready[n.Name] = string(n.UID)
 			}
 		}
-		return ready
 	}
+	return ready
+}
+
+// TestRealNodes runs examples/quickstart/cluster.yaml on three node hosts of a pool (real kubeadm, kubelet,
+// containerd): a KubeadmControlPlane of one and a MachineDeployment of two reach three Ready Nodes. A worker Machine
+// deleted runs the real kubeadm reset on its host (CAPR's cleanup succeeds), which returns to the pool and joins
+// again as a new Node. A hardware label put on a worker's pool entry reaches its real Node. A MachineHealthCheck replaces a worker whose kubelet was stopped (its Node stops being Ready):
+// its host is reset and joins again.
+func TestRealNodes(t *testing.T) {
+	if why := nodehost.Missing("", ""); why != "" {
+		t.Skip(why)
+	}
+	g := NewWithT(t)
+	ctx := context.Background()
+	const ns = "real"
+	r := startRealCluster(t, ns)
+	e, c, hosts, workload, start := r.e, r.e.Management.Client, r.hosts, r.workload, r.applied
+	readyNodes := r.readyNodes
+	var out string
+	var err error
 	var nodes map[string]string
 	g.Eventually(func(g Gomega) {
 		nodes = readyNodes(g)
@@ -161,9 +204,39 @@ func TestRealNodes(t *testing.T) {
 		}, within, 2*time.Second).Should(Succeed(), func() string { return tail(e.CAPR.Logs.String()) })
 	}
 
+	// Hardware labels on a real Node: a label of node.cluster.x-k8s.io put on a worker's pool entry reaches the Node
+	// the real kubelet registered (entry → RemoteMachine → Machine by CAPR, Machine → Node by Cluster API), and
+	// goes when it is removed from the entry.
+	m := worker()
+	rm := &infrav1.RemoteMachine{}
+	g.Expect(c.Get(ctx, client.ObjectKey{Namespace: ns, Name: m.Spec.InfrastructureRef.Name}, rm)).To(Succeed())
+	g.Expect(rm.Spec.PooledRemoteMachineRef).NotTo(BeNil())
+	entry := rm.Spec.PooledRemoteMachineRef.Name
+	const rack = "node.cluster.x-k8s.io/rack"
+	nodeLabel := func(g Gomega) (string, bool) {
+		n := &corev1.Node{}
+		g.Expect(workload.Get(ctx, client.ObjectKey{Name: m.Status.NodeRef.Name}, n)).To(Succeed())
+		v, ok := n.Labels[rack]
+		return v, ok
+	}
+	out, err = mgmt.Kubectl(t, e.Management, "", "label", "prm", "-n", ns, entry, rack+"=r7")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Eventually(func(g Gomega) {
+		v, ok := nodeLabel(g)
+		g.Expect(ok).To(BeTrue(), "Node %s has %s", m.Status.NodeRef.Name, rack)
+		g.Expect(v).To(Equal("r7"))
+	}, 2*time.Minute, time.Second).Should(Succeed(), func() string { return tail(e.CAPR.Logs.String()) })
+	out, err = mgmt.Kubectl(t, e.Management, "", "label", "prm", "-n", ns, entry, rack+"-")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Eventually(func(g Gomega) {
+		_, ok := nodeLabel(g)
+		g.Expect(ok).To(BeFalse(), "Node %s still has %s", m.Status.NodeRef.Name, rack)
+	}, 2*time.Minute, time.Second).Should(Succeed(), func() string { return tail(e.CAPR.Logs.String()) })
+	t.Logf("hardware label %s=r7 on pool entry %s reached the real Node %s, and went with it", rack, entry, m.Status.NodeRef.Name)
+
 	// A worker Machine deleted: its host is reset and joins again (the MachineDeployment makes a new Machine, which
 	// takes the only free host).
-	m := worker()
+	m = worker()
 	h := hostOf(m.Status.NodeRef.Name)
 	before := cleanups(g, c, ns, h)
 	start = time.Now()

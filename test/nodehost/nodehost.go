@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -153,6 +154,35 @@ func KubernetesVersion(binDir string) (string, error) {
 	return strings.TrimSpace(string(out)), err
 }
 
+// inotifyLimits are the smallest per-user inotify limits node hosts need. Every kubelet and containerd watches
+// files with inotify, and all the hosts' run as root, one user of the machine: with the default 128 instances, the
+// tenth or so kubelet fails to start cAdvisor ("inotify_init: too many open files") and never registers its Node.
+// kind asks for the same limits for the same reason.
+var inotifyLimits = map[string]int{"fs/inotify/max_user_instances": 8192, "fs/inotify/max_user_watches": 524288}
+
+var (
+	inotifyOnce sync.Once
+	inotifyErr  error
+)
+
+// raiseInotifyLimits raises the machine's inotify limits to inotifyLimits where they are lower (never lowers them).
+func raiseInotifyLimits() error {
+	for name, want := range inotifyLimits {
+		path := "/proc/sys/" + name
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if have, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && have >= want {
+			continue
+		}
+		if err := os.WriteFile(path, []byte(strconv.Itoa(want)), 0o644); err != nil {
+			return fmt.Errorf("node hosts need %s >= %d (each kubelet and containerd uses inotify): %w", strings.ReplaceAll(name, "/", "."), want, err)
+		}
+	}
+	return nil
+}
+
 // Start starts a node host; the test skips (or a program stops) if Missing says something is missing.
 func Start(t sshdtest.T, opts Options) *Host {
 	t.Helper()
@@ -162,6 +192,10 @@ func Start(t sshdtest.T, opts Options) *Host {
 			s.Skip(why)
 		}
 		t.Fatal(why)
+	}
+	inotifyOnce.Do(func() { inotifyErr = raiseInotifyLimits() })
+	if inotifyErr != nil {
+		t.Fatal(inotifyErr)
 	}
 	h := &Host{Name: opts.Name, opts: opts, files: t.TempDir()}
 	h.Index = h.reserveIndex(t)
