@@ -21,15 +21,17 @@ import (
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/test/bench/rows"
+	"github.com/capr-project/cluster-api-provider-remote/test/mgmt"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
 
 // managerProcess is CAPR's manager binary run against the environment, its webhooks off (the environment serves
 // them), as CAPR's ServiceAccount.
 type managerProcess struct {
-	cmd    *exec.Cmd
-	logs   *syncBuilder
-	exited chan error
+	diagAddr string
+	cmd      *exec.Cmd
+	logs     *syncBuilder
+	exited   chan error
 }
 
 // syncBuilder is a strings.Builder the manager's output goroutines write to.
@@ -80,7 +82,7 @@ func startManager(bin, kubeconfig string) (*managerProcess, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &managerProcess{logs: &syncBuilder{}, exited: make(chan error, 1)}
+	p := &managerProcess{logs: &syncBuilder{}, exited: make(chan error, 1), diagAddr: fmt.Sprintf("127.0.0.1:%d", diag)}
 	p.cmd = exec.Command(bin, "--kubeconfig="+kubeconfig, "--webhook-port=0", "--leader-elect=false",
 		fmt.Sprintf("--health-addr=127.0.0.1:%d", health), fmt.Sprintf("--diagnostics-address=127.0.0.1:%d", diag), "-v=0")
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
@@ -207,6 +209,7 @@ func p3(ctx context.Context, env *testenv.Environment, bin, kubeconfig string, i
 	m.settle(limit)
 	settled := time.Since(start)
 	hwm, err := m.status("VmHWM")
+	heap := heapTop(ctx, env, m.diagAddr)
 	m.stop()
 	if err != nil {
 		return rows.Row{}, err
@@ -225,5 +228,39 @@ func p3(ctx context.Context, env *testenv.Environment, bin, kubeconfig string, i
 	return rows.Row{Figure: "P3", What: fmt.Sprintf("manager peak RSS with %d pool entries and %d RemoteMachines", nEntries, nMachines),
 		Baseline: fmt.Sprintf("objects %s + idle %s", mib(size), mib(idle)), CAPR: "peak RSS " + mib(hwm),
 		Ratio: float64(hwm) / float64(size+idle), Goal: 2,
-		Note: fmt.Sprintf("P3: the manager binary as a process (VmHWM of /proc/<pid>/status once it has caught up); ratio = peak RSS / (the objects' JSON size as stored in etcd, managed fields included, + the idle manager's peak RSS), the issue's goal <= 2. The growth alone, (peak RSS - idle) / objects, is %.2f.", float64(hwm-idle)/float64(size))}, nil
+		Detail: heap,
+		Note:   fmt.Sprintf("P3: the manager binary as a process (VmHWM of /proc/<pid>/status once it has caught up); ratio = peak RSS / (the objects' JSON size as stored in etcd, managed fields included, + the idle manager's peak RSS), the issue's goal <= 2. The growth alone, (peak RSS - idle) / objects, is %.2f.", float64(hwm-idle)/float64(size))}, nil
+}
+
+// heapTop is the top of the loaded manager's heap profile (in-use space), read from its diagnostics endpoint, as
+// Markdown; what went wrong instead, when it could not be read.
+func heapTop(ctx context.Context, env *testenv.Environment, addr string) string {
+	out := "### P3: the loaded manager's heap (go tool pprof -top -sample_index=inuse_space)\n\n"
+	d, err := mgmt.DiagnosticsReader(ctx, env.Client, env.Config, "default", addr)
+	if err != nil {
+		return out + "not read: " + err.Error() + "\n"
+	}
+	data, err := d.Get("/debug/pprof/heap")
+	if err != nil {
+		return out + "not read: " + err.Error() + "\n"
+	}
+	f, err := os.CreateTemp("", "capr-p3-heap-*.pprof")
+	if err != nil {
+		return out + "not read: " + err.Error() + "\n"
+	}
+	defer os.Remove(f.Name())
+	_, _ = f.Write(data)
+	_ = f.Close()
+	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=15", "-sample_index=inuse_space", f.Name()).CombinedOutput()
+	if err != nil {
+		return out + "not read: " + err.Error() + "\n"
+	}
+	lines := strings.Split(strings.TrimSpace(string(top)), "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(strings.TrimSpace(l), "flat") {
+			lines = lines[i:]
+			break
+		}
+	}
+	return out + "```\n" + strings.Join(lines, "\n") + "\n```\n"
 }

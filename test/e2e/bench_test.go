@@ -87,7 +87,6 @@ func BenchmarkP6(b *testing.B) {
 
 	one := scaleAndTrace(b, e, diag, "one", 1, "")
 	traces := []*fleetTrace{one}
-	var rs []rows.Row
 	for i, n := range sizes {
 		profile := ""
 		if dir := os.Getenv("P6_CPUPROFILE_DIR"); dir != "" {
@@ -106,11 +105,12 @@ func BenchmarkP6(b *testing.B) {
 		} else {
 			r.Note = "P6: Cluster API v1.14.2's managers and CAPR installed by clusterctl with its default settings, a kubeadm stand-in on the hosts registering Nodes in a second kube-apiserver; one Machine is another MachineDeployment of the same cluster scaled 0 -> 1. The breakdown below says where the time went."
 		}
-		rs = append(rs, r)
+		// Each size's row is kept as soon as it is measured (a larger size may not fit the machine), with the
+		// breakdown of every size so far.
+		r.Detail = breakdown(traces)
+		fmt.Println(r.Detail)
+		g.Expect(rows.Append(r)).To(Succeed())
 	}
-	rs[len(rs)-1].Detail = breakdown(traces)
-	fmt.Println(rs[len(rs)-1].Detail)
-	g.Expect(rows.Append(rs...)).To(Succeed())
 }
 
 // Stages of a Machine, in order, as the benchmark sees them.
