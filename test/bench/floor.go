@@ -18,14 +18,13 @@ import (
 // floorLabel marks the namespace P1's no-webhook floor runs in: every admission webhook of the environment skips it.
 const floorLabel = "bench.capr.dev/no-webhook"
 
-// noWebhookFloor prepares P1's second floor: a namespace that no admission webhook is called for, holding a pool of
+// noWebhookFloor prepares the floor of P1 and P4: a namespace ns that no admission webhook is called for, holding a pool of
 // burst*rounds entries, one for each op. Its op(r, i) does what a claiming create stores, without the webhook: the RemoteMachine created with
 // the host the claim would have filled, then the entry's claim written with the same patch the claim makes. The
 // returned function puts the webhooks back.
-func noWebhookFloor(ctx context.Context, env *testenv.Environment, burst, rounds int) (op func(r, i int) error, restore func(), err error) {
+func noWebhookFloor(ctx context.Context, env *testenv.Environment, ns string, burst, rounds int) (op func(r, i int) error, restore func(), err error) {
 	n := burst * rounds
 	c := env.Client
-	ns := "bench-floor"
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{floorLabel: "true"}}}); err != nil {
 		return nil, nil, err
 	}

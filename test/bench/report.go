@@ -56,8 +56,22 @@ func describeMachine(loadBefore string) string {
 		loadBefore, loadAverage())
 }
 
-// readResults reads the ratios of a results file written by writeResults, by figure; a missing file has none.
-func readResults(path string) (map[string]float64, error) {
+// committedRow is a figure of the committed results: its ratio, and its baseline's shape (the baseline's text
+// without its figures), which says whether it measured against the same thing.
+type committedRow struct {
+	ratio    float64
+	baseline string
+}
+
+// shape is a baseline's text without numbers and units: "one Machine (0 -> 1) 5.236s" → "one Machine ( -> )".
+func shape(baseline string) string {
+	return strings.Join(strings.FieldsFunc(baseline, func(r rune) bool {
+		return r == ' ' || (r >= '0' && r <= '9') || r == '.' || r == 'µ'
+	}), " ")
+}
+
+// readResults reads the rows of a results file written by writeResults, by figure; a missing file has none.
+func readResults(path string) (map[string]committedRow, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -65,14 +79,14 @@ func readResults(path string) (map[string]float64, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]float64{}
+	out := map[string]committedRow{}
 	for _, line := range strings.Split(string(data), "\n") {
 		cells := strings.Split(line, "|")
 		if len(cells) < 7 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "P") {
 			continue
 		}
 		if v, err := strconv.ParseFloat(strings.TrimSpace(cells[5]), 64); err == nil {
-			out[strings.TrimSpace(cells[1])] = v
+			out[strings.TrimSpace(cells[1])] = committedRow{ratio: v, baseline: shape(strings.TrimSpace(cells[3]))}
 		}
 	}
 	return out, nil
@@ -87,7 +101,7 @@ func regressed(now, was float64) bool {
 }
 
 // render prints the table of figures; each ratio is compared with the committed one.
-func render(all []rows.Row, previous map[string]float64, short bool) string {
+func render(all []rows.Row, previous map[string]committedRow, short bool) string {
 	var b strings.Builder
 	b.WriteString("| figure | what | baseline | CAPR | ratio | goal | verdict | vs committed |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|\n")
@@ -106,10 +120,13 @@ func render(all []rows.Row, previous map[string]float64, short bool) string {
 			verdict = "**MISSES**"
 		}
 		vs := "(none committed)"
-		if was, ok := previous[r.Figure]; ok {
+		if c, ok := previous[r.Figure]; ok {
+			was := c.ratio
 			switch {
 			case short:
 				vs = fmt.Sprintf("committed %.2f at full scale (not compared)", was)
+			case c.baseline != shape(r.Baseline):
+				vs = fmt.Sprintf("committed %.2f against another baseline (not compared)", was)
 			case regressed(r.Ratio, was):
 				vs = fmt.Sprintf("**REGRESSED** vs committed %.2f", was)
 			default:

@@ -63,7 +63,7 @@ func BenchmarkP6RealNodes(b *testing.B) {
 		}, 15*time.Minute, time.Second).Should(Succeed(), func() string { return tail(r.e.CAPR.Logs.String()) })
 		took := time.Since(start)
 		var top []string
-		for i, p := range cpuSince(cpuBefore, cpuByProcess(), r.e.CAPR.Pid()) {
+		for i, p := range cpuSince(cpuBefore, cpuByProcess(), r.e.CAPR.Pid(), apiserverPorts(r.e)) {
 			if i == 6 {
 				break
 			}

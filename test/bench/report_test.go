@@ -1,0 +1,30 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/capr-project/cluster-api-provider-remote/test/bench/rows"
+)
+
+// TestRenderComparesLikeWithLike: a ratio is flagged REGRESSED only against a committed ratio measured against the
+// same kind of baseline; a figure whose baseline changed is not compared.
+func TestRenderComparesLikeWithLike(t *testing.T) {
+	now := []rows.Row{
+		{Figure: "P6", Baseline: "one Machine (0 -> 1) 5.236s", CAPR: "42s", Ratio: 8, Goal: 2},
+		{Figure: "P4", Baseline: "GET p99 2.03ms", CAPR: "24ms", Ratio: 12, Goal: 3},
+	}
+	previous := map[string]committedRow{
+		"P6": {ratio: 0.17, baseline: shape("50 x one Machine (5.39s)")},
+		"P4": {ratio: 4.57, baseline: shape("GET p99 6.01ms")},
+	}
+	table := render(now, previous, false)
+	for _, want := range []string{"committed 0.17 against another baseline (not compared)", "**REGRESSED** vs committed 4.57"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("the table does not say %q:\n%s", want, table)
+		}
+	}
+	if shape("one Machine (0 -> 1) 5.236s") != shape("one Machine (0 -> 1) 7s") {
+		t.Errorf("the same baseline with other figures has another shape")
+	}
+}
