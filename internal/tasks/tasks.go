@@ -34,9 +34,6 @@ const (
 	AcceptEntry Kind = "accept-entry"
 )
 
-// label is the kind as a metric label.
-func (k Kind) label() string { return string(k) }
-
 // DefaultCleanupConcurrency is the number of cleanups run at the same time when Limits.Cleanup is 0.
 const DefaultCleanupConcurrency = 5
 
@@ -137,7 +134,7 @@ func (r *Runner) Start(ctx context.Context, key string, kind Kind, obj client.Ob
 	// Queued here, under the lock, so tasks of one namespace are admitted in the order they were started.
 	w := pool.enqueue(obj.GetNamespace())
 	queued := time.Now()
-	waiting, running := metrics.Tasks.WithLabelValues(kind.label(), "waiting"), metrics.Tasks.WithLabelValues(kind.label(), "running")
+	waiting, running := metrics.Tasks.WithLabelValues(string(kind), "waiting"), metrics.Tasks.WithLabelValues(string(kind), "running")
 	waiting.Inc()
 	go func() {
 		defer cancel()
@@ -147,7 +144,7 @@ func (r *Runner) Start(ctx context.Context, key string, kind Kind, obj client.Ob
 		if err != nil {
 			res = Result{Err: err}
 		} else {
-			metrics.TaskQueueWait.WithLabelValues(kind.label()).Observe(time.Since(queued).Seconds())
+			metrics.TaskQueueWait.WithLabelValues(string(kind)).Observe(time.Since(queued).Seconds())
 			running.Inc()
 			v, err := fn(ctx)
 			running.Dec()

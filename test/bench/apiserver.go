@@ -28,6 +28,7 @@ import (
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/test/bench/rows"
+	"github.com/capr-project/cluster-api-provider-remote/test/measure"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
 
@@ -406,27 +407,10 @@ func apiserverSamples(ctx context.Context, env *testenv.Environment) (map[string
 		return nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("apiserver /metrics: %s", resp.Status)
 	}
-	out := map[string]float64{}
-	for _, line := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-			out[line[:i]] = v
-		}
-	}
-	return out, nil
+	return measure.Metrics(resp.Body)
 }
 
 // label returns the value of label name in a sample's "name{labels}" key.
@@ -451,8 +435,8 @@ func admissionCost(before, after map[string]float64, n int) string {
 		}
 		switch {
 		case strings.HasPrefix(k, "apiserver_request_total{"):
-			if r := label(k, "resource"); r != "" && label(k, "group") != "coordination.k8s.io" || label(k, "resource") == "leases" {
-				requests[label(k, "verb")+" "+label(k, "resource")] += d
+			if r := label(k, "resource"); r != "" {
+				requests[label(k, "verb")+" "+r] += d
 			}
 		case strings.HasPrefix(k, "apiserver_admission_webhook_admission_duration_seconds_sum{"):
 			w := webhooks[label(k, "name")+" ("+label(k, "operation")+" "+label(k, "type")+")"]

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/capr-project/cluster-api-provider-remote/test/measure"
 )
 
 // cpuUse is the CPU time (user + system) of this process and of each program it started (kube-apiserver, etcd,
@@ -31,22 +33,14 @@ func readCPU() cpuUse {
 	use := cpuUse{}
 	var walk func(pid int, name string)
 	walk = func(pid int, name string) {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
+		p, ok := measure.ReadProcess(pid)
+		if !ok {
 			return
 		}
-		s := string(stat)
-		comm := s[strings.IndexByte(s, '(')+1 : strings.LastIndexByte(s, ')')]
 		if name == "" {
-			name = comm
+			name = p.Name
 		}
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		// Fields after the name: state is f[0], utime f[11], stime f[12] (clock ticks of 1/100 s).
-		if len(f) > 12 {
-			u, _ := strconv.Atoi(f[11])
-			st, _ := strconv.Atoi(f[12])
-			use[name] += time.Duration(u+st) * 10 * time.Millisecond
-		}
+		use[name] += p.CPU
 		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
 		for _, t := range tasks {
 			data, _ := os.ReadFile(t)

@@ -37,7 +37,7 @@ func noWebhookFloor(ctx context.Context, env *testenv.Environment, ns string, bu
 	if err := c.List(ctx, validating); err != nil {
 		return nil, nil, err
 	}
-	var originals []client.Object
+	var originals, changed []client.Object
 	exclude := func(sel **metav1.LabelSelector) {
 		if *sel == nil {
 			*sel = &metav1.LabelSelector{}
@@ -50,9 +50,7 @@ func noWebhookFloor(ctx context.Context, env *testenv.Environment, ns string, bu
 		for j := range w.Webhooks {
 			exclude(&w.Webhooks[j].NamespaceSelector)
 		}
-		if err := c.Update(ctx, w); err != nil {
-			return nil, nil, err
-		}
+		changed = append(changed, w)
 	}
 	for i := range validating.Items {
 		w := &validating.Items[i]
@@ -60,6 +58,9 @@ func noWebhookFloor(ctx context.Context, env *testenv.Environment, ns string, bu
 		for j := range w.Webhooks {
 			exclude(&w.Webhooks[j].NamespaceSelector)
 		}
+		changed = append(changed, w)
+	}
+	for _, w := range changed {
 		if err := c.Update(ctx, w); err != nil {
 			return nil, nil, err
 		}

@@ -12,6 +12,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/capr-project/cluster-api-provider-remote/test/bench/rows"
+	"github.com/capr-project/cluster-api-provider-remote/test/measure"
 	"github.com/capr-project/cluster-api-provider-remote/test/mgmt"
 	"github.com/capr-project/cluster-api-provider-remote/test/nodehost"
 )
@@ -51,7 +52,7 @@ func BenchmarkP6RealNodes(b *testing.B) {
 			}
 		}
 		replicas += add
-		cpuBefore, busyBefore := cpuByProcess(), machineBusy()
+		cpuBefore, busyBefore := cpuByProcess(), measure.MachineBusy()
 		start := time.Now()
 		out, err := mgmt.Kubectl(b, r.e.Management, "", "scale", "-n", ns, "machinedeployment/workers", fmt.Sprintf("--replicas=%d", replicas))
 		g.Expect(err).NotTo(HaveOccurred(), out)
@@ -69,7 +70,7 @@ func BenchmarkP6RealNodes(b *testing.B) {
 			}
 			top = append(top, fmt.Sprintf("%s %s", p.name, p.cpu.Round(100*time.Millisecond)))
 		}
-		busy := machineBusy() - busyBefore
+		busy := measure.MachineBusy() - busyBefore
 		usage = append(usage, fmt.Sprintf("by %d: machine CPU %.0f%% busy (%s of %d × %s); by program: %s", add,
 			100*busy.Seconds()/(float64(runtime.NumCPU())*took.Seconds()), busy.Round(100*time.Millisecond), runtime.NumCPU(), took.Round(100*time.Millisecond), strings.Join(top, ", ")))
 		return took

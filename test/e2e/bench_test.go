@@ -24,6 +24,7 @@ import (
 
 	infrav1 "github.com/capr-project/cluster-api-provider-remote/api/v1beta1"
 	"github.com/capr-project/cluster-api-provider-remote/test/bench/rows"
+	"github.com/capr-project/cluster-api-provider-remote/test/measure"
 	"github.com/capr-project/cluster-api-provider-remote/test/mgmt"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
 )
@@ -166,7 +167,7 @@ func scaleAndTrace(b *testing.B, e *Env, diag *mgmt.Diagnostics, name string, n 
 		}()
 	}
 	tr := &fleetTrace{n: n, last: make([]time.Duration, len(stages)), idleRSS: rss(e.CAPR.Pid())}
-	cpuBefore, busyBefore := cpuByProcess(), machineBusy()
+	cpuBefore, busyBefore := cpuByProcess(), measure.MachineBusy()
 	seen := map[string][]time.Duration{}
 	start := time.Now()
 	out, err := mgmt.Kubectl(b, e.Management, "", "scale", "-n", ns, "machinedeployment/"+name, fmt.Sprintf("--replicas=%d", n))
@@ -211,7 +212,7 @@ func scaleAndTrace(b *testing.B, e *Env, diag *mgmt.Diagnostics, name string, n 
 	}, 15*time.Minute, pollEvery(n)).Should(Succeed(), func() string { return tail(e.CAPR.Logs.String()) })
 	tr.total = time.Since(start)
 	tr.cpu = cpuSince(cpuBefore, cpuByProcess(), e.CAPR.Pid(), apiserverPorts(e))
-	tr.busy, tr.cores = machineBusy()-busyBefore, runtime.NumCPU()
+	tr.busy, tr.cores = measure.MachineBusy()-busyBefore, runtime.NumCPU()
 	for _, at := range seen {
 		for i, d := range at {
 			tr.last[i] = max(tr.last[i], d)
@@ -304,49 +305,18 @@ type progCPU struct {
 	cpu  time.Duration
 }
 
-// procCPU is a process's name and the CPU time it and its reaped children used.
-type procCPU struct {
-	name string
-	cpu  time.Duration
-}
-
-// clockTick is USER_HZ, the unit of /proc's CPU times on Linux.
-const clockTick = 100
-
-// cpuByProcess reads every process's name and CPU time (utime+stime+cutime+cstime) from /proc.
-func cpuByProcess() map[int]procCPU {
-	out := map[int]procCPU{}
-	dirs, _ := os.ReadDir("/proc")
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		open, end := strings.IndexByte(string(data), '('), strings.LastIndexByte(string(data), ')')
-		if open < 0 || end < open {
-			continue
-		}
-		f := strings.Fields(string(data[end+1:]))
-		if len(f) < 15 {
-			continue
-		}
-		var ticks int64
-		for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime, after the state field
-			v, _ := strconv.ParseInt(f[i], 10, 64)
-			ticks += v
-		}
-		out[pid] = procCPU{name: string(data[open+1 : end]), cpu: time.Duration(ticks) * time.Second / clockTick}
+// cpuByProcess is every process's name and the CPU time it and the children it reaped used.
+func cpuByProcess() map[int]progCPU {
+	out := map[int]progCPU{}
+	for pid, p := range measure.Processes() {
+		out[pid] = progCPU{p.Name, p.CPU + p.ChildrenCPU}
 	}
 	return out
 }
 
 // cpuSince sums by program name the CPU time processes used between two readings; capr names CAPR's manager, and
 // apiservers names kube-apiservers by the port they serve.
-func cpuSince(before, after map[int]procCPU, capr int, apiservers map[string]string) []progCPU {
+func cpuSince(before, after map[int]progCPU, capr int, apiservers map[string]string) []progCPU {
 	sums := map[string]time.Duration{}
 	for pid, a := range after {
 		name := a.name
@@ -374,24 +344,6 @@ func cpuSince(before, after map[int]procCPU, capr int, apiservers map[string]str
 	return out
 }
 
-// machineBusy is the machine's CPU time spent not idle, from /proc/stat.
-func machineBusy() time.Duration {
-	data, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	f := strings.Fields(line)
-	var busy int64
-	for i, v := range f[1:] {
-		n, _ := strconv.ParseInt(v, 10, 64)
-		if i != 3 && i != 4 { // idle, iowait
-			busy += n
-		}
-	}
-	return time.Duration(busy) * time.Second / clockTick
-}
-
 func seconds(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
 
 // rss is the resident set of process pid, in bytes (0 when it cannot be read).
@@ -417,23 +369,8 @@ type samples map[string]float64
 func scrape(g Gomega, diag *mgmt.Diagnostics) samples {
 	body, err := diag.Get("/metrics")
 	g.Expect(err).NotTo(HaveOccurred())
-	out := samples{}
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err == nil {
-			out[line[:i]] = v
-		}
-	}
+	out, err := measure.Metrics(bytes.NewReader(body))
+	g.Expect(err).NotTo(HaveOccurred())
 	return out
 }
 

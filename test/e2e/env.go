@@ -64,8 +64,6 @@ type Env struct {
 type Options struct {
 	// CAPIManagerArgs are extra arguments for Cluster API's managers, by Deployment name (mgmt.RunCAPIManagersWith).
 	CAPIManagerArgs map[string][]string
-	// CAPRArgs are extra arguments for CAPR's manager.
-	CAPRArgs []string
 }
 
 // Start builds and starts the environment with no hosts; AddHost adds them. progress, when not nil, is told each step.
@@ -118,7 +116,7 @@ func (e *Env) StartManagement(say func(string)) (*testenv.APIServer, *mgmt.Insta
 	}
 	say("Starting Cluster API's managers and CAPR's manager as installed")
 	mgmt.RunCAPIManagersWith(t, a, e.opts.CAPIManagerArgs)
-	return a, mgmt.RunCAPR(t, a, "capr-system", e.manager, e.opts.CAPRArgs...)
+	return a, mgmt.RunCAPR(t, a, "capr-system", e.manager)
 }
 
 // ManagerBinary is the path of CAPR's manager binary the environment built, to start more replicas of it.

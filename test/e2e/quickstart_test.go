@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bufio"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	. "github.com/onsi/gomega"
 	"golang.org/x/sys/unix"
 
+	"github.com/capr-project/cluster-api-provider-remote/test/measure"
 	"github.com/capr-project/cluster-api-provider-remote/test/mgmt"
 	"github.com/capr-project/cluster-api-provider-remote/test/nodehost"
 	"github.com/capr-project/cluster-api-provider-remote/test/testenv"
@@ -228,25 +228,10 @@ func children() []string {
 			break
 		}
 	}
-	self := strconv.Itoa(os.Getpid())
 	var found []string
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		f, err := os.Open(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		stat, _ := io.ReadAll(f)
-		_ = f.Close()
-		// pid (comm) state ppid ...
-		s := string(stat)
-		fields := strings.Fields(s[strings.LastIndex(s, ")")+1:])
-		if len(fields) > 1 && fields[1] == self {
-			comm := s[strings.Index(s, "(")+1 : strings.LastIndex(s, ")")]
-			found = append(found, e.Name()+" "+comm)
+	for pid, p := range measure.Processes() {
+		if p.PPID == os.Getpid() {
+			found = append(found, strconv.Itoa(pid)+" "+p.Name)
 		}
 	}
 	return found

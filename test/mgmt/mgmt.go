@@ -581,11 +581,11 @@ func RunCAPIManagersWith(t T, a *testenv.APIServer, extra map[string][]string) {
 
 // RunCAPR runs CAPR's manager as installed in namespace system, with its webhooks reached through the installed
 // Service and certificate.
-func RunCAPR(t T, a *testenv.APIServer, system, manager string, extra ...string) *InstalledManager {
+func RunCAPR(t T, a *testenv.APIServer, system, manager string) *InstalledManager {
 	t.Helper()
 	redirect := RedirectWebhookService(t, a, system, "capr-webhook-service")
 	// Outside a Pod the manager cannot read its namespace from the service-account mount: it is given as a flag.
-	capr := RunAsInstalled(t, a, system, "capr-controller-manager", manager, append([]string{"--leader-elect-namespace=" + system}, extra...)...)
+	capr := RunAsInstalled(t, a, system, "capr-controller-manager", manager, "--leader-elect-namespace="+system)
 	redirect.SetTargets(capr.WebhookAddr)
 	capr.Redirect = redirect
 	NewWithT(t).Expect(capr.Deployment.Spec.Template.Spec.Containers[0].Args).To(ContainElement("--leader-elect"))

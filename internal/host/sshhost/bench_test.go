@@ -21,6 +21,7 @@ import (
 	"github.com/capr-project/cluster-api-provider-remote/internal/host"
 	"github.com/capr-project/cluster-api-provider-remote/internal/sshrunner"
 	"github.com/capr-project/cluster-api-provider-remote/test/bench/rows"
+	"github.com/capr-project/cluster-api-provider-remote/test/measure"
 	"github.com/capr-project/cluster-api-provider-remote/test/sshdtest"
 )
 
@@ -189,26 +190,9 @@ func rusage(who int) time.Duration {
 // the sessions and everything the sessions ran.
 func sshdCPU() time.Duration {
 	var total time.Duration
-	dirs, _ := os.ReadDir("/proc")
-	for _, d := range dirs {
-		if _, err := strconv.Atoi(d.Name()); err != nil {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		open, end := strings.IndexByte(string(data), '('), strings.LastIndexByte(string(data), ')')
-		if open < 0 || end < open || string(data[open+1:end]) != "sshd" {
-			continue
-		}
-		f := strings.Fields(string(data[end+1:]))
-		if len(f) < 15 {
-			continue
-		}
-		for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime, in USER_HZ (100) ticks
-			v, _ := strconv.ParseInt(f[i], 10, 64)
-			total += time.Duration(v) * 10 * time.Millisecond
+	for _, p := range measure.Processes() {
+		if p.Name == "sshd" {
+			total += p.CPU + p.ChildrenCPU
 		}
 	}
 	return total
