@@ -125,9 +125,10 @@ test-unit: ## Run the unit tier: no root, no kube-apiserver, no sshd (go test ./
 .PHONY: test
 test: test-unit prereqs test-tools node-tools $(NODE_IMAGES_DIR)/images.tar verify-generate vet ## Run every test: the unit tier first, then integration and end-to-end on real parts, real Kubernetes nodes included.
 	go test -tags integration ./... -count=1 -timeout 30m
-	@# The cert-manager runner the install tests use, and the image builder, have their own modules and tests.
+	@# The cert-manager runner the install tests use, and the image builder, have their own modules and tests (the
+	@# image builder's real-parts tests import the node images into a real containerd).
 	go -C hack/tools/cert-manager test ./... -count=1
-	go -C hack/image test ./... -count=1
+	go -C hack/image test -tags integration ./... -count=1
 
 .PHONY: test-e2e
 test-e2e: prereqs test-tools node-tools $(NODE_IMAGES_DIR)/images.tar ## Run the end-to-end suite: Cluster API's managers, CAPR installed by clusterctl, real sshd hosts.
