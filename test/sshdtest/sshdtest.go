@@ -208,6 +208,7 @@ func (h *Host) writeFiles() {
 			t.Fatal(err)
 		}
 	}
+	must(t, os.WriteFile(h.path("root-bashrc"), []byte("# ~/.bashrc of a fresh host's root: nothing runs at login.\n"), 0o644))
 	pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(h.ClientSigner.PublicKey())))
 	must(t, os.MkdirAll(h.path("keys"), 0o755))
 	must(t, os.WriteFile(h.path("keys", "root"), []byte(pub+"\n"), 0o644))
@@ -279,6 +280,12 @@ func (h *Host) start() {
 	// The holder process keeps the host's namespaces (and so its private mounts) while sshd stops and starts.
 	script := fmt.Sprintf("set -e; mount --bind %s /etc; mount -t tmpfs tmpfs /run; mkdir -p /var/lib/capr; mount -t tmpfs tmpfs /var/lib/capr; ",
 		shellescape.Quote(h.path("etc")))
+	// Root logs in as on a fresh server: bash, started by sshd, reads ~/.bashrc, and this machine's own
+	// (/root/.bashrc: here pyenv's init, whose rehash lock makes logins at the same moment wait on each other) is
+	// not a host's. A clean one takes its place inside the host.
+	if _, err := os.Stat("/root/.bashrc"); err == nil {
+		script += fmt.Sprintf("mount --bind %s /root/.bashrc; ", shellescape.Quote(h.path("root-bashrc")))
+	}
 	for _, dir := range h.opts.Private {
 		script += fmt.Sprintf("mkdir -p %[1]s; mount -t tmpfs tmpfs %[1]s; ", shellescape.Quote(dir))
 	}
