@@ -65,6 +65,10 @@ type PooledRemoteMachineReconciler struct {
 	// Locks holds the hosts' Leases (one entry per host): the controller re-asserts the Lease of every live entry
 	// and deletes the Leases of entries that are gone. The manager's cache must watch the Leases of Locks.Namespace.
 	Locks *pool.EndpointLocks
+	// Written records the manager's writes (Client must be Written.Client): an entry the cache shows older than
+	// the manager's last write of it waits for the cache. The manager shares one with every reconciler; nil makes
+	// one for this reconciler alone.
+	Written *WrittenVersions
 
 	lastProbe  sync.Map // entry UID → time of its last probe
 	moveLabels moveLabeller
@@ -77,6 +81,10 @@ type PooledRemoteMachineReconciler struct {
 func (r *PooledRemoteMachineReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, options controller.Options) error {
 	if r.OrphanGracePeriod == 0 {
 		r.OrphanGracePeriod = 2 * time.Minute
+	}
+	if r.Written == nil {
+		r.Written = NewWrittenVersions(mgr.GetScheme())
+		r.Client = r.Written.Client(r.Client)
 	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&infrav1.PooledRemoteMachine{}).
@@ -163,23 +171,44 @@ func (r *PooledRemoteMachineReconciler) entriesOfMachine(ctx context.Context, o 
 	return reqs
 }
 
+// claimHolder reads the RemoteMachine an entry's claim names. The cache answers when it shows the claim settled
+// (the RemoteMachine holds this entry, with the claim's UID); anything else, which may release or quarantine the
+// entry, is read from the apiserver, as a cache may lag behind a RemoteMachine just created.
+func (r *PooledRemoteMachineReconciler) claimHolder(ctx context.Context, entry *infrav1.PooledRemoteMachine) (*infrav1.RemoteMachine, error) {
+	claim := entry.Spec.ClaimRef
+	key := client.ObjectKey{Namespace: entry.Namespace, Name: claim.Name}
+	rm := &infrav1.RemoteMachine{}
+	if err := r.Client.Get(ctx, key, rm); err == nil && claim.UID != "" && claim.UID == rm.UID &&
+		rm.Spec.PooledRemoteMachineRef != nil && rm.Spec.PooledRemoteMachineRef.Name == entry.Name {
+		return rm, nil
+	}
+	rm = &infrav1.RemoteMachine{}
+	return rm, r.APIReader.Get(ctx, key, rm)
+}
+
 // Reconcile checks the claim, then reports phase, reserved, machineRef and the Claimed condition.
 func (r *PooledRemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	log := ctrl.LoggerFrom(ctx)
 	entry := &infrav1.PooledRemoteMachine{}
 	if err := r.Client.Get(ctx, req.NamespacedName, entry); err != nil {
 		if apierrors.IsNotFound(err) {
+			entry.Namespace, entry.Name = req.Namespace, req.Name
+			r.Written.Forget(entry)
 			return r.releaseGoneLocks(ctx, req.NamespacedName, "")
 		}
 		return ctrl.Result{}, err
+	}
+	// The cache has not caught up with this manager's last write of the entry (a claim, a pinned key, a status):
+	// acting now would repeat or undo it. The cache's update enqueues the entry again.
+	if r.Written.Behind(entry) {
+		return ctrl.Result{RequeueAfter: cacheCatchUp}, nil
 	}
 	r.moveLabels.ensure(ctx, r.Client, r.APIReader, entry.Namespace, &entry.Spec.Machine.RemoteHost)
 	var holder *infrav1.RemoteMachine
 	var requeue time.Duration
 	if claim := entry.Spec.ClaimRef; claim != nil {
 		log = log.WithValues("RemoteMachine", klog.KRef(entry.Namespace, claim.Name))
-		rm := &infrav1.RemoteMachine{}
-		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: entry.Namespace, Name: claim.Name}, rm)
+		rm, err := r.claimHolder(ctx, entry)
 		switch {
 		case apierrors.IsNotFound(err):
 			if moving, err := r.clusterPaused(ctx, entry.Namespace, claim.ClusterName); err != nil {

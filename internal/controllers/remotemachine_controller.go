@@ -98,6 +98,10 @@ type RemoteMachineReconciler struct {
 	MaxRetryInterval time.Duration
 	// ClusterCache reaches workload clusters, to set the providerID of the Node; nil skips that.
 	ClusterCache clustercache.ClusterCache
+	// Written records the manager's writes (Client must be Written.Client): a RemoteMachine the cache shows older
+	// than the manager's last write of it waits for the cache. The manager shares one with every reconciler; nil
+	// makes one for this reconciler alone.
+	Written *WrittenVersions
 
 	// retries maps a RemoteMachine's UID to the backoff of its failed attempts. Terminal failures are not here:
 	// they are the BootstrapSucceeded condition itself (see terminalFailure), which survives a restart.
@@ -163,6 +167,10 @@ func (r *RemoteMachineReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	if r.MaxRetryInterval == 0 {
 		r.MaxRetryInterval = 10 * time.Minute
 	}
+	if r.Written == nil {
+		r.Written = NewWrittenVersions(mgr.GetScheme())
+		r.Client = r.Written.Client(r.Client)
+	}
 	log := ctrl.LoggerFrom(ctx)
 	clusterToMachines, err := util.ClusterToTypedObjectsMapper(mgr.GetClient(), &infrav1.RemoteMachineList{}, mgr.GetScheme())
 	if err != nil {
@@ -184,7 +192,16 @@ func (r *RemoteMachineReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	log := ctrl.LoggerFrom(ctx)
 	rm := &infrav1.RemoteMachine{}
 	if err := r.Client.Get(ctx, req.NamespacedName, rm); err != nil {
+		if apierrors.IsNotFound(err) {
+			rm.Namespace, rm.Name = req.Namespace, req.Name
+			r.Written.Forget(rm)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	// The cache has not caught up with this manager's last write of rm: acting now would repeat or undo it. The
+	// cache's update enqueues rm again.
+	if r.Written.Behind(rm) {
+		return ctrl.Result{RequeueAfter: cacheCatchUp}, nil
 	}
 	machine, err := util.GetOwnerMachine(ctx, r.Client, rm.ObjectMeta)
 	if err != nil && !apierrors.IsNotFound(err) {
@@ -268,8 +285,8 @@ func (r *RemoteMachineReconciler) reconcileNormal(ctx context.Context, rm *infra
 	if res, handled, err := r.reconcileTasks(ctx, rm); handled {
 		return res, err
 	}
-	if res, held, err := r.holdBack(ctx, rm); held {
-		return res, err
+	if res, held := r.holdBack(rm); held {
+		return res, nil
 	}
 	return r.startProvisioning(ctx, rm, machine, adoptOnly)
 }
@@ -329,22 +346,16 @@ func (r *RemoteMachineReconciler) reconcileTasks(ctx context.Context, rm *infrav
 }
 
 // holdBack says whether nothing may start now: a terminal failure waits for a person, a failed attempt for its
-// backoff, and a cache behind this controller's own writes (a pinned key, a success) for the apiserver's copy.
-func (r *RemoteMachineReconciler) holdBack(ctx context.Context, rm *infrav1.RemoteMachine) (_ ctrl.Result, held bool, _ error) {
+// backoff. (A cache behind this manager's own writes, such as a pinned key or a success, held the whole reconcile
+// back already: see Written.)
+func (r *RemoteMachineReconciler) holdBack(rm *infrav1.RemoteMachine) (_ ctrl.Result, held bool) {
 	if terminalFailure(rm) {
-		return ctrl.Result{}, true, nil // waits for a person: a changed spec, or the Machine replaced
+		return ctrl.Result{}, true // waits for a person: a changed spec, or the Machine replaced
 	}
 	if v, ok := r.retries.Load(string(rm.UID)); ok && time.Now().Before(v.(retryGate).notBefore) {
-		return ctrl.Result{RequeueAfter: time.Until(v.(retryGate).notBefore)}, true, nil
+		return ctrl.Result{RequeueAfter: time.Until(v.(retryGate).notBefore)}, true
 	}
-	fresh := &infrav1.RemoteMachine{}
-	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(rm), fresh); err != nil {
-		return ctrl.Result{}, true, client.IgnoreNotFound(err)
-	}
-	if fresh.ResourceVersion != rm.ResourceVersion {
-		return ctrl.Result{RequeueAfter: time.Second}, true, nil
-	}
-	return ctrl.Result{}, false, nil
+	return ctrl.Result{}, false
 }
 
 // startProvisioning starts the next task on rm's host: a scan that pins its key on first contact, else the

@@ -265,12 +265,16 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	if err := pool.SetupIndexes(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
+	// One record of the manager's writes, shared by the claims and every reconciler: a reconcile waits for the
+	// cache to catch up with what any of them wrote.
+	written := controllers.NewWrittenVersions(mgr.GetScheme())
 	claimer := o.Claimer
 	if claimer == nil {
 		claimer = pool.NewClaimer(mgr)
+		claimer.Writer = written.Client(mgr.GetClient())
 	}
 	if !o.WebhooksOnly {
-		if err := setupReconcilers(ctx, mgr, o, claimer); err != nil {
+		if err := setupReconcilers(ctx, mgr, o, claimer, written); err != nil {
 			return err
 		}
 	}
@@ -290,7 +294,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 }
 
 // setupReconcilers registers the workload cluster cache, the task runner and the four reconcilers.
-func setupReconcilers(ctx context.Context, mgr ctrl.Manager, o Options, claimer *pool.Claimer) error {
+func setupReconcilers(ctx context.Context, mgr ctrl.Manager, o Options, claimer *pool.Claimer, written *controllers.WrittenVersions) error {
 	workers := func(n int) controller.Options {
 		opts := controller.Options{MaxConcurrentReconciles: n}
 		if o.SkipNameValidation {
@@ -314,7 +318,8 @@ func setupReconcilers(ctx context.Context, mgr ctrl.Manager, o Options, claimer 
 		return fmt.Errorf("setting up the workload cluster cache: %w", err)
 	}
 	if err := (&controllers.RemoteMachineReconciler{
-		Client:           mgr.GetClient(),
+		Client:           written.Client(mgr.GetClient()),
+		Written:          written,
 		APIReader:        mgr.GetAPIReader(),
 		Recorder:         mgr.GetEventRecorder("remotemachine-controller"),
 		Tasks:            runner,
@@ -330,7 +335,8 @@ func setupReconcilers(ctx context.Context, mgr ctrl.Manager, o Options, claimer 
 		return fmt.Errorf("setting up the RemoteMachine controller: %w", err)
 	}
 	if err := (&controllers.PooledRemoteMachineReconciler{
-		Client:            mgr.GetClient(),
+		Client:            written.Client(mgr.GetClient()),
+		Written:           written,
 		APIReader:         mgr.GetAPIReader(),
 		Recorder:          mgr.GetEventRecorder("pooledremotemachine-controller"),
 		Claimer:           claimer,

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"bytes"
 	"context"
 	"fmt"
@@ -15,10 +16,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
+	"k8s.io/client-go/kubernetes"
 	clusterv1 "sigs.k8s.io/cluster-api/api/core/v1beta2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -143,6 +146,8 @@ type fleetTrace struct {
 	// busy is the machine's CPU time over the same span, and cores its CPUs.
 	busy  time.Duration
 	cores int
+	// requests are the management apiserver's busiest kinds of request, per Machine.
+	requests string
 }
 
 // scaleAndTrace scales the MachineDeployment name from 0 to n and traces every Machine until all are Running.
@@ -153,20 +158,31 @@ func scaleAndTrace(b *testing.B, e *Env, diag *mgmt.Diagnostics, name string, n 
 	c := e.Management.Client
 	before := scrape(g, diag)
 	if profile != "" {
-		done := make(chan struct{})
-		defer func() { <-done }()
-		go func() {
-			defer close(done)
-			data, err := diag.Get("/debug/pprof/profile?seconds=30")
-			if err == nil {
-				err = os.WriteFile(profile, data, 0o644)
-			}
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		write := func(path string, get func() ([]byte, error)) {
+			wg.Go(func() {
+				data, err := get()
+				if err == nil {
+					err = os.WriteFile(path, data, 0o644)
+				}
+				if err != nil {
+					b.Logf("CPU profile %s: %v", path, err)
+				}
+			})
+		}
+		write(profile, func() ([]byte, error) { return diag.Get("/debug/pprof/profile?seconds=30") })
+		// The management kube-apiserver's, over the same 30 seconds.
+		write(strings.TrimSuffix(profile, ".cpu.pprof")+"-apiserver.cpu.pprof", func() ([]byte, error) {
+			cs, err := kubernetes.NewForConfig(e.Management.Config)
 			if err != nil {
-				b.Logf("CPU profile: %v", err)
+				return nil, err
 			}
-		}()
+			return cs.RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", "30").DoRaw(ctx)
+		})
 	}
 	tr := &fleetTrace{n: n, last: make([]time.Duration, len(stages)), idleRSS: rss(e.CAPR.Pid())}
+	requestsBefore := apiserverRequests(g, e.Management)
 	cpuBefore, busyBefore := cpuByProcess(), measure.MachineBusy()
 	seen := map[string][]time.Duration{}
 	start := time.Now()
@@ -218,6 +234,7 @@ func scaleAndTrace(b *testing.B, e *Env, diag *mgmt.Diagnostics, name string, n 
 			tr.last[i] = max(tr.last[i], d)
 		}
 	}
+	tr.requests = requestsPerMachine(requestsBefore, apiserverRequests(g, e.Management), n)
 	after := scrape(g, diag)
 	if waits := after.count("capr_task_queue_wait_seconds", `kind="bootstrap"`) - before.count("capr_task_queue_wait_seconds", `kind="bootstrap"`); waits > 0 {
 		tr.queueWait = seconds((after.sum("capr_task_queue_wait_seconds", `kind="bootstrap"`) - before.sum("capr_task_queue_wait_seconds", `kind="bootstrap"`)) / waits)
@@ -273,6 +290,7 @@ func breakdown(ts []*fleetTrace) string {
 	rowf("machine CPU busy (of the CPU time there was)", "all", func(t *fleetTrace) string {
 		return fmt.Sprintf("%.0f%% (%s of %d × %s)", 100*t.busy.Seconds()/(float64(t.cores)*t.total.Seconds()), t.busy.Round(100*time.Millisecond), t.cores, t.total.Round(100*time.Millisecond))
 	})
+	rowf("management apiserver requests per Machine (the most frequent)", "all its clients", func(t *fleetTrace) string { return t.requests })
 	rowf("CPU time by program (children included)", "see the names", func(t *fleetTrace) string {
 		var parts []string
 		for i, p := range t.cpu {
@@ -408,4 +426,62 @@ func (s samples) quantileBound(name, label string, before samples) string {
 		}
 	}
 	return best
+}
+
+// apiserverRequests reads the apiserver's count of requests (apiserver_request_total) by verb and resource.
+func apiserverRequests(g Gomega, a *testenv.APIServer) map[string]float64 {
+	cs, err := kubernetes.NewForConfig(a.Config)
+	g.Expect(err).NotTo(HaveOccurred())
+	body, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	g.Expect(err).NotTo(HaveOccurred())
+	all, err := measure.Metrics(bytes.NewReader(body))
+	g.Expect(err).NotTo(HaveOccurred())
+	out := map[string]float64{}
+	for k, v := range all {
+		name, labels, _ := strings.Cut(k, "{")
+		if name != "apiserver_request_total" {
+			continue
+		}
+		resource := labelValue(labels, "resource")
+		if resource == "" {
+			continue
+		}
+		if sub := labelValue(labels, "subresource"); sub != "" {
+			resource += "/" + sub
+		}
+		out[labelValue(labels, "verb")+" "+resource] += v
+	}
+	return out
+}
+
+// requestsPerMachine names the eight most frequent kinds of request between two reads, per Machine.
+func requestsPerMachine(before, after map[string]float64, n int) string {
+	type kind struct {
+		name string
+		per  float64
+	}
+	var kinds []kind
+	total := 0.0
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			kinds = append(kinds, kind{k, d / float64(n)})
+			total += d / float64(n)
+		}
+	}
+	slices.SortFunc(kinds, func(a, b kind) int { return cmp.Compare(b.per, a.per) })
+	parts := []string{fmt.Sprintf("%.0f in all", total)}
+	for _, k := range kinds[:min(8, len(kinds))] {
+		parts = append(parts, fmt.Sprintf("%s %.1f", k.name, k.per))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// labelValue is the value of one label in a Prometheus sample's label text.
+func labelValue(labels, name string) string {
+	_, rest, ok := strings.Cut(","+labels, ","+name+`="`)
+	if !ok {
+		return ""
+	}
+	v, _, _ := strings.Cut(rest, `"`)
+	return v
 }
