@@ -4,8 +4,8 @@ package e2e
 
 import (
 	"bufio"
-	"cmp"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"net"
