@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -108,7 +109,12 @@ func render(all []rows.Row, previous map[string]committedRow, short bool) string
 	var notes, details []string
 	for _, r := range all {
 		if r.Detail != "" {
-			details = append(details, r.Detail)
+			// A later detail under the same heading (P6's breakdown, grown by each size) replaces the earlier one.
+			if i := slices.IndexFunc(details, func(d string) bool { return firstLine(d) == firstLine(r.Detail) }); i >= 0 {
+				details[i] = r.Detail
+			} else {
+				details = append(details, r.Detail)
+			}
 		}
 		if r.Err != "" {
 			fmt.Fprintf(&b, "| %s | %s | | | | | ERROR | |\n", r.Figure, firstLine(r.Err))

@@ -28,3 +28,23 @@ func TestRenderComparesLikeWithLike(t *testing.T) {
 		t.Errorf("the same baseline with other figures has another shape")
 	}
 }
+
+// TestRenderKeepsTheLatestDetail: P6's breakdown grows with each size and rides on each size's row; the table is
+// followed by the latest one only.
+func TestRenderKeepsTheLatestDetail(t *testing.T) {
+	now := []rows.Row{
+		{Figure: "P3", Ratio: 1, Goal: 2, Detail: "### P3: heap\n\ntop"},
+		{Figure: "P6", Ratio: 5, Goal: 2, Detail: "### Where P6's time goes\n\n| 1 | 50 |"},
+		{Figure: "P6-200", Ratio: 20, Goal: 2, Detail: "### Where P6's time goes\n\n| 1 | 50 | 200 |"},
+	}
+	table := render(now, nil, false)
+	if n := strings.Count(table, "### Where P6's time goes"); n != 1 {
+		t.Errorf("the breakdown is printed %d times:\n%s", n, table)
+	}
+	if !strings.Contains(table, "| 1 | 50 | 200 |") || !strings.Contains(table, "### P3: heap") {
+		t.Errorf("the latest breakdown or another figure's detail is missing:\n%s", table)
+	}
+	if strings.Index(table, "### P3") > strings.Index(table, "### Where P6") {
+		t.Errorf("the details are not in the rows' order:\n%s", table)
+	}
+}
