@@ -83,7 +83,7 @@ func (r *PooledRemoteMachineReconciler) SetupWithManager(ctx context.Context, mg
 		r.OrphanGracePeriod = 2 * time.Minute
 	}
 	if r.Written == nil {
-		r.Written = NewWrittenVersions(mgr.GetScheme())
+		r.Written = NewWrittenVersions(mgr.GetScheme(), &infrav1.PooledRemoteMachine{})
 		r.Client = r.Written.Client(r.Client)
 	}
 	b := ctrl.NewControllerManagedBy(mgr).
@@ -99,7 +99,7 @@ func (r *PooledRemoteMachineReconciler) SetupWithManager(ctx context.Context, mg
 	if r.Locks != nil {
 		if err := mgr.GetFieldIndexer().IndexField(ctx, &coordinationv1.Lease{}, indexLeaseHolder, func(o client.Object) []string {
 			if h := pool.LeaseHolder(o.(*coordinationv1.Lease)); h != "" {
-				return []string{h}
+				return []string{pool.HashedKey(h)}
 			}
 			return nil
 		}); err != nil {
@@ -137,7 +137,7 @@ func (r *PooledRemoteMachineReconciler) SetupWithManager(ctx context.Context, mg
 	return b.Complete(r)
 }
 
-// indexLeaseHolder maps a host's Lease to the "namespace/name" of the entry it names.
+// indexLeaseHolder maps a host's Lease to pool.HashedKey of the "namespace/name" of the entry it names.
 const indexLeaseHolder = "capr.holder"
 
 func leaseToEntry(_ context.Context, o client.Object) []reconcile.Request {
@@ -162,10 +162,9 @@ func (r *PooledRemoteMachineReconciler) entriesOfMachine(ctx context.Context, o 
 	if ref := rm.Spec.PooledRemoteMachineRef; ref != nil {
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKey{Namespace: rm.Namespace, Name: ref.Name}})
 	}
-	list := &infrav1.PooledRemoteMachineList{}
-	if err := r.Client.List(ctx, list, client.InNamespace(rm.Namespace), client.MatchingFields{pool.IndexClaim: rm.Name}); err == nil {
-		for _, e := range list.Items {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&e)})
+	if names, err := pool.EntriesClaimedBy(ctx, r.Client, rm.Namespace, rm.Name); err == nil {
+		for _, name := range names {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKey{Namespace: rm.Namespace, Name: name}})
 		}
 	}
 	return reqs
@@ -365,15 +364,16 @@ func (r *PooledRemoteMachineReconciler) releaseGoneLocks(ctx context.Context, ke
 		return ctrl.Result{}, nil
 	}
 	leases := &coordinationv1.LeaseList{}
-	if err := r.Client.List(ctx, leases, client.InNamespace(r.Locks.Namespace), client.MatchingFields{indexLeaseHolder: key.String()}); err != nil {
+	// Read-only: the cached Leases are not copied; the few this entry holds are.
+	if err := r.Client.List(ctx, leases, client.InNamespace(r.Locks.Namespace), client.MatchingFields{indexLeaseHolder: pool.HashedKey(key.String())}, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
 	}
 	var result ctrl.Result
 	for i := range leases.Items {
-		if leases.Items[i].Name == keep {
+		if leases.Items[i].Name == keep || pool.LeaseHolder(&leases.Items[i]) != key.String() {
 			continue
 		}
-		again, err := r.Locks.ReleaseGone(ctx, &leases.Items[i])
+		again, err := r.Locks.ReleaseGone(ctx, leases.Items[i].DeepCopy())
 		if err != nil {
 			return ctrl.Result{}, err
 		}

@@ -168,7 +168,7 @@ func (r *RemoteMachineReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 		r.MaxRetryInterval = 10 * time.Minute
 	}
 	if r.Written == nil {
-		r.Written = NewWrittenVersions(mgr.GetScheme())
+		r.Written = NewWrittenVersions(mgr.GetScheme(), &infrav1.RemoteMachine{})
 		r.Client = r.Written.Client(r.Client)
 	}
 	log := ctrl.LoggerFrom(ctx)

@@ -20,6 +20,7 @@ import (
 // are remembered, and a record is dropped once the cache holds that version or a later one, or the object is gone.
 type WrittenVersions struct {
 	scheme   *runtime.Scheme
+	kinds    map[schema.GroupKind]bool
 	mu       sync.Mutex
 	versions map[writtenKey]string
 }
@@ -33,9 +34,16 @@ type writtenKey struct {
 // enqueue it (it normally does, sooner).
 const cacheCatchUp = 200 * time.Millisecond
 
-// NewWrittenVersions returns an empty record for the kinds of scheme.
-func NewWrittenVersions(scheme *runtime.Scheme) *WrittenVersions {
-	return &WrittenVersions{scheme: scheme, versions: map[writtenKey]string{}}
+// NewWrittenVersions returns an empty record of the writes of the kinds of objs (objects of other kinds are not
+// recorded: nothing would ever drop their records).
+func NewWrittenVersions(scheme *runtime.Scheme, objs ...client.Object) *WrittenVersions {
+	w := &WrittenVersions{scheme: scheme, kinds: map[schema.GroupKind]bool{}, versions: map[writtenKey]string{}}
+	for _, o := range objs {
+		if gvk, err := apiutil.GVKForObject(o, scheme); err == nil {
+			w.kinds[gvk.GroupKind()] = true
+		}
+	}
+	return w
 }
 
 // Client returns c with every write (create, update or patch, of an object or of its status) recorded; a dry
@@ -100,7 +108,7 @@ func (w *WrittenVersions) record(obj client.Object, err error) {
 
 func (w *WrittenVersions) keyOf(obj client.Object) (writtenKey, bool) {
 	gvk, err := apiutil.GVKForObject(obj, w.scheme)
-	if err != nil {
+	if err != nil || !w.kinds[gvk.GroupKind()] {
 		return writtenKey{}, false
 	}
 	return writtenKey{kind: gvk.GroupKind(), name: client.ObjectKeyFromObject(obj)}, true

@@ -267,7 +267,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, o Options) error {
 	}
 	// One record of the manager's writes, shared by the claims and every reconciler: a reconcile waits for the
 	// cache to catch up with what any of them wrote.
-	written := controllers.NewWrittenVersions(mgr.GetScheme())
+	written := controllers.NewWrittenVersions(mgr.GetScheme(), &infrav1.RemoteMachine{}, &infrav1.PooledRemoteMachine{})
 	claimer := o.Claimer
 	if claimer == nil {
 		claimer = pool.NewClaimer(mgr)

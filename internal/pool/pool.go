@@ -36,9 +36,9 @@ const (
 	// IndexFree maps a claimable entry to "pool/<pool>", to its bucket "pool/<pool>#<n>" and to AnyPool; entries
 	// that cannot be claimed have no key.
 	IndexFree = "capr.free"
-	// IndexKeySecret maps an entry to the name of the Secret holding its host's SSH key.
+	// IndexKeySecret maps an entry to HashedKey of the name of the Secret holding its host's SSH key.
 	IndexKeySecret = "capr.keysecret"
-	// IndexClaim maps a claimed entry to the name of the RemoteMachine holding it.
+	// IndexClaim maps a claimed entry to HashedKey of the name of the RemoteMachine holding it.
 	IndexClaim = "capr.claim"
 
 	// AnyPool is the IndexFree key under which every claimable entry of a namespace is found.
@@ -58,7 +58,7 @@ func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 		},
 		IndexKeySecret: func(m *infrav1.PooledRemoteMachine) []string {
 			if ref := m.Spec.Machine.SSHKeyRef; ref != nil {
-				return []string{ref.Name}
+				return []string{HashedKey(ref.Name)}
 			}
 			return nil
 		},
@@ -66,7 +66,7 @@ func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 			if m.Spec.ClaimRef == nil {
 				return nil
 			}
-			return []string{m.Spec.ClaimRef.Name}
+			return []string{HashedKey(m.Spec.ClaimRef.Name)}
 		},
 	} {
 		if err := indexer.IndexField(ctx, obj, name, func(o client.Object) []string {
@@ -76,6 +76,53 @@ func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 		}
 	}
 	return nil
+}
+
+// hashedBuckets is how many keys a hashed index has at most in a namespace.
+const hashedBuckets = 256
+
+// HashedKey is the key under which an index whose values are nearly all distinct (a Secret's name, a
+// RemoteMachine's name, a Lease's holder) files an object: a bucket of the value's hash. The informer's index then
+// keeps at most hashedBuckets sets of keys per namespace rather than a set of one key per object (some 400 bytes
+// each, kept twice: per namespace and across namespaces), and a lookup reads the bucket, which it filters by the
+// value itself.
+func HashedKey(value string) string {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(value))
+	return "h" + strconv.FormatUint(h.Sum64()%hashedBuckets, 10)
+}
+
+// EntriesClaimedBy returns the names of the entries of namespace whose claim names the RemoteMachine name, from the
+// cache (indexed by IndexClaim).
+func EntriesClaimedBy(ctx context.Context, r client.Reader, namespace, name string) ([]string, error) {
+	list := &infrav1.PooledRemoteMachineList{}
+	// Read-only: the cached objects are not copied.
+	if err := r.List(ctx, list, client.InNamespace(namespace), client.MatchingFields{IndexClaim: HashedKey(name)}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	var names []string
+	for i := range list.Items {
+		if c := list.Items[i].Spec.ClaimRef; c != nil && c.Name == name {
+			names = append(names, list.Items[i].Name)
+		}
+	}
+	return names, nil
+}
+
+// EntryWithKeySecret returns the name of an entry of namespace whose host's SSH key is the Secret name, or "",
+// from the cache (indexed by IndexKeySecret).
+func EntryWithKeySecret(ctx context.Context, r client.Reader, namespace, name string) (string, error) {
+	list := &infrav1.PooledRemoteMachineList{}
+	// Read-only: the cached objects are not copied.
+	if err := r.List(ctx, list, client.InNamespace(namespace), client.MatchingFields{IndexKeySecret: HashedKey(name)}, client.UnsafeDisableDeepCopy); err != nil {
+		return "", err
+	}
+	for i := range list.Items {
+		if ref := list.Items[i].Spec.Machine.SSHKeyRef; ref != nil && ref.Name == name {
+			return list.Items[i].Name, nil
+		}
+	}
+	return "", nil
 }
 
 func freeKey(pool string) string { return "pool/" + pool }
@@ -493,7 +540,8 @@ func (c *Claimer) Claim(ctx context.Context, req Request) (*infrav1.PooledRemote
 // idempotent instead of holding a second host until the orphan sweep frees the first.
 func (c *Claimer) heldForRetry(ctx context.Context, req Request) (*infrav1.PooledRemoteMachine, error) {
 	list := &infrav1.PooledRemoteMachineList{}
-	if err := c.Reader.List(ctx, list, client.InNamespace(req.Namespace), client.MatchingFields{IndexClaim: req.MachineName}); err != nil {
+	// Read-only: the cached entries are not copied (the one returned is read from the apiserver).
+	if err := c.Reader.List(ctx, list, client.InNamespace(req.Namespace), client.MatchingFields{IndexClaim: HashedKey(req.MachineName)}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	for i := range list.Items {

@@ -407,9 +407,9 @@ func TestRetriedCreateKeepsItsClaim(t *testing.T) {
 	first, err := env.Claimer.Claim(ctx, pool.Request{Namespace: ns, Pool: "default", MachineName: "m"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Eventually(func(g Gomega) {
-		list := &infrav1.PooledRemoteMachineList{}
-		g.Expect(env.Manager.GetClient().List(ctx, list, client.InNamespace(ns), client.MatchingFields{pool.IndexClaim: "m"})).To(Succeed())
-		g.Expect(list.Items).To(HaveLen(1))
+		names, err := pool.EntriesClaimedBy(ctx, env.Manager.GetClient(), ns, "m")
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(names).To(HaveLen(1))
 	}, 10*time.Second, 50*time.Millisecond).Should(Succeed())
 
 	m := testenv.NewPooledMachine(ns, "m", "default")

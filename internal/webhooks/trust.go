@@ -177,11 +177,11 @@ func checkDirectHost(ctx context.Context, locks *pool.EndpointLocks, reader clie
 	}
 	checked, mayRead := false, false
 	for i, name := range names {
-		list := &infrav1.PooledRemoteMachineList{}
-		if err := reader.List(ctx, list, client.InNamespace(namespace), client.MatchingFields{pool.IndexKeySecret: name}, client.Limit(1)); err != nil {
+		entry, err := pool.EntryWithKeySecret(ctx, reader, namespace, name)
+		if err != nil {
 			return nil, apierrors.NewInternalError(err)
 		}
-		if len(list.Items) == 0 {
+		if entry == "" {
 			continue
 		}
 		if !checked {
@@ -194,7 +194,7 @@ func checkDirectHost(ctx context.Context, locks *pool.EndpointLocks, reader clie
 		if !mayRead {
 			errs = append(errs, field.Forbidden(keys[i], fmt.Sprintf(
 				"Secret %s holds the SSH key of pool entries (PooledRemoteMachine %s); a pooled host is reached only through a claim: set spec.pool (or spec.selector), "+
-					"or use a key Secret of your own for a host outside the pools (only a user who may read this namespace's Secrets may name a pool's key)", name, list.Items[0].Name)))
+					"or use a key Secret of your own for a host outside the pools (only a user who may read this namespace's Secrets may name a pool's key)", name, entry)))
 		}
 	}
 	return errs, nil

@@ -249,6 +249,9 @@ func heapTop(ctx context.Context, env *testenv.Environment, addr string) string 
 		return out + "not read: " + err.Error() + "\n"
 	}
 	defer os.Remove(f.Name())
+	if keep := os.Getenv("P3_HEAP_PROFILE"); keep != "" {
+		_ = os.WriteFile(keep, data, 0o644) // for go tool pprof by hand
+	}
 	_, _ = f.Write(data)
 	_ = f.Close()
 	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=15", "-sample_index=inuse_space", f.Name()).CombinedOutput()
