@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -95,7 +96,16 @@ func (o *flagValues) managerNamespace() string {
 	return "default"
 }
 
+// gcPercent is the manager's garbage-collection target unless GOGC is set: most of its memory is its cache (pool
+// entries, machines, the hosts' Leases), held for good, and the Go default (100) lets the heap grow to twice that
+// before collecting. At 50 the peak is about one and a half times the cache, for a little more collection work: with
+// 11,020 pool entries and 2,020 RemoteMachines (make bench's P3) the peak RSS fell from 160 to 127 MiB.
+const gcPercent = 50
+
 func main() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(gcPercent)
+	}
 	var o flagValues
 	fs := pflag.CommandLine
 	fs.SetNormalizeFunc(cliflag.WordSepNormalizeFunc)
