@@ -117,6 +117,12 @@ func main() {
 		all = append(all, rs...)
 	}
 	slices.SortStableFunc(all, func(a, b rows.Row) int { return strings.Compare(a.Figure, b.Figure) })
+	// P3's heap is shown beside the committed run's, to compare before and after.
+	for i := range all {
+		if all[i].Figure == "P3" && all[i].Detail != "" {
+			all[i].Detail += committedHeap(*committed)
+		}
+	}
 	m := describeMachine(load)
 	table := render(all, previous, s.short)
 	fmt.Printf("\n%s\n%s\n(%s in %s)\n", m, table, scaleName(s), time.Since(started).Round(time.Second))

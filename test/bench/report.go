@@ -188,3 +188,35 @@ func loadAverage() string {
 	}
 	return strings.Join(f[:3], " ")
 }
+
+// heapHeading starts the section of P3's heap profile in a results file.
+const heapHeading = "### P3: the loaded manager's heap"
+
+// committedHeap is the P3 heap section of the committed results at path, retitled as the run before this one, or ""
+// when it has none.
+func committedHeap(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	text := string(data)
+	start := strings.Index(text, heapHeading)
+	if start < 0 {
+		return ""
+	}
+	section := text[start+len(heapHeading):]
+	if end := strings.Index(section, "\n### "); end >= 0 {
+		section = section[:end]
+	}
+	when := "the committed run"
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "Machine: ") {
+			// "Machine: <what>; <date> UTC; load average ..."
+			if parts := strings.Split(line, "; "); len(parts) >= 2 {
+				when = "the committed run of " + parts[1]
+			}
+			break
+		}
+	}
+	return "\n\n### P3 before: the heap in " + when + section
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -46,5 +47,23 @@ func TestRenderKeepsTheLatestDetail(t *testing.T) {
 	}
 	if strings.Index(table, "### P3") > strings.Index(table, "### Where P6") {
 		t.Errorf("the details are not in the rows' order:\n%s", table)
+	}
+}
+
+// TestCommittedHeapIsShownAsBefore: P3's heap of the committed run follows this run's, under its own heading, dated.
+func TestCommittedHeapIsShownAsBefore(t *testing.T) {
+	path := t.TempDir() + "/results.md"
+	committed := "# CAPR benchmark results\n\nMachine: AMD EPYC, 2 logical CPUs; 2026-12-05 05:24 UTC; load average 1 2 3\n\n| figure |\n\n" +
+		heapHeading + " (go tool pprof)\n\n```\n15.59MB sets.Insert\n```\n\n### Where P6's time goes\n\n| stage |\n"
+	if err := os.WriteFile(path, []byte(committed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := committedHeap(path)
+	if !strings.Contains(got, "### P3 before: the heap in the committed run of 2026-12-05 05:24 UTC (go tool pprof)") ||
+		!strings.Contains(got, "15.59MB sets.Insert") || strings.Contains(got, "Where P6") {
+		t.Errorf("committedHeap:\n%s", got)
+	}
+	if committedHeap(t.TempDir()+"/none.md") != "" {
+		t.Errorf("no committed results: no section")
 	}
 }
