@@ -87,9 +87,14 @@ const hashedBuckets = 256
 // each, kept twice: per namespace and across namespaces), and a lookup reads the bucket, which it filters by the
 // value itself.
 func HashedKey(value string) string {
+	return "h" + strconv.FormatUint(hash64(value)%hashedBuckets, 10)
+}
+
+// hash64 is the FNV-1a hash of s, which the buckets of both the free entries and the hashed indexes use.
+func hash64(s string) uint64 {
 	h := fnv.New64a()
-	_, _ = h.Write([]byte(value))
-	return "h" + strconv.FormatUint(h.Sum64()%hashedBuckets, 10)
+	_, _ = h.Write([]byte(s))
+	return h.Sum64()
 }
 
 // EntriesClaimedBy returns the names of the entries of namespace whose claim names the RemoteMachine name, from the
@@ -133,11 +138,7 @@ const buckets = 16
 
 func bucketKey(pool string, b uint64) string { return freeKey(pool) + "#" + strconv.FormatUint(b, 10) }
 
-func bucketOf(name string) uint64 {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(name))
-	return h.Sum64() % buckets
-}
+func bucketOf(name string) uint64 { return hash64(name) % buckets }
 
 // Endpoint returns the normalised "address:port" key of a host: an IP address in its canonical form (IPv6
 // compressed and lower-case, an IPv4-mapped IPv6 address as IPv4), a DNS name lower-case without final dots; port
